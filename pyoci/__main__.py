@@ -1,0 +1,3 @@
+from pyoci.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""One exception hierarchy; the CLI maps each to a one-line message and exit code 1."""
+
+
+class PyociError(Exception):
+    """Base of every error pyoci reports to its caller (one line, exit code 1)."""
+
+    exit_code = 1
+
+
+class UsageError(PyociError):
+    """Bad command line (unknown flag, missing argument)."""
+
+
+class ConfigError(PyociError):
+    """config.json is malformed, violates the schema, or asks for something impossible."""
+
+
+class ContainerNotFound(PyociError):
+    def __init__(self, cid: str):
+        super().__init__(f"container does not exist: {cid}")
+
+
+class ContainerExists(PyociError):
+    def __init__(self, cid: str):
+        super().__init__(f"container with id exists: {cid}")
+
+
+class StateError(PyociError):
+    """The container is not in a state that allows the operation."""
+
+
+class HookError(PyociError):
+    """A hook failed or timed out."""
+
+
+class SysError(PyociError):
+    """A system call or kernel facility failed."""
+
+
+class UnsupportedError(PyociError):
+    """The config asks for a feature this host or pyoci cannot provide."""

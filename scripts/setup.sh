@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up everything pyoci needs on a Debian (bookworm) machine, as root, idempotently:
+# the system packages in scripts/apt-packages.txt, and a virtualenv at .venv/ with pyoci
+# installed in it (editable) plus its test dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=$(grep -v '^\s*#' scripts/apt-packages.txt | grep -v '^\s*$' | tr '\n' ' ')
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update
+    # shellcheck disable=SC2086
+    apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends $missing
+fi
+
+py=${PYOCI_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$py" -m venv .venv
+fi
+stamp=.venv/.pyoci-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[test]'
+    touch "$stamp"
+fi

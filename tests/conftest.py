@@ -1,0 +1,136 @@
+"""Shared fixtures: a subreaper test process, a busybox rootfs, bundles, and runtime runners
+with their own state roots that are cleaned up even when a test fails."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from support.rootfs import base_config, build_rootfs, make_bundle  # noqa: E402
+
+PR_SET_CHILD_SUBREAPER = 36
+ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+PYOCI = os.path.join(REPO, ".venv", "bin", "pyoci")
+if not os.path.exists(PYOCI):
+    PYOCI = shutil.which("pyoci") or PYOCI
+
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
+
+
+def reap_zombies() -> None:
+    """Reap any orphaned children reparented to this (subreaper) test process."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class Runtime:
+    """Runs one runtime binary (pyoci, runc, crun) with a private --root."""
+
+    def __init__(self, binary: str, root: str):
+        self.binary = binary
+        self.root = root
+        self.name = os.path.basename(binary)
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.binary, "--root", self.root, *args]
+
+    def __call__(self, *args: str, check: bool = False, timeout: float = 60, **kw):
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        r = subprocess.run(self.argv(*args), timeout=timeout, **kw)
+        reap_zombies()
+        if check and r.returncode != 0:
+            raise AssertionError(f"{self.name} {' '.join(args)} exited {r.returncode}: "
+                                 f"{r.stderr}")
+        return r
+
+    def state(self, cid: str) -> dict:
+        return json.loads(self("state", cid, check=True).stdout)
+
+    def cleanup(self) -> None:
+        if not os.path.isdir(self.root):
+            return
+        for cid in os.listdir(self.root):
+            try:
+                self("delete", "--force", cid, timeout=30)
+            except Exception:
+                pass
+        reap_zombies()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rootfs_cache(tmp_path_factory):
+    if not os.path.exists("/bin/busybox"):
+        pytest.skip("busybox-static is not installed")
+    return build_rootfs(str(tmp_path_factory.mktemp("rootfs-cache") / "rootfs"))
+
+
+@pytest.fixture
+def bundle_factory(tmp_path, rootfs_cache):
+    n = [0]
+
+    def make(config: dict | None = None, args: list[str] | None = None) -> str:
+        n[0] += 1
+        b = str(tmp_path / f"bundle{n[0]}")
+        return make_bundle(b, config=config, rootfs_cache=rootfs_cache, args=args)
+
+    return make
+
+
+@pytest.fixture
+def config():
+    """A fresh runc-like default config (edit it, then pass to bundle_factory)."""
+    return base_config()
+
+
+def _runtime_fixture(binary: str):
+    root = tempfile.mkdtemp(prefix=f"{os.path.basename(binary)}-root-")
+    rt = Runtime(binary, root)
+    return rt
+
+
+@pytest.fixture
+def pyoci():
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    rt = _runtime_fixture(PYOCI)
+    yield rt
+    rt.cleanup()
+
+
+@pytest.fixture
+def runc():
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    path = shutil.which("runc")
+    if not path:
+        pytest.skip("runc is not installed")
+    rt = _runtime_fixture(path)
+    yield rt
+    rt.cleanup()
+
+
+@pytest.fixture(params=["pyoci", "runc"])
+def runtime(request):
+    """Parametrised over pyoci and runc: the same test must pass for both."""
+    return request.getfixturevalue(request.param)

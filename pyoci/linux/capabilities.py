@@ -1,0 +1,182 @@
+"""Linux capabilities of the container process (process.capabilities).
+
+Follows runc: the bounding set is cut down before the user switch (drop_bounding), the
+effective/permitted/inheritable sets are set in one capset(2) after it, then ambient
+capabilities are raised one by one (apply). A capability name pyoci does not know is a
+config error; a known capability the running kernel lacks (> cap_last_cap) is skipped with a
+warning, as runc does. `capabilities` absent (None) means: leave capabilities alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+
+from pyoci.errors import ConfigError, SysError
+from pyoci.linux import syscalls
+
+log = logging.getLogger("pyoci")
+
+# Index = capability number (include/uapi/linux/capability.h).
+_NAMES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+_NUMBERS = {n: i for i, n in enumerate(_NAMES)}
+
+SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+CAP_SETPCAP = _NUMBERS["CAP_SETPCAP"]
+PR_CAP_AMBIENT_LOWER = 3
+
+
+def names() -> list[str]:
+    """Every capability name pyoci knows (for `pyoci features`)."""
+    return list(_NAMES)
+
+
+@functools.cache
+def last_cap() -> int:
+    """The highest capability number the running kernel supports."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return len(_NAMES) - 1
+
+
+def number(name: str) -> int | None:
+    """The capability number of a name, None if unknown."""
+    return _NUMBERS.get(name)
+
+
+def _unavailable(caps: dict | None) -> list[str]:
+    out: list[str] = []
+    for s in SETS:
+        for n in (caps or {}).get(s) or ():
+            i = _NUMBERS.get(n)
+            if i is not None and i > last_cap() and n not in out:
+                out.append(n)
+    return sorted(out)
+
+
+def parse(cap_names, field: str = "process.capabilities") -> set[int]:
+    """Capability names to numbers. Unknown names raise ConfigError naming `field`; names
+    the running kernel lacks are left out (check() reports them)."""
+    out: set[int] = set()
+    if cap_names is None:
+        return out
+    if not isinstance(cap_names, (list, tuple, set, frozenset)):
+        raise ConfigError(f"{field}: must be a list of capability names")
+    for n in cap_names:
+        i = _NUMBERS.get(n) if isinstance(n, str) else None
+        if i is None:
+            raise ConfigError(f'{field}: unknown capability "{n}"')
+        if i <= last_cap():
+            out.add(i)
+    return out
+
+
+def check(caps: dict | None) -> list[str]:
+    """Create-time validation of process.capabilities. Returns (and logs) a warning for
+    capabilities the running kernel does not have, which are ignored."""
+    if caps is None:
+        return []
+    if not isinstance(caps, dict):
+        raise ConfigError("process.capabilities: must be an object")
+    for s in SETS:
+        parse(caps.get(s), f"process.capabilities.{s}")
+    missing = _unavailable(caps)
+    if not missing:
+        return []
+    w = f"ignoring unknown or unavailable capabilities: {' '.join(missing)}"
+    log.warning(w)
+    return [w]
+
+
+def _effective() -> set[int]:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                v = int(line.split()[1], 16)
+                return {i for i in range(64) if v >> i & 1}
+    return set()
+
+
+def drop_bounding(caps: dict | None) -> None:
+    """Drop from the bounding set every capability not in caps['bounding'].
+
+    Like runc, does nothing without CAP_SETPCAP in the effective set (logged)."""
+    if caps is None:
+        return
+    import prctl
+
+    keep = parse(caps.get("bounding"), "process.capabilities.bounding")
+    drop = [i for i in range(last_cap() + 1) if i not in keep and prctl.capbset_read(i)]
+    if not drop:
+        return
+    if CAP_SETPCAP not in _effective():
+        log.warning("no CAP_SETPCAP: leaving the capability bounding set unchanged")
+        return
+    for i in drop:
+        try:
+            prctl.capbset_drop(i)
+        except OSError as e:
+            if e.errno == errno.EINVAL:  # not supported by this kernel
+                continue
+            raise SysError(f"process.capabilities.bounding: drop {_NAMES[i]}: "
+                           f"{os.strerror(e.errno)}") from e
+
+
+def _clear_ambient() -> None:
+    try:
+        syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: kernel without ambient capabilities
+            raise SysError(f"process.capabilities.ambient: clear: {os.strerror(e.errno)}") from e
+
+
+def apply(caps: dict | None) -> list[str]:
+    """After the user switch: set inheritable, permitted and effective (one capset, so
+    the kernel checks them together), then reset ambient and raise each ambient capability.
+    A failed ambient raise is a warning (returned and logged), as in runc."""
+    if caps is None:
+        return []
+    import prctl
+
+    eff = parse(caps.get("effective"), "process.capabilities.effective")
+    prm = parse(caps.get("permitted"), "process.capabilities.permitted")
+    inh = parse(caps.get("inheritable"), "process.capabilities.inheritable")
+    amb = parse(caps.get("ambient"), "process.capabilities.ambient")
+    known = [i for i in prctl.ALL_CAPS if i <= last_cap()]
+    try:
+        prctl.set_caps(
+            ([i for i in known if i in inh], prctl.CAP_INHERITABLE, True),
+            ([i for i in known if i not in inh], prctl.CAP_INHERITABLE, False),
+            ([i for i in known if i in prm], prctl.CAP_PERMITTED, True),
+            ([i for i in known if i not in prm], prctl.CAP_PERMITTED, False),
+            ([i for i in known if i in eff], prctl.CAP_EFFECTIVE, True),
+            ([i for i in known if i not in eff], prctl.CAP_EFFECTIVE, False),
+        )
+    except OSError as e:
+        raise SysError("process.capabilities: can't apply capabilities: "
+                       f"{os.strerror(e.errno)}") from e
+    _clear_ambient()
+    warnings: list[str] = []
+    for i in sorted(amb):
+        try:
+            syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, i)
+        except OSError as e:
+            w = f"can't raise ambient capability {_NAMES[i]}: {os.strerror(e.errno)}"
+            log.warning(w)
+            warnings.append(w)
+    return warnings

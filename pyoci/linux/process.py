@@ -1,0 +1,452 @@
+"""Process attributes applied inside the container's init before exec: user, capabilities,
+umask, cwd (finalize, after runc's finalizeNamespace/setupUser), no_new_privs, personality,
+I/O priority, scheduler, exec CPU affinity and oom_score_adj; plus create-time check()."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import re
+
+from pyoci.errors import ConfigError, SysError
+from pyoci.linux import capabilities, rlimits, syscalls
+
+log = logging.getLogger("pyoci")
+
+DEFAULT_UMASK = 0o022
+
+PERSONALITY_DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
+# include/uapi/linux/personality.h; the spec defines no flags yet, these are the kernel's.
+PERSONALITY_FLAGS = {
+    "UNAME26": 0x0020000, "ADDR_NO_RANDOMIZE": 0x0040000, "FDPIC_FUNCPTRS": 0x0080000,
+    "MMAP_PAGE_ZERO": 0x0100000, "ADDR_COMPAT_LAYOUT": 0x0200000,
+    "READ_IMPLIES_EXEC": 0x0400000, "ADDR_LIMIT_32BIT": 0x0800000,
+    "SHORT_INODE": 0x1000000, "WHOLE_SECONDS": 0x2000000, "STICKY_TIMEOUTS": 0x4000000,
+    "ADDR_LIMIT_3GB": 0x8000000,
+}
+
+IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+IOPRIO_CLASS_SHIFT = 13
+IOPRIO_WHO_PROCESS = 1
+SYS_ioprio_get = 252
+
+SCHED_POLICIES = {
+    "SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3, "SCHED_ISO": 4,
+    "SCHED_IDLE": 5, "SCHED_DEADLINE": 6,
+}
+SCHED_FLAGS = {
+    "SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02,
+    "SCHED_FLAG_DL_OVERRUN": 0x04, "SCHED_FLAG_KEEP_POLICY": 0x08,
+    "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+    "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40,
+}
+SYS_sched_getattr = 315
+MAX_CPU = 65536  # largest CPU number accepted in a CPU list (as runc)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+class SchedAttr(ctypes.Structure):
+    """struct sched_attr (SCHED_ATTR_SIZE_VER1)."""
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
+                ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
+                ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
+                ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64),
+                ("sched_util_min", ctypes.c_uint32), ("sched_util_max", ctypes.c_uint32)]
+
+
+def _int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# --- user, capabilities, cwd, umask --------------------------------------------------------
+
+def _id_mapped(idx: int, map_path: str) -> bool:
+    try:
+        with open(map_path) as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        return True
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3:
+            inside, _, count = (int(x) for x in parts)
+            if inside <= idx < inside + count:
+                return True
+    return False
+
+
+def home_dir(uid: int, passwd: str = "/etc/passwd") -> str:
+    """The home directory of uid in passwd, "/" when there is none."""
+    try:
+        with open(passwd) as f:
+            for line in f:
+                p = line.rstrip("\n").split(":")
+                if len(p) >= 7 and p[2] == str(uid):
+                    return p[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def fix_stdio_ownership(uid: int) -> None:
+    """chown stdin/stdout/stderr to uid (keeping their group) unless they are /dev/null or
+    already owned by uid, as runc's fixStdioPermissions; EINVAL/EPERM/EROFS are ignored."""
+    try:
+        null_rdev = os.stat("/dev/null").st_rdev
+    except OSError:
+        null_rdev = None
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_uid == uid or (null_rdev is not None and st.st_rdev == null_rdev):
+            continue
+        try:
+            os.fchown(fd, uid, st.st_gid)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                raise SysError(f"process.user.uid: chown stdio fd {fd}: "
+                               f"{os.strerror(e.errno)}") from e
+
+
+def setgroups_allowed() -> bool:
+    """False when /proc/self/setgroups says "deny" (unprivileged user namespace)."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except FileNotFoundError:
+        return True
+
+
+def setup_user(user: dict | None, rootless: bool = False) -> None:
+    """setgroups(additionalGids), setgid, setuid, and HOME if unset (runc's setupUser)."""
+    user = user or {}
+    uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    groups = [int(g) for g in user.get("additionalGids") or ()]
+    if not _id_mapped(uid, "/proc/self/uid_map"):
+        raise ConfigError(f"process.user.uid: cannot set uid to {uid}, unmapped in the user "
+                          "namespace")
+    if not _id_mapped(gid, "/proc/self/gid_map"):
+        raise ConfigError(f"process.user.gid: cannot set gid to {gid}, unmapped in the user "
+                          "namespace")
+    if rootless and groups:
+        raise ConfigError("process.user.additionalGids: cannot set additional groups in a "
+                          "rootless container")
+    fix_stdio_ownership(uid)
+    if not rootless and setgroups_allowed():
+        try:
+            os.setgroups(groups)
+        except OSError as e:
+            raise SysError(f"process.user.additionalGids: setgroups {groups}: "
+                           f"{os.strerror(e.errno)}") from e
+    try:
+        os.setgid(gid)
+    except OSError as e:
+        raise SysError(f"process.user.gid: setgid {gid}: {os.strerror(e.errno)}") from e
+    try:
+        os.setuid(uid)
+    except OSError as e:
+        raise SysError(f"process.user.uid: setuid {uid}: {os.strerror(e.errno)}") from e
+    if not os.environ.get("HOME"):
+        os.environ["HOME"] = home_dir(uid)
+
+
+def _chdir(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise ConfigError(f'process.cwd: chdir to "{cwd}": {os.strerror(e.errno)}') from e
+
+
+def _verify_cwd() -> None:
+    try:
+        wd = os.getcwd()
+    except FileNotFoundError as e:
+        raise SysError("process.cwd: current working directory is outside of the container's "
+                       "root -- possible container breakout") from e
+    if not os.path.isabs(wd):
+        raise SysError(f"process.cwd: current working directory {wd!r} is not absolute")
+
+
+def finalize(process: dict, *, rootless: bool = False) -> None:
+    """runc's finalizeNamespace from the bounding set to the capabilities, then umask:
+    chdir(cwd) (retried after the user switch on EACCES/EPERM), drop the bounding set,
+    KEEPCAPS on, setgroups/setgid/setuid, KEEPCAPS off, apply capabilities, umask.
+
+    process.capabilities absent: capabilities are left alone (a non-root user then keeps no
+    effective capabilities and loses the rest at execve, like runc). The parent death
+    signal, which setuid clears, is restored."""
+    import prctl
+
+    cwd = process.get("cwd") or ""
+    retry_chdir = False
+    if cwd:
+        try:
+            os.chdir(cwd)
+        except PermissionError:
+            retry_chdir = True
+        except OSError as e:
+            raise ConfigError(f'process.cwd: chdir to "{cwd}": {os.strerror(e.errno)}') from e
+    caps = process.get("capabilities")
+    pdeath = prctl.get_pdeathsig()
+    capabilities.drop_bounding(caps)
+    prctl.set_keepcaps(True)
+    setup_user(process.get("user"), rootless)
+    if retry_chdir:
+        _chdir(cwd)
+    if cwd:
+        _verify_cwd()
+    prctl.set_keepcaps(False)
+    capabilities.apply(caps)
+    if pdeath:
+        prctl.set_pdeathsig(pdeath)
+    umask = (process.get("user") or {}).get("umask")
+    os.umask(DEFAULT_UMASK if umask is None else umask)
+
+
+# --- other process attributes -------------------------------------------------------------
+
+def set_no_new_privileges() -> None:
+    try:
+        syscalls.set_no_new_privs()
+    except OSError as e:
+        raise SysError(f"process.noNewPrivileges: prctl(PR_SET_NO_NEW_PRIVS): "
+                       f"{os.strerror(e.errno)}") from e
+
+
+def personality_value(p: dict) -> int:
+    """The personality(2) argument for a linux.personality object."""
+    domain = p.get("domain")
+    if domain not in PERSONALITY_DOMAINS:
+        raise ConfigError(f'linux.personality.domain: unknown domain "{domain}"')
+    v = PERSONALITY_DOMAINS[domain]
+    for i, fl in enumerate(p.get("flags") or ()):
+        if fl not in PERSONALITY_FLAGS:
+            raise ConfigError(f'linux.personality.flags[{i}]: unknown flag "{fl}"')
+        v |= PERSONALITY_FLAGS[fl]
+    return v
+
+
+def apply_personality(p: dict | None) -> None:
+    if not p:
+        return
+    v = personality_value(p)
+    try:
+        syscalls.personality(v)
+    except OSError as e:
+        raise SysError(f"linux.personality: personality({v:#x}): {os.strerror(e.errno)}") from e
+
+
+def ioprio_value(p: dict) -> int:
+    """The ioprio_set(2) value for a process.ioPriority object."""
+    cls = p.get("class")
+    if cls not in IOPRIO_CLASSES:
+        raise ConfigError(f'process.ioPriority.class: unknown class "{cls}"')
+    prio = p.get("priority", 0)
+    if not _int(prio) or not 0 <= prio <= 7:
+        raise ConfigError(f"process.ioPriority.priority: {prio!r} is not in 0..7")
+    return IOPRIO_CLASSES[cls] << IOPRIO_CLASS_SHIFT | prio
+
+
+def apply_io_priority(p: dict | None, pid: int = 0) -> None:
+    if not p:
+        return
+    v = ioprio_value(p)
+    try:
+        syscalls.ioprio_set(IOPRIO_WHO_PROCESS, pid, v)
+    except OSError as e:
+        raise SysError(f"process.ioPriority: ioprio_set {p.get('class')} "
+                       f"{p.get('priority', 0)}: {os.strerror(e.errno)}") from e
+
+
+def ioprio_get(pid: int = 0) -> int:
+    r = _syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, pid)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"ioprio_get {pid}: {os.strerror(e)}")
+    return r
+
+
+def sched_attr(p: dict) -> SchedAttr:
+    """Validate a process.scheduler object and build its struct sched_attr."""
+    policy = p.get("policy")
+    if policy not in SCHED_POLICIES:
+        raise ConfigError(f'process.scheduler.policy: unknown policy "{policy}"')
+    nice = p.get("nice", 0)
+    if not _int(nice) or not -20 <= nice <= 19:
+        raise ConfigError(f"process.scheduler.nice: {nice!r} is not in -20..19")
+    prio = p.get("priority", 0)
+    if not _int(prio) or not 0 <= prio <= 99:
+        raise ConfigError(f"process.scheduler.priority: {prio!r} is not in 0..99")
+    if prio and policy not in ("SCHED_FIFO", "SCHED_RR"):
+        raise ConfigError("process.scheduler.priority: only for SCHED_FIFO or SCHED_RR, "
+                          f"not {policy}")
+    flags = 0
+    for i, fl in enumerate(p.get("flags") or ()):
+        if fl not in SCHED_FLAGS:
+            raise ConfigError(f'process.scheduler.flags[{i}]: unknown flag "{fl}"')
+        flags |= SCHED_FLAGS[fl]
+    dl = {}
+    for k in ("runtime", "deadline", "period"):
+        v = p.get(k, 0)
+        if not _int(v) or not 0 <= v < 1 << 64:
+            raise ConfigError(f"process.scheduler.{k}: {v!r} is not an unsigned 64-bit integer")
+        if v and policy != "SCHED_DEADLINE":
+            raise ConfigError(f"process.scheduler.{k}: only for SCHED_DEADLINE, not {policy}")
+        dl[k] = v
+    return SchedAttr(ctypes.sizeof(SchedAttr), SCHED_POLICIES[policy], flags, nice, prio,
+                     dl["runtime"], dl["deadline"], dl["period"], 0, 0)
+
+
+def sched_setattr(pid: int, attr: SchedAttr, flags: int = 0) -> None:
+    if _syscall(syscalls.SYS_sched_setattr, pid, ctypes.byref(attr), ctypes.c_uint(flags)):
+        e = ctypes.get_errno()
+        raise OSError(e, f"sched_setattr {pid}: {os.strerror(e)}")
+
+
+def sched_getattr(pid: int = 0) -> SchedAttr:
+    attr = SchedAttr()
+    if _syscall(SYS_sched_getattr, pid, ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)),
+                ctypes.c_uint(0)):
+        e = ctypes.get_errno()
+        raise OSError(e, f"sched_getattr {pid}: {os.strerror(e)}")
+    return attr
+
+
+def apply_scheduler(p: dict | None, pid: int = 0) -> None:
+    if not p:
+        return
+    attr = sched_attr(p)
+    try:
+        sched_setattr(pid, attr)
+    except OSError as e:
+        raise SysError(f"process.scheduler: sched_setattr {p.get('policy')}: "
+                       f"{os.strerror(e.errno)}") from e
+
+
+def parse_cpu_list(s: str, field: str = "process.execCPUAffinity") -> set[int]:
+    """A CPU list like "0-1,3" to a set; "" is the empty set (unset). Blank items between
+    commas are allowed, blanks inside a range are not (as runc)."""
+    if not isinstance(s, str):
+        raise ConfigError(f"{field}: {s!r} is not a CPU list string")
+    if s == "":
+        return set()
+    cpus: set[int] = set()
+    for item in s.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if not m:
+            raise ConfigError(f'{field}: invalid CPU list "{s}" at "{item}"')
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if lo > hi:
+            raise ConfigError(f'{field}: invalid CPU range "{item}" in "{s}"')
+        if hi > MAX_CPU:
+            raise ConfigError(f'{field}: CPU {hi} in "{s}" is above the maximum {MAX_CPU}')
+        cpus.update(range(lo, hi + 1))
+    if not cpus:
+        raise ConfigError(f'{field}: invalid CPU list "{s}"')
+    return cpus
+
+
+def apply_exec_cpu_affinity(p: dict | None, stage: str, pid: int = 0) -> None:
+    """Set the CPU affinity of pid (0: self) to process.execCPUAffinity[stage] ("initial":
+    before joining the container's cgroup, "final": after). Unset: nothing is changed."""
+    if stage not in ("initial", "final"):
+        raise ValueError(f"stage must be 'initial' or 'final', not {stage!r}")
+    s = (p or {}).get(stage)
+    if not s:
+        return
+    field = f"process.execCPUAffinity.{stage}"
+    cpus = parse_cpu_list(s, field)
+    try:
+        os.sched_setaffinity(pid, cpus)
+    except OSError as e:
+        raise SysError(f'{field}: sched_setaffinity "{s}": {os.strerror(e.errno)}') from e
+
+
+def set_oom_score_adj(value: int, pid: int | None = None) -> None:
+    """Write /proc/<pid|self>/oom_score_adj. Lowering it needs CAP_SYS_RESOURCE."""
+    path = f"/proc/{'self' if pid is None else pid}/oom_score_adj"
+    try:
+        with open(path, "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        hint = ""
+        if e.errno in (errno.EACCES, errno.EPERM):
+            hint = " (lowering it needs CAP_SYS_RESOURCE)"
+        raise SysError(f"process.oomScoreAdj: write {value} to {path}: {os.strerror(e.errno)}"
+                       f"{hint}") from e
+
+
+# --- create-time validation ---------------------------------------------------------------
+
+def _check_user(user: object) -> None:
+    if user is None:
+        return
+    if not isinstance(user, dict):
+        raise ConfigError("process.user: must be an object")
+    for k in ("uid", "gid"):
+        v = user.get(k, 0)
+        if not _int(v) or not 0 <= v < 1 << 32:
+            raise ConfigError(f"process.user.{k}: {v!r} is not an unsigned 32-bit integer")
+    gids = user.get("additionalGids")
+    if gids is not None:
+        if not isinstance(gids, list):
+            raise ConfigError("process.user.additionalGids: must be a list")
+        for i, g in enumerate(gids):
+            if not _int(g) or not 0 <= g < 1 << 32:
+                raise ConfigError(f"process.user.additionalGids[{i}]: {g!r} is not an "
+                                  "unsigned 32-bit integer")
+    umask = user.get("umask")
+    if umask is not None and (not _int(umask) or not 0 <= umask < 1 << 32):
+        raise ConfigError(f"process.user.umask: {umask!r} is not an unsigned 32-bit integer")
+
+
+def check_personality(p: dict | None) -> None:
+    if p is None:
+        return
+    if not isinstance(p, dict):
+        raise ConfigError("linux.personality: must be an object")
+    personality_value(p)
+
+
+def check(process: dict, personality: dict | None = None) -> list[str]:
+    """Create-time validation of process.* handled here (user, cwd, capabilities, rlimits,
+    scheduler, ioPriority, execCPUAffinity, oomScoreAdj) and of linux.personality.
+    Returns warnings (capabilities the kernel lacks)."""
+    if not isinstance(process, dict):
+        raise ConfigError("process: must be an object")
+    _check_user(process.get("user"))
+    cwd = process.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
+        raise ConfigError(f"process.cwd: {cwd!r} is not an absolute path")
+    warnings = capabilities.check(process.get("capabilities"))
+    rlimits.check(process.get("rlimits"))
+    if process.get("scheduler") is not None:
+        sched_attr(process["scheduler"])
+    if process.get("ioPriority") is not None:
+        ioprio_value(process["ioPriority"])
+    aff = process.get("execCPUAffinity")
+    if aff is not None:
+        if not isinstance(aff, dict):
+            raise ConfigError("process.execCPUAffinity: must be an object")
+        for stage in ("initial", "final"):
+            if aff.get(stage) is not None:
+                parse_cpu_list(aff[stage], f"process.execCPUAffinity.{stage}")
+    oom = process.get("oomScoreAdj")
+    if oom is not None and (not _int(oom) or not -1000 <= oom <= 1000):
+        raise ConfigError(f"process.oomScoreAdj: {oom!r} is not in -1000..1000")
+    nnp = process.get("noNewPrivileges")
+    if nnp is not None and not isinstance(nnp, bool):
+        raise ConfigError("process.noNewPrivileges: must be a boolean")
+    check_personality(personality)
+    return warnings

@@ -1,0 +1,231 @@
+"""runc-compatible command line: global flags before the command (`--flag value`,
+`--flag=value`, one or two dashes, any order), then the command and its own flags.
+
+Hand-written rather than argparse: every pyoci invocation pays for its start-up, and clients
+call the runtime several times per container.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyoci import SPEC_VERSION, __version__
+from pyoci.errors import PyociError, UsageError
+
+# flag name -> (canonical key, takes a value)
+GLOBAL_FLAGS = {
+    "root": ("root", True), "log": ("log", True), "log-format": ("log_format", True),
+    "debug": ("debug", False), "systemd-cgroup": ("systemd_cgroup", False),
+    "criu": ("criu", True), "rootless": ("rootless", True),
+    "help": ("help", False), "h": ("help", False),
+    "version": ("version", False), "v": ("version", False),
+}
+
+CREATE_FLAGS = {
+    "bundle": ("bundle", True), "b": ("bundle", True),
+    "console-socket": ("console_socket", True), "pid-file": ("pid_file", True),
+    "no-pivot": ("no_pivot", False), "no-new-keyring": ("no_new_keyring", False),
+    "preserve-fds": ("preserve_fds", True),
+}
+COMMANDS: dict[str, dict] = {
+    "create": CREATE_FLAGS,
+    "run": {**CREATE_FLAGS, "detach": ("detach", False), "d": ("detach", False),
+            "keep": ("keep", False), "no-subreaper": ("no_subreaper", False)},
+    "start": {},
+    "state": {},
+    "kill": {"all": ("all", False), "a": ("all", False)},
+    "delete": {"force": ("force", False), "f": ("force", False)},
+    "list": {"format": ("format", True), "f": ("format", True), "quiet": ("quiet", False),
+             "q": ("quiet", False)},
+    "spec": {"bundle": ("bundle", True), "b": ("bundle", True),
+             "rootless": ("rootless", False)},
+    "features": {},
+}
+
+USAGE = f"""pyoci {__version__} - an OCI runtime (runtime-spec {SPEC_VERSION}), runc-compatible
+
+usage: pyoci [global options] command [command options] [arguments...]
+
+commands:
+  create    create a container            run      create and start a container
+  start     start a created container     state    output the state of a container
+  kill      send a signal to the init     delete   delete a container
+  list      list containers               spec     write a default config.json
+  features  show the enabled features
+
+global options:
+  --root DIR           state directory (default /run/pyoci)
+  --log FILE           log file          --log-format text|json
+  --debug              debug logging     --systemd-cgroup  use the systemd cgroup driver
+  --version, -v        print the version --help, -h        show this help
+"""
+
+_TRUE = {"true", "1", "yes", ""}
+
+
+def parse_flags(args: list[str], table: dict, *, stop_at_positional: bool) -> tuple[dict, list]:
+    """Parse flags from args; returns (options, remaining positionals)."""
+    opts: dict = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest.extend(args[i + 1:])
+            break
+        if a.startswith("-") and a != "-":
+            name, eq, value = a.lstrip("-").partition("=")
+            if name not in table:
+                raise UsageError(f"flag provided but not defined: {a.split('=')[0]}")
+            key, takes = table[name]
+            if takes:
+                if not eq:
+                    i += 1
+                    if i >= len(args):
+                        raise UsageError(f"flag needs an argument: {a}")
+                    value = args[i]
+                opts[key] = value
+            else:
+                if eq and value.lower() not in _TRUE | {"false", "0", "no"}:
+                    raise UsageError(f"invalid boolean value {value!r} for {a}")
+                opts[key] = (not eq) or value.lower() in _TRUE
+            i += 1
+            continue
+        if stop_at_positional:
+            rest.extend(args[i:])
+            break
+        rest.append(a)
+        i += 1
+    return opts, rest
+
+
+def _one_id(cmd: str, rest: list[str]) -> str:
+    if len(rest) != 1:
+        raise UsageError(f"{cmd}: expected exactly one container id, got {len(rest)}")
+    return rest[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    gopts: dict = {}
+    try:
+        gopts, rest = parse_flags(argv, GLOBAL_FLAGS, stop_at_positional=True)
+        from pyoci import log
+
+        log.setup(gopts.get("log"), gopts.get("log_format", "text"), bool(gopts.get("debug")))
+        if gopts.get("log_format", "text") not in ("text", "json"):
+            raise UsageError(f"invalid log format {gopts['log_format']!r} (text or json)")
+        if gopts.get("version"):
+            print(f"pyoci version {__version__}\nspec: {SPEC_VERSION}")
+            return 0
+        if gopts.get("help") or not rest:
+            sys.stdout.write(USAGE)
+            return 0 if gopts.get("help") else 1
+        cmd, cargs = rest[0], rest[1:]
+        if cmd not in COMMANDS:
+            raise UsageError(f"unknown command {cmd!r}")
+        if "-h" in cargs or "--help" in cargs:
+            sys.stdout.write(USAGE)
+            return 0
+        opts, pos = parse_flags(cargs, COMMANDS[cmd], stop_at_positional=False)
+        return dispatch(cmd, gopts, opts, pos)
+    except PyociError as e:
+        from pyoci import log
+
+        log.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
+    root = g.get("root") or os.environ.get("PYOCI_ROOT") or "/run/pyoci"
+    if cmd in ("create", "run"):
+        from pyoci import container
+
+        if g.get("systemd_cgroup"):
+            pass  # the driver itself reports when systemd is unavailable
+        try:
+            preserve = int(o.get("preserve_fds", 0))
+            if preserve < 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"--preserve-fds: invalid value {o.get('preserve_fds')!r}") \
+                from None
+        opts = container.CreateOptions(
+            root=root, cid=_one_id(cmd, pos), bundle=o.get("bundle") or ".",
+            pid_file=o.get("pid_file"), console_socket=o.get("console_socket"),
+            no_pivot=bool(o.get("no_pivot")), no_new_keyring=bool(o.get("no_new_keyring")),
+            preserve_fds=preserve, systemd_cgroup=bool(g.get("systemd_cgroup")),
+            detach=True if cmd == "create" else bool(o.get("detach")))
+        if cmd == "create":
+            container.create(opts)
+            return 0
+        return container.run(opts)
+    if cmd == "start":
+        from pyoci import container
+
+        container.start(root, _one_id(cmd, pos))
+        return 0
+    if cmd == "state":
+        import json
+
+        from pyoci import container
+
+        sys.stdout.write(json.dumps(container.state_json(root, _one_id(cmd, pos)), indent=2)
+                         + "\n")
+        return 0
+    if cmd == "kill":
+        from pyoci import container
+
+        if not pos or len(pos) > 2:
+            raise UsageError("kill: usage: pyoci kill [--all] <container-id> [signal]")
+        sig = container.parse_signal(pos[1] if len(pos) > 1 else None)
+        container.kill(root, pos[0], sig, bool(o.get("all")))
+        return 0
+    if cmd == "delete":
+        from pyoci import container
+
+        container.delete(root, _one_id(cmd, pos), bool(o.get("force")))
+        return 0
+    if cmd == "list":
+        return _list(root, o)
+    if cmd == "spec":
+        from pyoci.spec import default
+
+        default.write_spec(o.get("bundle") or ".", bool(o.get("rootless")))
+        return 0
+    if cmd == "features":
+        import json
+
+        from pyoci import features
+
+        sys.stdout.write(json.dumps(features.features(), indent=4) + "\n")
+        return 0
+    raise UsageError(f"unknown command {cmd!r}")
+
+
+def _list(root: str, o: dict) -> int:
+    import json
+
+    from pyoci import container
+
+    fmt = o.get("format", "table")
+    if fmt not in ("table", "json"):
+        raise UsageError(f"list: invalid format {fmt!r} (table or json)")
+    states = container.list_states(root)
+    if o.get("quiet"):
+        for s in states:
+            print(s["id"])
+        return 0
+    if fmt == "json":
+        print(json.dumps(states))
+        return 0
+    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+    rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
+             for s in states]
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        print("".join(c.ljust(w + 4) for c, w in zip(r[:-1], widths)) + r[-1])
+    return 0

@@ -1,0 +1,620 @@
+"""Container lifecycle: create, start, state, kill, delete, run (the runtime-spec operations)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal as _signal
+import time
+from dataclasses import dataclass
+
+from pyoci import state as st_mod
+from pyoci.errors import (ContainerExists, ContainerNotFound, PyociError, StateError,
+                          SysError)
+
+
+@dataclass
+class CreateOptions:
+    root: str
+    cid: str
+    bundle: str = "."
+    pid_file: str | None = None
+    console_socket: str | None = None
+    no_pivot: bool = False
+    no_new_keyring: bool = False
+    preserve_fds: int = 0
+    systemd_cgroup: bool = False
+    detach: bool = True            # create is always detached; run may be foreground
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def _rfc3339_now() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    path = os.path.abspath(path)
+    st_mod.write_atomic(path, str(pid).encode(), 0o644)
+
+
+def _listen_fds() -> int:
+    """systemd socket activation fds passed through, as runc does (LISTEN_FDS for us)."""
+    n = os.environ.get("LISTEN_FDS")
+    if not n or not n.isdigit():
+        return 0
+    pid = os.environ.get("LISTEN_PID")
+    if pid and pid.isdigit() and int(pid) != os.getpid():
+        return 0
+    return int(n)
+
+
+def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
+    """Everything that can be refused before anything is created; returns the rootfs path."""
+    from pyoci.spec import load as spec_load
+
+    spec_load.validate(spec)
+    proc = spec.get("process")
+    if not proc:
+        raise PyociError("config.json: process: required to create a container")
+    root = spec.get("root") or {}
+    rootfs = root.get("path", "")
+    if not rootfs:
+        raise PyociError("config.json: root.path: required")
+    rootfs = os.path.realpath(os.path.join(bundle, rootfs))
+    if not os.path.isdir(rootfs):
+        raise PyociError(f"config.json: root.path: {rootfs} is not a directory")
+    if proc.get("terminal") and not opts.console_socket and opts.detach:
+        raise PyociError("process.terminal: cannot allocate a tty without --console-socket "
+                         "when detached")
+    if opts.console_socket and not proc.get("terminal"):
+        raise PyociError("--console-socket: given but process.terminal is false")
+    ns = spec_load.namespaces(spec)
+    if "mount" not in ns:
+        raise PyociError("config.json: linux.namespaces: a mount namespace is required")
+    from pyoci.linux import namespaces as nsmod
+
+    for t, path in ns.items():
+        if path:
+            nsmod.check_path_type(t, path)
+    from pyoci.linux import capabilities, process as procmod, rlimits
+
+    capabilities.check(proc.get("capabilities"))
+    rlimits.check(proc.get("rlimits") or [])
+    procmod.check(proc)
+    linux = spec.get("linux") or {}
+    if linux.get("seccomp"):
+        from pyoci.linux import seccomp
+
+        seccomp.check(linux["seccomp"])
+    if proc.get("apparmorProfile"):
+        from pyoci.linux import apparmor
+
+        apparmor.check(proc["apparmorProfile"])
+    if proc.get("selinuxLabel") or linux.get("mountLabel"):
+        if not os.path.exists("/sys/fs/selinux/enforce"):
+            raise PyociError("process.selinuxLabel: SELinux is not enabled on this host")
+    from pyoci.linux import mounts
+
+    mounts.check(spec, bundle)
+    return rootfs
+
+
+# --- create ---------------------------------------------------------------------------------
+
+def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
+    """Create the container and leave its init waiting on exec.fifo; returns its State.
+    On any error nothing is left behind (state dir, cgroup, processes)."""
+    from pyoci.spec import load as spec_load
+
+    st_mod.check_id(opts.cid)
+    bundle = os.path.abspath(opts.bundle)
+    spec = spec_load.read_config(bundle)
+    rootfs = _check_config(spec, bundle, opts)
+    linux = spec.get("linux") or {}
+
+    cg = None
+    if not _skip_cgroups(linux):
+        from pyoci import cgroups
+
+        cg = cgroups.new_manager(linux.get("cgroupsPath"), opts.cid,
+                                 systemd=opts.systemd_cgroup)
+        cg.check(linux.get("resources"))
+
+    root = st_mod.ensure_root(opts.root)
+    cdir = st_mod.container_dir(root, opts.cid)
+    try:
+        os.mkdir(cdir, 0o700)
+    except FileExistsError:
+        raise ContainerExists(opts.cid) from None
+
+    st = st_mod.State(id=opts.cid, bundle=bundle, rootfs=rootfs, created=_rfc3339_now(),
+                      annotations=spec.get("annotations") or {},
+                      oci_version=spec.get("ociVersion", "1.3.0"), dir=cdir)
+    ctx_sockets: list = []
+    run_state = {"init": 0, "bootstrap": 0, "cgroup_made": False, "hooks_ran": False}
+    try:
+        with st_mod.Lock(cdir):
+            _create_in(opts, spec, st, cg, ctx_sockets, run_state, foreground_console)
+    except BaseException as e:
+        _abort_create(st, spec, cg, run_state)
+        for s in ctx_sockets:
+            s.close()
+        if isinstance(e, KeyboardInterrupt):
+            raise PyociError("interrupted") from None
+        raise
+    for s in ctx_sockets:
+        s.close()
+    return st
+
+
+def _skip_cgroups(linux: dict) -> bool:
+    return os.environ.get("PYOCI_NO_CGROUPS") == "1"
+
+
+def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
+    import socket
+
+    from pyoci import init as init_mod
+    from pyoci.linux import namespaces as nsmod
+    from pyoci.spec import load as spec_load
+
+    st_mod.write_atomic(os.path.join(st.dir, st_mod.CONFIG_FILE),
+                        json.dumps(spec).encode())
+    fifo = os.path.join(st.dir, st_mod.FIFO)
+    os.mkfifo(fifo, 0o622)
+    os.chmod(fifo, 0o622)
+    fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    socks += [parent_sock, child_sock]
+    console_fd = -1
+    if opts.console_socket:
+        from pyoci.linux import terminal
+
+        cs = terminal.connect_console_socket(opts.console_socket)
+        socks.append(cs)
+        console_fd = cs.fileno()
+    elif foreground_console is not None:
+        console_fd = foreground_console.fileno()
+    linux = spec.get("linux") or {}
+    listener = None
+    seccomp = linux.get("seccomp") or {}
+    if seccomp.get("listenerPath"):
+        from pyoci.linux import seccomp as seccomp_mod
+
+        listener = seccomp_mod.connect_listener(seccomp["listenerPath"])
+        socks.append(listener)
+    listen = _listen_fds()
+    ns = spec_load.namespaces(spec)
+    proc = spec["process"]
+    extra_env = []
+    if listen:
+        extra_env = [f"LISTEN_FDS={listen}", "LISTEN_PID=1"]
+    public = st_mod.public_state(st, "creating")
+    ctx = init_mod.InitContext(
+        spec=spec, cid=opts.cid, bundle=st.bundle, rootfs=st.rootfs, ns=ns, sock=child_sock,
+        fifo_fd=fifo_fd, console_fd=console_fd, listener_sock=listener,
+        extra_fds=listen + opts.preserve_fds, extra_env=extra_env, no_pivot=opts.no_pivot,
+        state=public)
+    if cg is not None:
+        cg.create()
+        rs["cgroup_made"] = True
+
+    pid = os.fork()
+    if pid == 0:
+        parent_sock.close()
+        init_mod.bootstrap(ctx)           # never returns
+        os._exit(1)
+    rs["bootstrap"] = pid
+    child_sock.close()
+    os.close(fifo_fd)
+    if cg is not None:
+        cg.add(pid)
+        cg.apply(linux.get("resources"))
+    init_mod.send(parent_sock, {"t": "ok"})
+    hooks = spec.get("hooks") or {}
+    while True:
+        msg = _recv_child(parent_sock)
+        t = msg.get("t")
+        if t == "userns":
+            nsmod.write_id_maps(pid, linux.get("uidMappings") or [],
+                                linux.get("gidMappings") or [])
+            init_mod.send(parent_sock, {"t": "ok"})
+        elif t == "pid":
+            init_pid = msg["pid"]
+            rs["init"] = init_pid
+            os.waitpid(pid, 0)
+            rs["bootstrap"] = 0
+            ps = st_mod.proc_stat(init_pid)
+            if ps is None:
+                raise SysError("container init exited during setup")
+            st.pid, st.start_time = init_pid, ps[1]
+            public["pid"] = init_pid
+            if linux.get("netDevices"):
+                from pyoci.linux import netdev
+
+                netdev.move_devices(linux["netDevices"], init_pid)
+            init_mod.send(parent_sock, {"t": "ok", "pid": init_pid})
+        elif t == "hooks":
+            from pyoci.linux.hooks import run_hooks
+
+            rs["hooks_ran"] = True
+            run_hooks(hooks, "prestart", public)
+            run_hooks(hooks, "createRuntime", public)
+            init_mod.send(parent_sock, {"t": "ok"})
+        elif t == "ready":
+            break
+        elif t == "error":
+            raise SysError(msg.get("msg", "container init failed"))
+        else:
+            raise SysError(f"unexpected message from container init: {t!r}")
+    if cg is not None:
+        st.cgroup = cg.to_state()
+    st.namespaces = {t: f"/proc/{st.pid}/ns/{nsmod.PROC_NAME[t]}" for t in ns}
+    st_mod.save(st)
+    if opts.pid_file:
+        _write_pid_file(opts.pid_file, st.pid)
+
+
+def _recv_child(sock) -> dict:
+    data = sock.recv(65536)
+    if not data:
+        raise SysError("container init exited during setup")
+    return json.loads(data)
+
+
+def _abort_create(st, spec, cg, rs) -> None:
+    """Undo a failed create: kill what was started, remove cgroup and state dir."""
+    for key in ("bootstrap", "init"):
+        pid = rs.get(key)
+        if pid:
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if rs.get("bootstrap"):
+        try:
+            os.waitpid(rs["bootstrap"], 0)
+        except ChildProcessError:
+            pass
+    if rs.get("init"):
+        _wait_dead(rs["init"], 0, timeout=10)
+    if cg is not None and rs.get("cgroup_made"):
+        try:
+            cg.destroy()
+        except Exception:
+            pass
+    if rs.get("hooks_ran"):
+        from pyoci.linux.hooks import run_hooks
+
+        run_hooks(spec.get("hooks"), "poststop", st_mod.public_state(st, "stopped"),
+                  warn_only=True)
+    shutil.rmtree(st.dir, ignore_errors=True)
+
+
+def _wait_dead(pid: int, start_time: int, timeout: float) -> bool:
+    """Wait until pid is gone or a zombie (or another process with a new start time)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        ps = st_mod.proc_stat(pid)
+        if ps is None or ps[0] in ("Z", "X", "x") or (start_time and ps[1] != start_time):
+            try:
+                os.waitpid(pid, os.WNOHANG)   # reap it if it is ours (run, tests)
+            except ChildProcessError:
+                pass
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+# --- start ----------------------------------------------------------------------------------
+
+def start(root: str, cid: str) -> None:
+    st = st_mod.load(root, cid)
+    with st_mod.Lock(st.dir):
+        status = st_mod.status(st)
+        if status == "stopped":
+            raise StateError("cannot start a container that has stopped")
+        if status != "created":
+            raise StateError(f"cannot start an already {status} container")
+        _release(st)
+    hooks = _poststart_hooks(st)
+    if hooks:
+        from pyoci.linux.hooks import run_hooks
+
+        run_hooks(hooks, "poststart", st_mod.public_state(st, "running"), warn_only=True)
+
+
+def _poststart_hooks(st) -> dict | None:
+    """Only read the stored config when it has poststart hooks (start must stay cheap)."""
+    cfg = st_mod.load_config(st)
+    hooks = cfg.get("hooks") or {}
+    return hooks if hooks.get("poststart") else None
+
+
+def _release(st) -> None:
+    """Open exec.fifo for reading: the init's blocked open returns, it writes one byte and
+    executes the user program. Then the fifo is removed (status becomes running)."""
+    fifo = os.path.join(st.dir, st_mod.FIFO)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        delay = 0.0002
+        while True:
+            try:
+                data = os.read(fd, 1)
+            except BlockingIOError:
+                data = None
+            if data:
+                break
+            if not st_mod.init_alive(st):
+                raise StateError("container init exited before it could be started")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+    finally:
+        os.close(fd)
+    os.unlink(fifo)
+
+
+# --- kill -----------------------------------------------------------------------------------
+
+def parse_signal(s: str | None) -> int:
+    if s is None or s == "":
+        return _signal.SIGTERM
+    if s.isdigit():
+        n = int(s)
+        if 0 < n < _signal.NSIG:
+            return n
+        raise PyociError(f"invalid signal: {s}")
+    name = s.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(getattr(_signal.Signals, name))
+    except AttributeError:
+        if name.startswith("SIGRTMIN") or name.startswith("SIGRTMAX"):
+            return _rt_signal(name)
+        raise PyociError(f"unknown signal: {s}") from None
+
+
+def _rt_signal(name: str) -> int:
+    base = _signal.SIGRTMIN if name.startswith("SIGRTMIN") else _signal.SIGRTMAX
+    rest = name[8:]
+    try:
+        off = int(rest) if rest else 0
+    except ValueError:
+        raise PyociError(f"unknown signal: {name}") from None
+    n = base + off
+    if not _signal.SIGRTMIN <= n <= _signal.SIGRTMAX:
+        raise PyociError(f"unknown signal: {name}")
+    return n
+
+
+def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
+    st = st_mod.load(root, cid)
+    status = st_mod.status(st)
+    if status == "stopped":
+        if all_:
+            return
+        raise StateError("container not running")
+    if all_ and st.cgroup:
+        from pyoci import cgroups
+
+        cgroups.from_state(st.cgroup).kill_all(sig)
+        return
+    signal_init(st, sig)
+
+
+def signal_init(st, sig: int) -> None:
+    """Signal the init through a pidfd, after checking it is still the same process."""
+    from pyoci.linux import syscalls as sc
+
+    try:
+        pidfd = sc.pidfd_open(st.pid)
+    except OSError:
+        raise StateError("container not running") from None
+    try:
+        if not st_mod.init_alive(st):
+            raise StateError("container not running")
+        sc.pidfd_send_signal(pidfd, sig)
+    except OSError as e:
+        raise SysError(f"kill: {e.strerror}") from None
+    finally:
+        os.close(pidfd)
+
+
+# --- delete ---------------------------------------------------------------------------------
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    try:
+        st = st_mod.load(root, cid)
+    except ContainerNotFound:
+        if force:
+            d = st_mod.container_dir(root, cid)
+            if os.path.isdir(d):          # a half-created leftover without state.json
+                shutil.rmtree(d, ignore_errors=True)
+            return
+        raise
+    with st_mod.Lock(st.dir):
+        status = st_mod.status(st)
+        if status != "stopped":
+            if not force:
+                if status == "created":
+                    raise StateError("cannot delete a container in the created state without "
+                                     "--force (runtime-spec: delete needs a stopped container)")
+                raise StateError(f"cannot delete container that is not stopped: {status}")
+            _kill_all_and_wait(st)
+        destroy(st)
+
+
+def _kill_all_and_wait(st) -> None:
+    cg = None
+    if st.cgroup:
+        from pyoci import cgroups
+
+        cg = cgroups.from_state(st.cgroup)
+        try:
+            cg.kill_all(_signal.SIGKILL)
+        except Exception:
+            pass
+        try:
+            cg.thaw()
+        except Exception:
+            pass
+    try:
+        signal_init(st, _signal.SIGKILL)
+    except PyociError:
+        pass
+    if not _wait_dead(st.pid, st.start_time, timeout=10):
+        raise SysError(f"container init {st.pid} did not die after SIGKILL")
+
+
+def destroy(st) -> None:
+    """Remove the container's cgroup and state; then the poststop hooks (warnings only)."""
+    if st.cgroup:
+        from pyoci import cgroups
+
+        try:
+            cgroups.from_state(st.cgroup).destroy()
+        except Exception as e:  # noqa: BLE001 - reported, deletion goes on
+            import logging
+
+            logging.getLogger("pyoci").warning("cgroup cleanup: %s", e)
+    try:
+        cfg = st_mod.load_config(st)
+    except (OSError, ValueError):
+        cfg = {}
+    hooks = cfg.get("hooks") or {}
+    if hooks.get("poststop"):
+        from pyoci.linux.hooks import run_hooks
+
+        run_hooks(hooks, "poststop", st_mod.public_state(st, "stopped"), warn_only=True)
+    shutil.rmtree(st.dir, ignore_errors=True)
+
+
+# --- run ------------------------------------------------------------------------------------
+
+def run(opts: CreateOptions) -> int:
+    """create + start; in the foreground wait for the process, forward signals, proxy the
+    terminal, delete the container and return its exit code (128+N if killed by signal N)."""
+    if opts.detach:
+        st = create(opts)
+        try:
+            start(opts.root, opts.cid)
+        except BaseException:
+            delete(opts.root, opts.cid, force=True)
+            raise
+        return 0
+    from pyoci.linux import syscalls as sc
+
+    sc.set_child_subreaper()
+    console_parent = console_child = None
+    from pyoci.spec import load as spec_load
+
+    spec = spec_load.read_config(os.path.abspath(opts.bundle))
+    want_tty = bool((spec.get("process") or {}).get("terminal")) and not opts.console_socket
+    if want_tty:
+        import socket
+
+        console_parent, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    forwarded = [s for s in _signal.Signals
+                 if s not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD,
+                              _signal.SIGWINCH, _signal.SIGTTIN, _signal.SIGTTOU)]
+    pending: list[int] = []
+    target = [0]
+
+    def on_signal(n, _frame):
+        if target[0]:
+            try:
+                os.kill(target[0], n)
+            except ProcessLookupError:
+                pass
+        else:
+            pending.append(n)
+
+    old = {}
+    for s in forwarded:
+        try:
+            old[s] = _signal.signal(s, on_signal)
+        except (OSError, ValueError):
+            pass
+    try:
+        st = create(opts, foreground_console=console_child)
+    except BaseException:
+        for s, h in old.items():
+            _signal.signal(s, h)
+        raise
+    master = None
+    target[0] = st.pid
+    _forward(pending, st.pid)
+    try:
+        if console_child is not None:
+            console_child.close()
+            from pyoci.linux import terminal
+
+            master = terminal.recv_master(console_parent)
+        start(opts.root, opts.cid)
+        if master is not None:
+            from pyoci.linux import terminal
+
+            terminal.proxy(master, lambda: st_mod.init_alive(st))
+        code = _wait_exit(st.pid)
+    finally:
+        for s, h in old.items():
+            try:
+                _signal.signal(s, h)
+            except (OSError, ValueError):
+                pass
+        if master is not None:
+            os.close(master)
+        if console_parent is not None:
+            console_parent.close()
+        try:
+            delete(opts.root, opts.cid, force=True)
+        except PyociError:
+            pass
+    return code
+
+
+def _forward(pending: list[int], pid: int) -> None:
+    while pending:
+        try:
+            os.kill(pid, pending.pop(0))
+        except ProcessLookupError:
+            pass
+
+
+def _wait_exit(pid: int) -> int:
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+        if wpid == pid:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.waitstatus_to_exitcode(status)
+
+
+# --- state / list ---------------------------------------------------------------------------
+
+def state_json(root: str, cid: str) -> dict:
+    st = st_mod.load(root, cid)
+    return st_mod.public_state(st, st_mod.status(st))
+
+
+def list_states(root: str) -> list[dict]:
+    out = []
+    for cid in st_mod.list_ids(root):
+        try:
+            out.append(state_json(root, cid))
+        except PyociError:
+            continue
+    return out

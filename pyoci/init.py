@@ -1,0 +1,309 @@
+"""What runs in the new processes before the user program is executed (the "init" stage).
+
+`pyoci create` forks a *bootstrap* child, which enters/creates the namespaces (user first, with
+the parent writing its id maps) and then forks the container *init*: PID 1 of a new PID
+namespace, which the bootstrap reports to the parent before exiting. The init builds the root
+filesystem, lets the parent run the runtime-namespace hooks, drops into the container's
+identity and blocks on exec.fifo until `pyoci start` opens it; then it executes the user program.
+
+Parent and children speak over a SOCK_SEQPACKET socketpair, one JSON object per message:
+children send {"t": "userns"}, {"t": "pid", "pid": N}, {"t": "hooks"}, {"t": "ready"} or
+{"t": "error", "msg": "..."}; the parent answers {"t": "ok"} (or closes the socket to abort).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from pyoci.errors import PyociError, SysError
+from pyoci.linux import namespaces as nsmod
+from pyoci.linux import syscalls as sc
+
+
+@dataclass
+class InitContext:
+    """Everything the children need, prepared by the parent before fork."""
+
+    spec: dict
+    cid: str
+    bundle: str
+    rootfs: str
+    ns: dict[str, str | None]               # namespace type -> path (None: new)
+    sock: socket.socket                       # child's end of the sync socketpair
+    fifo_fd: int = -1                         # O_PATH fd of exec.fifo
+    console_fd: int = -1                      # connected --console-socket
+    listener_sock: socket.socket | None = None  # connected seccomp listenerPath
+    extra_fds: int = 0                        # fds 3..3+extra_fds-1 pass to the process
+    extra_env: list[str] = field(default_factory=list)
+    no_pivot: bool = False
+    state: dict = field(default_factory=dict)  # public state skeleton for hooks/listener
+
+
+# --- messaging ----------------------------------------------------------------------------
+
+def send(sock: socket.socket, msg: dict) -> None:
+    sock.send(json.dumps(msg).encode())
+
+
+def recv(sock: socket.socket) -> dict:
+    data = sock.recv(65536)
+    if not data:
+        raise SysError("the runtime went away during container setup")
+    return json.loads(data)
+
+
+def _expect_ok(sock: socket.socket) -> None:
+    msg = recv(sock)
+    if msg.get("t") != "ok":
+        raise SysError(msg.get("msg", "container setup aborted by the runtime"))
+
+
+def _fail(ctx: InitContext, e: BaseException) -> None:
+    """Report e to the parent and exit: the child must never return into the caller."""
+    if isinstance(e, PyociError):
+        msg = str(e)
+    elif isinstance(e, OSError):
+        msg = f"{e.strerror or e}" if not e.filename else f"{e.filename}: {e.strerror}"
+        if e.args and isinstance(e.args[-1], str) and not e.filename:
+            msg = e.args[-1]
+    else:
+        msg = f"{type(e).__name__}: {e}"
+    try:
+        send(ctx.sock, {"t": "error", "msg": msg})
+    except OSError:
+        pass
+    os._exit(1)
+
+
+# --- bootstrap (first child) --------------------------------------------------------------
+
+def bootstrap(ctx: InitContext) -> None:
+    """Runs in the first child; never returns."""
+    try:
+        # Nothing in the container may ptrace us or open /proc/PID/exe (the host's
+        # interpreter) while we are still pyoci: stay non-dumpable until the execve.
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        _expect_ok(ctx.sock)                      # the parent has put us in the cgroup
+        linux = ctx.spec.get("linux") or {}
+        fds = nsmod.open_paths(ctx.ns)
+        nsmod.join(fds, only=("user",))
+        if "user" in ctx.ns and ctx.ns["user"] is None:
+            sc.unshare(sc.CLONE_NEWUSER)
+            send(ctx.sock, {"t": "userns"})
+            _expect_ok(ctx.sock)                  # the parent wrote uid_map/gid_map
+        if "user" in ctx.ns:
+            _become_root()
+        nsmod.join(fds)                           # every other path, mount last
+        flags = nsmod.new_flags(ctx.ns, exclude=("user",))
+        if flags:
+            sc.unshare(flags)
+        if ctx.ns.get("time", 1) is None and linux.get("timeOffsets"):
+            nsmod.write_time_offsets(linux["timeOffsets"])
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            container_init(ctx)                   # never returns
+        send(ctx.sock, {"t": "pid", "pid": pid})
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        _fail(ctx, e)
+
+
+def _become_root() -> None:
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError as e:
+        raise SysError(f"linux.uidMappings: cannot become root in the user namespace: "
+                       f"{e.strerror}") from None
+
+
+# --- container init (second child, PID 1 in a new pid namespace) --------------------------
+
+def container_init(ctx: InitContext) -> None:
+    """Runs in the container's init; never returns."""
+    try:
+        _container_init(ctx)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        _fail(ctx, e)
+
+
+def _container_init(ctx: InitContext) -> None:
+    spec = ctx.spec
+    proc = spec.get("process") or {}
+    linux = spec.get("linux") or {}
+    msg = recv(ctx.sock)                          # the parent recorded our pid
+    if msg.get("t") != "ok":
+        raise SysError(msg.get("msg", "container setup aborted by the runtime"))
+    ctx.state["pid"] = msg["pid"]                 # as seen by the host, for hooks
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+    os.setsid()
+    from pyoci.linux import process as procmod
+
+    if proc.get("execCPUAffinity"):
+        procmod.apply_exec_cpu_affinity(proc, "initial")
+    if ctx.ns.get("network", 1) is None:
+        nsmod.loopback_up()
+    if linux.get("netDevices"):
+        from pyoci.linux import netdev
+
+        netdev.configure_in_container(linux["netDevices"])
+    from pyoci.linux import mounts
+
+    if "mount" in ctx.ns:
+        mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns)
+    send(ctx.sock, {"t": "hooks"})
+    _expect_ok(ctx.sock)                          # prestart + createRuntime ran
+    hooks = spec.get("hooks")
+    if hooks and hooks.get("createContainer"):
+        from pyoci.linux.hooks import run_hooks
+
+        run_hooks(hooks, "createContainer", ctx.state)
+    if "mount" in ctx.ns:
+        mounts.enter_rootfs(ctx.rootfs, ctx.no_pivot)
+    else:
+        os.chroot(ctx.rootfs)
+        os.chdir("/")
+    if proc.get("terminal"):
+        from pyoci.linux import terminal
+
+        master, slave = terminal.open_pty(proc.get("consoleSize"))
+        terminal.send_master(ctx.console_fd, master)
+        os.close(master)
+        terminal.become_controlling(slave)
+    if ctx.console_fd >= 0:
+        os.close(ctx.console_fd)
+    if spec.get("hostname"):
+        sc.sethostname(spec["hostname"])
+    if spec.get("domainname"):
+        sc.setdomainname(spec["domainname"])
+    for key, value in (linux.get("sysctl") or {}).items():
+        _write_sysctl(key, value)
+    if "mount" in ctx.ns:
+        mounts.finish_rootfs(spec)
+    if proc.get("apparmorProfile"):
+        from pyoci.linux import apparmor
+
+        apparmor.apply_on_exec(proc["apparmorProfile"])
+    if proc.get("rlimits"):
+        from pyoci.linux import rlimits
+
+        rlimits.apply(proc["rlimits"])
+    if proc.get("oomScoreAdj") is not None:
+        procmod.set_oom_score_adj(proc["oomScoreAdj"])
+    if linux.get("personality"):
+        procmod.apply_personality(linux["personality"])
+    if proc.get("ioPriority"):
+        procmod.apply_io_priority(proc["ioPriority"])
+    if proc.get("scheduler"):
+        procmod.apply_scheduler(proc["scheduler"])
+    nnp = bool(proc.get("noNewPrivileges"))
+    if nnp:
+        sc.set_no_new_privs()
+    seccomp = linux.get("seccomp")
+    notify_fd = None
+    if seccomp and not nnp:
+        from pyoci.linux import seccomp as seccomp_mod
+
+        notify_fd = seccomp_mod.load(seccomp)   # needs CAP_SYS_ADMIN: before dropping caps
+    env = _process_env(proc, ctx)
+    procmod.finalize(proc)
+    path = _find_executable(proc["args"][0], env)
+    _prepare_fds(ctx)
+    send(ctx.sock, {"t": "ready"})
+    ctx.sock.close()
+    # Block until `pyoci start` opens the fifo for reading (re-open the O_PATH fd through
+    # /proc: the fifo's host path is not reachable from inside the rootfs).
+    fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(ctx.fifo_fd)
+    if hooks and hooks.get("startContainer"):
+        from pyoci.linux.hooks import run_hooks
+
+        run_hooks(hooks, "startContainer", ctx.state)
+    if proc.get("execCPUAffinity"):
+        procmod.apply_exec_cpu_affinity(proc, "final")
+    if seccomp and nnp:
+        from pyoci.linux import seccomp as seccomp_mod
+
+        notify_fd = seccomp_mod.load(seccomp)   # as close to execve as possible
+    if notify_fd is not None and ctx.listener_sock is not None:
+        from pyoci.linux import seccomp as seccomp_mod
+
+        seccomp_mod.send_listener(ctx.listener_sock, notify_fd, ctx.state,
+                                  seccomp.get("listenerMetadata", ""))
+        os.close(notify_fd)
+        ctx.listener_sock.close()
+    os.execve(path, proc["args"], env)
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise SysError(f"linux.sysctl: {key}={value}: {e.strerror}") from None
+
+
+def _process_env(proc: dict, ctx: InitContext) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in proc.get("env") or []:
+        k, sep, v = item.partition("=")
+        if sep:
+            env[k] = v
+    for item in ctx.extra_env:
+        k, _, v = item.partition("=")
+        env[k] = v
+    if "HOME" not in env:
+        env["HOME"] = _home_of(int((proc.get("user") or {}).get("uid", 0)))
+    return env
+
+
+def _home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def _find_executable(arg0: str, env: dict[str, str]) -> str:
+    """Resolve process.args[0] now, so a missing binary is a create-time error (as runc)."""
+    if "/" in arg0:
+        candidates = [arg0]
+    else:
+        candidates = [os.path.join(d or ".", arg0)
+                      for d in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")]
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    if "/" in arg0:
+        raise SysError(f"process.args[0]: exec {arg0!r}: no such executable file")
+    raise SysError(f"process.args[0]: exec {arg0!r}: executable file not found in $PATH")
+
+
+def _prepare_fds(ctx: InitContext) -> None:
+    """Only stdio and the preserved fds (3..3+N-1) survive execve: everything else is marked
+    close-on-exec, so no host fd (a directory, a state file) leaks into the container."""
+    keep = 3 + ctx.extra_fds
+    for fd in range(3, keep):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    sc.close_range(keep, 0xFFFFFFFF, 4)   # CLOSE_RANGE_CLOEXEC

@@ -1,0 +1,109 @@
+"""OCI hooks: run each with the state JSON on stdin, its own args/env, and a timeout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+
+from pyoci.errors import HookError
+
+log = logging.getLogger("pyoci")
+
+HOOK_STATUS = {
+    # The status each hook kind sees (runtime-spec v1.3.0 lifecycle): the first three run
+    # during `create`, startContainer after `start` but before the user program executes,
+    # poststart after it did, poststop after the container process is gone.
+    "prestart": "creating", "createRuntime": "creating", "createContainer": "creating",
+    "startContainer": "created", "poststart": "running", "poststop": "stopped",
+}
+
+
+def run_hook(hook: dict, state: dict, kind: str, index: int) -> None:
+    path = hook["path"]
+    argv = hook.get("args") or [path]
+    env = hook.get("env") or []
+    timeout = hook.get("timeout")
+    payload = json.dumps(state).encode()
+    r, w = os.pipe()
+    er, ew = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        raise HookError(f"hooks.{kind}[{index}]: fork: {e.strerror}") from None
+    if pid == 0:  # child
+        try:
+            os.dup2(r, 0)
+            os.dup2(ew, 2)
+            os.setsid()
+            os.execve(path, argv, dict(e.split("=", 1) for e in env if "=" in e))
+        except OSError as e:
+            os.write(2, f"exec {path}: {e.strerror}".encode())
+        os._exit(127)
+    os.close(r)
+    os.close(ew)
+    try:
+        try:
+            os.write(w, payload)
+        except BrokenPipeError:
+            pass
+        os.close(w)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        err = _wait_collect(pid, er, deadline)
+    finally:
+        os.close(er)
+    if err is None:
+        raise HookError(f"hooks.{kind}[{index}]: {path} timed out after {timeout}s")
+    status, stderr = err
+    if status != 0:
+        why = (f"exit status {os.waitstatus_to_exitcode(status)}"
+               if os.WIFEXITED(status) else f"killed by signal {os.WTERMSIG(status)}")
+        detail = stderr.decode(errors="replace").strip().splitlines()
+        tail = f": {detail[-1]}" if detail else ""
+        raise HookError(f"hooks.{kind}[{index}]: {path} failed: {why}{tail}")
+
+
+def _wait_collect(pid: int, errfd: int, deadline: float | None):
+    """Wait for the hook, collecting its stderr; None on timeout (the hook is killed)."""
+    import select
+
+    buf = b""
+    open_ = True
+    while True:
+        if open_:
+            rl, _, _ = select.select([errfd], [], [], 0.02)
+            if rl:
+                chunk = os.read(errfd, 65536)
+                if chunk:
+                    buf = (buf + chunk)[-4096:]
+                else:
+                    open_ = False
+        else:
+            time.sleep(0.002)
+        wpid, status = os.waitpid(pid, os.WNOHANG)
+        if wpid:
+            return status, buf
+        if deadline is not None and time.monotonic() >= deadline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            return None
+
+
+def run_hooks(hooks: dict | None, kind: str, state: dict, *, warn_only: bool = False) -> None:
+    """Run hooks[kind] in order; the first failure raises HookError (or only logs a
+    warning when warn_only, as for poststart/poststop)."""
+    if not hooks or not hooks.get(kind):
+        return
+    st = dict(state, status=HOOK_STATUS[kind])
+    for i, hook in enumerate(hooks[kind]):
+        try:
+            run_hook(hook, st, kind, i)
+        except HookError as e:
+            if not warn_only:
+                raise
+            log.warning("%s", e)

@@ -1,0 +1,119 @@
+"""Namespaces: new ones by unshare, existing ones by setns on their path, user namespace id
+maps, time namespace offsets, and bringing loopback up in a new network namespace."""
+
+from __future__ import annotations
+
+import os
+
+from pyoci.errors import SysError
+from pyoci.linux import syscalls as sc
+
+FLAGS = {
+    "user": sc.CLONE_NEWUSER, "mount": sc.CLONE_NEWNS, "pid": sc.CLONE_NEWPID,
+    "network": sc.CLONE_NEWNET, "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS,
+    "cgroup": sc.CLONE_NEWCGROUP, "time": sc.CLONE_NEWTIME,
+}
+PROC_NAME = {
+    "user": "user", "mount": "mnt", "pid": "pid", "network": "net", "ipc": "ipc",
+    "uts": "uts", "cgroup": "cgroup", "time": "time",
+}
+# Join order: user first (it grants the rights for the rest), mount last (it changes how
+# later paths resolve), as runc does.
+JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
+
+
+def new_flags(ns: dict[str, str | None], exclude: tuple[str, ...] = ()) -> int:
+    """unshare(2) flags for the namespaces the config asks to create (no path)."""
+    flags = 0
+    for t, path in ns.items():
+        if path is None and t not in exclude:
+            flags |= FLAGS[t]
+    return flags
+
+
+def open_paths(ns: dict[str, str | None]) -> list[tuple[str, int]]:
+    """Open every namespace path up front (before any setns), in join order."""
+    fds = []
+    for t in JOIN_ORDER:
+        path = ns.get(t)
+        if path:
+            try:
+                fds.append((t, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+            except OSError as e:
+                raise SysError(f"linux.namespaces: open {t} namespace {path}: "
+                               f"{e.strerror}") from None
+    return fds
+
+
+def join(fds: list[tuple[str, int]], only: tuple[str, ...] | None = None) -> None:
+    for t, fd in fds:
+        if only is not None and t not in only:
+            continue
+        try:
+            sc.setns(fd, FLAGS[t])
+        except OSError as e:
+            raise SysError(f"linux.namespaces: join {t} namespace: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+def check_path_type(t: str, path: str) -> None:
+    """The namespace file at path is of type t (create-time check)."""
+    try:
+        target = os.readlink(path) if os.path.islink(path) else None
+    except OSError:
+        target = None
+    if not os.path.exists(path):
+        raise SysError(f"linux.namespaces: {t} namespace path {path} does not exist")
+    if target and not target.startswith(PROC_NAME[t] + ":"):
+        raise SysError(f"linux.namespaces: {path} is a {target.split(':')[0]} namespace, "
+                       f"not {t}")
+
+
+def format_id_map(mappings: list[dict]) -> bytes:
+    return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n"
+                   for m in mappings).encode()
+
+
+def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict]) -> None:
+    """Write /proc/PID/{uid,gid}_map for a process that just unshared a user namespace."""
+    for name, maps in (("uid_map", uid_maps), ("gid_map", gid_maps)):
+        try:
+            with open(f"/proc/{pid}/{name}", "wb", buffering=0) as f:
+                f.write(format_id_map(maps))
+        except OSError as e:
+            field = "uidMappings" if name == "uid_map" else "gidMappings"
+            raise SysError(f"linux.{field}: writing {name}: {e.strerror}") from None
+
+
+def write_time_offsets(offsets: dict) -> None:
+    """linux.timeOffsets -> /proc/self/timens_offsets (before the first child of the ns)."""
+    lines = []
+    for clock in ("monotonic", "boottime"):
+        o = offsets.get(clock)
+        if o:
+            lines.append(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n")
+    if not lines:
+        return
+    try:
+        with open("/proc/self/timens_offsets", "wb", buffering=0) as f:
+            f.write("".join(lines).encode())
+    except OSError as e:
+        raise SysError(f"linux.timeOffsets: {e.strerror}") from None
+
+
+def loopback_up() -> None:
+    """Bring lo up in the (new) network namespace, with one ioctl: no netlink needed."""
+    import fcntl
+    import socket
+    import struct
+
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def ns_inode(pid: int | str, t: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/{PROC_NAME[t]}")

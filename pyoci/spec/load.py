@@ -1,0 +1,111 @@
+"""Load a bundle's config.json: parse, validate against spec-schemas/, then the semantic checks
+that must reject a config before anything is created."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from pyoci.errors import ConfigError
+
+NS_TYPES = {
+    "pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+    "user": "user", "cgroup": "cgroup", "time": "time",
+}
+
+_VERSION_RE = re.compile(r"^1\.(0|1|2|3)\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+
+
+def read_config(bundle: str) -> dict:
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config.json: no such file in bundle {bundle}") from None
+    except OSError as e:
+        raise ConfigError(f"config.json: {e.strerror}") from None
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config.json: invalid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("config.json: the document must be a JSON object")
+    return doc
+
+
+def validate(doc: dict) -> None:
+    """Schema validation (spec-schemas/), then pyoci's own semantic rules."""
+    from pyoci.spec.validate import validate_config
+
+    validate_config(doc)
+    check_semantics(doc)
+
+
+def check_semantics(doc: dict) -> None:
+    ver = doc.get("ociVersion", "")
+    if not _VERSION_RE.match(ver):
+        raise ConfigError(f"config.json: ociVersion: unsupported version {ver!r} "
+                          "(pyoci supports 1.0.0 to 1.3.x)")
+    proc = doc.get("process")
+    if proc is not None:
+        if not proc.get("args"):
+            raise ConfigError("config.json: process.args: must have at least one entry")
+        cwd = proc.get("cwd", "")
+        if not cwd.startswith("/"):
+            raise ConfigError(f"config.json: process.cwd: {cwd!r} is not an absolute path")
+    linux = doc.get("linux") or {}
+    seen = set()
+    for i, ns in enumerate(linux.get("namespaces") or []):
+        t = ns.get("type")
+        if t not in NS_TYPES:
+            raise ConfigError(f"config.json: linux.namespaces[{i}].type: unknown namespace {t!r}")
+        if t in seen:
+            raise ConfigError(f"config.json: linux.namespaces[{i}].type: duplicate namespace {t!r}")
+        seen.add(t)
+        p = ns.get("path")
+        if p is not None and not os.path.isabs(p):
+            raise ConfigError(f"config.json: linux.namespaces[{i}].path: {p!r} is not an "
+                              "absolute path")
+    if "user" in seen:
+        if not any(ns.get("type") == "user" and ns.get("path") for ns in linux["namespaces"]):
+            if not linux.get("uidMappings") or not linux.get("gidMappings"):
+                raise ConfigError("config.json: linux.uidMappings: a new user namespace needs "
+                                  "uidMappings and gidMappings")
+    elif linux.get("uidMappings") or linux.get("gidMappings"):
+        raise ConfigError("config.json: linux.uidMappings: mappings given without a user "
+                          "namespace")
+    if "timeOffsets" in linux and "time" not in seen:
+        raise ConfigError("config.json: linux.timeOffsets: needs a time namespace")
+    if linux.get("sysctl"):
+        _check_sysctl(linux["sysctl"], seen)
+    if doc.get("hostname") and "uts" not in seen:
+        raise ConfigError("config.json: hostname: setting the hostname needs a uts namespace")
+    if doc.get("domainname") and "uts" not in seen:
+        raise ConfigError("config.json: domainname: setting the domainname needs a uts namespace")
+
+
+def _check_sysctl(sysctl: dict, ns: set) -> None:
+    """Only namespaced sysctls are allowed, and only with their namespace (as runc)."""
+    for key in sysctl:
+        k = key.replace("/", ".")
+        if not k or ".." in k or k.startswith("."):
+            raise ConfigError(f"config.json: linux.sysctl: invalid key {key!r}")
+        if k in ("kernel.hostname", "kernel.domainname"):
+            need = "uts"
+        elif k.startswith("net."):
+            need = "network"
+        elif k in ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                   "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"
+                   ) or k.startswith("fs.mqueue."):
+            need = "ipc"
+        else:
+            raise ConfigError(f"config.json: linux.sysctl: {key} is not a namespaced sysctl")
+        if need not in ns:
+            raise ConfigError(f"config.json: linux.sysctl: {key} needs a {need} namespace")
+
+
+def namespaces(doc: dict) -> dict[str, str | None]:
+    """{type: path or None} for linux.namespaces."""
+    return {ns["type"]: ns.get("path") for ns in (doc.get("linux") or {}).get("namespaces") or []}

@@ -1,0 +1,191 @@
+"""Container state on disk: one 0700 directory per container under --root holding state.json
+(0600, written atomically), config.json (the config as created: later edits of the bundle have
+no effect), exec.fifo while the container is `created`, and a lock.
+
+Status comes from the init process itself: its /proc/PID/stat start time must match the one
+recorded at create (PID reuse), a zombie counts as stopped, exec.fifo marks `created`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyoci.errors import ContainerNotFound, PyociError
+
+DEFAULT_ROOT = "/run/pyoci"
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.json"
+FIFO = "exec.fifo"
+_ID_RE = re.compile(r"^[\w+\-.]+$")
+
+
+def check_id(cid: str) -> None:
+    if not cid or cid in (".", "..") or not _ID_RE.match(cid) or len(cid) > 1024:
+        raise PyociError(f"invalid container id format: {cid!r}")
+
+
+def ensure_root(root: str) -> str:
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise PyociError(f"cannot create state root {root}: {e.strerror}") from None
+    return root
+
+
+@dataclass
+class State:
+    """What pyoci records about a container (state.json)."""
+
+    id: str
+    bundle: str
+    rootfs: str
+    pid: int = 0
+    start_time: int = 0            # init's start time in clock ticks (/proc/PID/stat field 22)
+    created: str = ""
+    owner: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    oci_version: str = "1.3.0"
+    cgroup: dict[str, Any] | None = None
+    namespaces: dict[str, str] = field(default_factory=dict)   # type -> /proc path at create
+    started: bool = False
+    dir: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "ociVersion": self.oci_version, "id": self.id, "pid": self.pid,
+            "startTime": self.start_time, "bundle": self.bundle, "rootfs": self.rootfs,
+            "created": self.created, "owner": self.owner, "annotations": self.annotations,
+            "cgroup": self.cgroup, "namespaces": self.namespaces, "started": self.started,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, directory: str) -> "State":
+        return cls(id=d["id"], bundle=d["bundle"], rootfs=d.get("rootfs", ""),
+                   pid=d.get("pid", 0), start_time=d.get("startTime", 0),
+                   created=d.get("created", ""), owner=d.get("owner", ""),
+                   annotations=d.get("annotations") or {},
+                   oci_version=d.get("ociVersion", "1.3.0"), cgroup=d.get("cgroup"),
+                   namespaces=d.get("namespaces") or {}, started=d.get("started", False),
+                   dir=directory)
+
+
+def container_dir(root: str, cid: str) -> str:
+    return os.path.join(root, cid)
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def save(st: State) -> None:
+    write_atomic(os.path.join(st.dir, STATE_FILE), json.dumps(st.to_json()).encode())
+
+
+def load(root: str, cid: str) -> State:
+    check_id(cid)
+    d = container_dir(root, cid)
+    try:
+        with open(os.path.join(d, STATE_FILE), "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        raise ContainerNotFound(cid) from None
+    except ValueError:
+        raise PyociError(f"container {cid}: corrupt state.json") from None
+    return State.from_json(doc, d)
+
+
+def load_config(st: State) -> dict:
+    with open(os.path.join(st.dir, CONFIG_FILE), "rb") as f:
+        return json.loads(f.read())
+
+
+class Lock:
+    """An exclusive flock on the container directory, held for one command."""
+
+    def __init__(self, directory: str, shared: bool = False):
+        self.directory = directory
+        self.shared = shared
+        self.fd = -1
+
+    def __enter__(self) -> "Lock":
+        try:
+            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ContainerNotFound(os.path.basename(self.directory)) from None
+        fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time) of pid from /proc/PID/stat, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    return rest[0].decode(), int(rest[19])
+
+
+def init_alive(st: State) -> bool:
+    """The recorded init is still alive: same start time (not a reused PID), not a zombie."""
+    if st.pid <= 0:
+        return False
+    ps = proc_stat(st.pid)
+    if ps is None:
+        return False
+    letter, start = ps
+    return start == st.start_time and letter not in ("Z", "X", "x")
+
+
+def status(st: State) -> str:
+    if not init_alive(st):
+        return "stopped"
+    if os.path.exists(os.path.join(st.dir, FIFO)):
+        return "created"
+    if st.cgroup:
+        from pyoci import cgroups
+
+        try:
+            if cgroups.from_state(st.cgroup).frozen():
+                return "paused"
+        except Exception:
+            pass
+    return "running"
+
+
+def public_state(st: State, stat: str) -> dict:
+    """The state JSON `pyoci state` prints and hooks receive (runtime-spec State + runc's)."""
+    d = {
+        "ociVersion": st.oci_version, "id": st.id,
+        "pid": st.pid if stat != "stopped" else 0,
+        "status": stat, "bundle": st.bundle, "rootfs": st.rootfs,
+        "created": st.created, "owner": st.owner,
+    }
+    if st.annotations:
+        d["annotations"] = st.annotations
+    return d
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.exists(os.path.join(root, n, STATE_FILE)))

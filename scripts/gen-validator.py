@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Compile spec-schemas/*.json into plain Python for pyoci's fast validation path.
+
+Writes two modules (both generated, both committed):
+  pyoci/spec/_compiled_validator.py  is_valid_config/state/features(doc) -> bool, no jsonschema
+  pyoci/spec/_compiled_schemas.py    SCHEMAS: the schema files as Python literals, for the
+                                     jsonschema slow path that explains a failure
+
+Only the JSON Schema draft-04 subset the project's schemas use is supported; any other keyword
+stops generation, so a schema edit can never be silently ignored by the fast path. Semantics
+follow jsonschema's Draft4Validator: "integer" excludes bool and float, "pattern" and
+"patternProperties" use re.search, keyword siblings of "$ref" are ignored.
+
+Usage: gen-validator.py [--check]   (--check: exit 1 if the committed modules are stale)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pprint
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_DIR = os.path.join(REPO, "spec-schemas")
+OUT_DIR = os.path.join(REPO, "pyoci", "spec")
+VALIDATOR_MODULE = "_compiled_validator.py"
+SCHEMAS_MODULE = "_compiled_schemas.py"
+
+# Public entry point name -> root schema file.
+ROOTS = {
+    "config": "config-schema.json",
+    "state": "state-schema.json",
+    "features": "features-schema.json",
+}
+
+ANNOTATION_KEYWORDS = {"$schema", "description", "title", "definitions", "id"}
+OBJECT_KEYWORDS = {"properties", "required", "additionalProperties", "patternProperties"}
+ARRAY_KEYWORDS = {"items", "minItems", "maxItems"}
+STRING_KEYWORDS = {"pattern", "minLength", "maxLength"}
+NUMBER_KEYWORDS = {"minimum", "maximum"}
+OTHER_KEYWORDS = {"$ref", "type", "enum", "allOf", "anyOf", "not"}
+SUPPORTED = OBJECT_KEYWORDS | ARRAY_KEYWORDS | STRING_KEYWORDS | NUMBER_KEYWORDS | OTHER_KEYWORDS
+
+TYPE_CHECKS = {
+    "object": "isinstance({v}, dict)",
+    "array": "isinstance({v}, list)",
+    "string": "isinstance({v}, str)",
+    "integer": "(isinstance({v}, int) and not isinstance({v}, bool))",
+    "boolean": "isinstance({v}, bool)",
+    "null": "{v} is None",
+}
+NUMBER_GUARD = "(isinstance({v}, (int, float)) and not isinstance({v}, bool))"
+
+
+def load_schemas(schema_dir: str = SCHEMA_DIR) -> dict[str, dict]:
+    """Every *.json file of schema_dir, keyed by file name, in sorted order."""
+    schemas = {}
+    for name in sorted(os.listdir(schema_dir)):
+        if name.endswith(".json"):
+            with open(os.path.join(schema_dir, name), encoding="utf-8") as f:
+                schemas[name] = json.load(f)
+    return schemas
+
+
+def schemas_digest(schemas: dict[str, dict]) -> str:
+    canon = json.dumps(schemas, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+class _Compiler:
+    """Turns schema nodes into Python functions; holds the tables the functions share."""
+
+    def __init__(self, schemas: dict[str, dict]):
+        self.schemas = schemas
+        self.func_names: dict[tuple[str, str], str] = {}
+        self.used_names: set[str] = set()
+        self.pending: list[tuple[str, dict, str]] = []
+        self.constants: dict[str, str] = {}  # python expression -> constant name
+        self.functions: list[str] = []
+        self.inline_count = 0
+
+    # ---- names and shared constants -------------------------------------------------------
+
+    def _unique(self, base: str) -> str:
+        base = re.sub(r"[^0-9A-Za-z_]", "_", base)
+        name, n = base, 2
+        while name in self.used_names:
+            name, n = f"{base}_{n}", n + 1
+        self.used_names.add(name)
+        return name
+
+    def constant(self, prefix: str, expr: str) -> str:
+        if expr not in self.constants:
+            self.constants[expr] = self._unique(f"_{prefix}{len(self.constants)}")
+        return self.constants[expr]
+
+    def regex(self, pattern: str) -> str:
+        return self.constant("RE", f"_re.compile({pattern!r})")
+
+    def string_set(self, values) -> str:
+        return self.constant("SET", f"frozenset({tuple(values)!r})")
+
+    # ---- references -----------------------------------------------------------------------
+
+    def resolve(self, ref: str, base_file: str) -> tuple[str, str]:
+        file, _, pointer = ref.partition("#")
+        file = file or base_file
+        if file not in self.schemas:
+            raise ValueError(f"{base_file}: $ref {ref!r}: no schema file {file!r}")
+        return file, pointer
+
+    def node(self, file: str, pointer: str) -> dict:
+        node = self.schemas[file]
+        for part in [p for p in pointer.split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if part not in node:
+                raise ValueError(f"{file}#{pointer}: unresolvable JSON pointer")
+            node = node[part]
+        return node
+
+    def function_for_ref(self, file: str, pointer: str) -> str:
+        key = (file, pointer)
+        if key not in self.func_names:
+            stem = file.removesuffix(".json").replace("-schema", "")
+            label = pointer.rsplit("/", 1)[-1] if pointer else "root"
+            name = self._unique(f"_{stem}_{label}")
+            self.func_names[key] = name
+            self.pending.append((name, self.node(file, pointer), file))
+        return self.func_names[key]
+
+    def function_for_inline(self, schema: dict, file: str) -> str:
+        self.inline_count += 1
+        name = self._unique(f"_inline{self.inline_count}")
+        self.pending.append((name, schema, file))
+        return name
+
+    def compile_pending(self) -> None:
+        while self.pending:
+            name, schema, file = self.pending.pop(0)
+            body = self.checks(schema, "x", file, 1, 0)
+            self.functions.append("\n".join([f"def {name}(x):", *body, "    return True", "", ""]))
+
+    # ---- the checks for one schema node ---------------------------------------------------
+
+    def checks(self, schema: dict, v: str, file: str, ind: int, depth: int) -> list[str]:
+        """Statements that `return False` when the value named v violates schema."""
+        if not isinstance(schema, dict):
+            raise ValueError(f"{file}: boolean or non-object schema {schema!r} is not supported")
+        unknown = set(schema) - SUPPORTED - ANNOTATION_KEYWORDS
+        if unknown:
+            raise ValueError(f"{file}: unsupported keyword(s) {sorted(unknown)}")
+        pad = "    " * ind
+        if "$ref" in schema:  # draft-04: siblings of $ref are ignored
+            fn = self.function_for_ref(*self.resolve(schema["$ref"], file))
+            return [f"{pad}if not {fn}({v}): return False"]
+        out: list[str] = []
+        types = schema.get("type")
+        if isinstance(types, str):
+            types = [types]
+        known = types[0] if types and len(types) == 1 else None
+        if types:
+            for t in types:
+                if t not in TYPE_CHECKS:
+                    raise ValueError(f"{file}: type {t!r} is not supported")
+            test = " or ".join(TYPE_CHECKS[t].format(v=v) for t in types)
+            out.append(f"{pad}if not ({test}): return False")
+        if "enum" in schema:
+            values = schema["enum"]
+            if not all(isinstance(e, str) for e in values):
+                raise ValueError(f"{file}: only string enums are supported")
+            s = self.string_set(values)
+            test = f"{v} in {s}" if known == "string" else f"(isinstance({v}, str) and {v} in {s})"
+            out.append(f"{pad}if not ({test}): return False")
+        groups = [
+            (OBJECT_KEYWORDS, "object", self.object_checks),
+            (ARRAY_KEYWORDS, "array", self.array_checks),
+            (STRING_KEYWORDS, "string", self.string_checks),
+            (NUMBER_KEYWORDS, "number", self.number_checks),
+        ]
+        for keywords, kind, emit in groups:
+            if not keywords & set(schema):
+                continue
+            if known == kind or (kind == "number" and known == "integer"):
+                out += emit(schema, v, file, ind, depth)
+                continue
+            guard = NUMBER_GUARD.format(v=v) if kind == "number" else TYPE_CHECKS[kind].format(v=v)
+            body = emit(schema, v, file, ind + 1, depth)
+            if body:
+                out += [f"{pad}if {guard}:", *body]
+        for sub in schema.get("allOf", []):
+            out += self.checks(sub, v, file, ind, depth)
+        if "anyOf" in schema:
+            fns = [self.function_for_inline(sub, file) for sub in schema["anyOf"]]
+            out.append(f"{pad}if not ({' or '.join(f'{fn}({v})' for fn in fns)}): return False")
+        if "not" in schema:
+            fn = self.function_for_inline(schema["not"], file)
+            out.append(f"{pad}if {fn}({v}): return False")
+        return out
+
+    def object_checks(self, schema: dict, v: str, file: str, ind: int, depth: int) -> list[str]:
+        pad = "    " * ind
+        out: list[str] = []
+        required = schema.get("required", [])
+        if required:
+            test = " or ".join(f"{k!r} not in {v}" for k in required)
+            out.append(f"{pad}if {test}: return False")
+        props = schema.get("properties", {})
+        w = f"v{depth + 1}"
+        for key, sub in props.items():
+            body = self.checks(sub, w, file, ind + 1, depth + 1)
+            if body:
+                out += [f"{pad}if {key!r} in {v}:", f"{pad}    {w} = {v}[{key!r}]", *body]
+        patterns = schema.get("patternProperties", {})
+        additional = schema.get("additionalProperties", True)
+        if additional is True or additional == {}:
+            additional = None
+        if not patterns and additional is None:
+            return out
+        k = f"k{depth + 1}"
+        loop: list[str] = []
+        track = bool(patterns) and additional is not None
+        if track:
+            loop.append(f"{pad}    matched = False")
+        for pattern, sub in patterns.items():
+            body = self.checks(sub, w, file, ind + 2, depth + 1)
+            rx = self.regex(pattern)
+            loop.append(f"{pad}    if {rx}.search({k}) is not None:")
+            loop += [f"{pad}        matched = True"] if track else []
+            loop += body or [f"{pad}        pass"]
+        if additional is not None:
+            conds = ["not matched"] if track else []
+            if props:
+                conds.append(f"{k} not in {self.string_set(props)}")
+            if additional is False:
+                body = [f"{pad}        return False"]
+            else:
+                body = self.checks(additional, w, file, ind + 2, depth + 1)
+            if conds:
+                loop += [f"{pad}    if {' and '.join(conds)}:", *body]
+            else:
+                loop += [line[4:] for line in body]
+        out += [f"{pad}for {k}, {w} in {v}.items():", *loop]
+        return out
+
+    def array_checks(self, schema: dict, v: str, file: str, ind: int, depth: int) -> list[str]:
+        pad = "    " * ind
+        out: list[str] = []
+        if "minItems" in schema:
+            out.append(f"{pad}if len({v}) < {int(schema['minItems'])}: return False")
+        if "maxItems" in schema:
+            out.append(f"{pad}if len({v}) > {int(schema['maxItems'])}: return False")
+        items = schema.get("items")
+        if items is not None:
+            if not isinstance(items, dict):
+                raise ValueError(f"{file}: tuple-form items is not supported")
+            w = f"v{depth + 1}"
+            body = self.checks(items, w, file, ind + 1, depth + 1)
+            if body:
+                out += [f"{pad}for {w} in {v}:", *body]
+        return out
+
+    def string_checks(self, schema: dict, v: str, file: str, ind: int, depth: int) -> list[str]:
+        pad = "    " * ind
+        out: list[str] = []
+        if "minLength" in schema:
+            out.append(f"{pad}if len({v}) < {int(schema['minLength'])}: return False")
+        if "maxLength" in schema:
+            out.append(f"{pad}if len({v}) > {int(schema['maxLength'])}: return False")
+        if "pattern" in schema:
+            out.append(f"{pad}if {self.regex(schema['pattern'])}.search({v}) is None: return False")
+        return out
+
+    def number_checks(self, schema: dict, v: str, file: str, ind: int, depth: int) -> list[str]:
+        pad = "    " * ind
+        tests = []
+        if "minimum" in schema:
+            tests.append(f"{v} < {schema['minimum']!r}")
+        if "maximum" in schema:
+            tests.append(f"{v} > {schema['maximum']!r}")
+        return [f"{pad}if {' or '.join(tests)}: return False"]
+
+
+HEADER = '''\
+# Generated by scripts/gen-validator.py from spec-schemas/*.json. DO NOT EDIT:
+# change the schemas and run `python scripts/gen-validator.py` (tests fail when this is stale).
+'''
+
+
+def generate(schemas: dict[str, dict]) -> dict[str, str]:
+    """The text of both generated modules, keyed by file name."""
+    comp = _Compiler(schemas)
+    entry = {kind: comp.function_for_ref(root, "") for kind, root in ROOTS.items()}
+    comp.compile_pending()
+    digest = schemas_digest(schemas)
+    lines = [
+        HEADER,
+        '"""Fast schema checks: is_valid_<kind>(doc) is True when doc matches spec-schemas/<kind>.\n\n'
+        "Plain Python compiled from the schemas (draft-04 semantics, as jsonschema's Draft4Validator);\n"
+        'it answers only yes/no. pyoci.spec.validate asks jsonschema to explain a "no"."""',
+        "",
+        "import re as _re",
+        "",
+        f"SCHEMAS_SHA256 = {digest!r}",
+        f"ROOTS = {ROOTS!r}",
+        "",
+    ]
+    lines += [f"{name} = {expr}" for expr, name in comp.constants.items()]
+    lines += ["", "", ""]
+    text = "\n".join(lines) + "".join(comp.functions)
+    for kind, fn in entry.items():
+        text += (
+            f"def is_valid_{kind}(doc) -> bool:\n"
+            f'    """True when doc matches spec-schemas/{ROOTS[kind]}."""\n'
+            f"    return {fn}(doc)\n\n\n"
+        )
+    validator = text.rstrip("\n") + "\n"
+
+    body = pprint.pformat(schemas, indent=1, width=100, sort_dicts=False)
+    schemas_text = (
+        HEADER
+        + '"""spec-schemas/*.json as Python literals, keyed by file name (the jsonschema slow path\n'
+        + 'resolves $refs like "defs.json#/definitions/Uint32" against these keys)."""\n\n'
+        + f"SCHEMAS_SHA256 = {digest!r}\n"
+        + f"ROOTS = {ROOTS!r}\n\n"
+        + f"SCHEMAS = {body}\n"
+    )
+    return {VALIDATOR_MODULE: validator, SCHEMAS_MODULE: schemas_text}
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    outputs = generate(load_schemas())
+    stale = []
+    for name, text in outputs.items():
+        path = os.path.join(OUT_DIR, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                current = f.read()
+        except FileNotFoundError:
+            current = None
+        if current == text:
+            continue
+        stale.append(name)
+        if not check:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+    if check and stale:
+        print(f"stale: {', '.join(stale)}; run scripts/gen-validator.py", file=sys.stderr)
+        return 1
+    for name in stale:
+        print(f"wrote pyoci/spec/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

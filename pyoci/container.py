@@ -99,6 +99,10 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
     from pyoci.linux import mounts
 
     mounts.check(spec, bundle)
+    if linux.get("netDevices"):
+        from pyoci.linux import netdev
+
+        netdev.check(linux["netDevices"], ns)
     return rootfs
 
 
@@ -233,11 +237,12 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
                 raise SysError("container init exited during setup")
             st.pid, st.start_time = init_pid, ps[1]
             public["pid"] = init_pid
+            moved = None
             if linux.get("netDevices"):
                 from pyoci.linux import netdev
 
-                netdev.move_devices(linux["netDevices"], init_pid)
-            init_mod.send(parent_sock, {"t": "ok", "pid": init_pid})
+                moved = netdev.move_devices(linux["netDevices"], init_pid)
+            init_mod.send(parent_sock, {"t": "ok", "pid": init_pid, "netdev": moved})
         elif t == "hooks":
             from pyoci.linux.hooks import run_hooks
 

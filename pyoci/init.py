@@ -141,6 +141,7 @@ def _container_init(ctx: InitContext) -> None:
     if msg.get("t") != "ok":
         raise SysError(msg.get("msg", "container setup aborted by the runtime"))
     ctx.state["pid"] = msg["pid"]                 # as seen by the host, for hooks
+    netdev_addrs = msg.get("netdev")
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(s, signal.SIG_DFL)
     os.setsid()
@@ -150,10 +151,10 @@ def _container_init(ctx: InitContext) -> None:
         procmod.apply_exec_cpu_affinity(proc, "initial")
     if ctx.ns.get("network", 1) is None:
         nsmod.loopback_up()
-    if linux.get("netDevices"):
+    if netdev_addrs:
         from pyoci.linux import netdev
 
-        netdev.configure_in_container(linux["netDevices"])
+        netdev.configure_in_container(netdev_addrs)
     from pyoci.linux import mounts
 
     if "mount" in ctx.ns:

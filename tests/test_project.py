@@ -1,0 +1,47 @@
+"""Project-level checks: the CI image and the setup script install the same package list."""
+
+import os
+import re
+
+from conftest import REPO
+
+LIST = "scripts/apt-packages.txt"
+
+
+def packages() -> list[str]:
+    with open(os.path.join(REPO, LIST)) as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def read(path: str) -> str:
+    with open(os.path.join(REPO, path)) as f:
+        return f.read()
+
+
+def test_package_list_is_well_formed():
+    pkgs = packages()
+    assert pkgs, "empty package list"
+    assert len(pkgs) == len(set(pkgs)), "duplicate packages"
+    for p in pkgs:
+        assert re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", p), p
+
+
+def test_dockerfile_and_setup_install_the_one_list():
+    docker = read("Dockerfile.ci")
+    setup = read("scripts/setup.sh")
+    assert LIST in docker and os.path.basename(LIST) in setup
+    assert "FROM debian:bookworm" in docker
+    assert "scripts/setup.sh" in docker and "scripts/test.sh" in docker
+    # Neither names a package of the list by hand: the list is the only source.
+    for p in packages():
+        for name, text in (("Dockerfile.ci", docker), ("scripts/setup.sh", setup)):
+            code = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+            assert not re.search(rf"(?<![\w/.-]){re.escape(p)}(?![\w/.-])", code), \
+                f"{name} names package {p} outside {LIST}"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = read("README.md")
+    ci = read(".ci/run")
+    assert "bash scripts/test.sh" in readme
+    assert "scripts/test.sh" in ci

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from pyoci.errors import ConfigError, SysError
+from pyoci.errors import ConfigError
 from pyoci.linux import capabilities, process
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

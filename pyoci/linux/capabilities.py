@@ -36,7 +36,6 @@ _NUMBERS = {n: i for i, n in enumerate(_NAMES)}
 SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 CAP_SETPCAP = _NUMBERS["CAP_SETPCAP"]
-PR_CAP_AMBIENT_LOWER = 3
 
 
 def names() -> list[str]:

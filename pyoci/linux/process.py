@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import re
 
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import capabilities, rlimits, syscalls
 
-log = logging.getLogger("pyoci")
 
 DEFAULT_UMASK = 0o022
 
@@ -431,10 +429,11 @@ def check(process: dict, personality: dict | None = None) -> list[str]:
         raise ConfigError(f"process.cwd: {cwd!r} is not an absolute path")
     warnings = capabilities.check(process.get("capabilities"))
     rlimits.check(process.get("rlimits"))
-    if process.get("scheduler") is not None:
-        sched_attr(process["scheduler"])
-    if process.get("ioPriority") is not None:
-        ioprio_value(process["ioPriority"])
+    for key, validate in (("scheduler", sched_attr), ("ioPriority", ioprio_value)):
+        if process.get(key) is not None:
+            if not isinstance(process[key], dict):
+                raise ConfigError(f"process.{key}: must be an object")
+            validate(process[key])
     aff = process.get("execCPUAffinity")
     if aff is not None:
         if not isinstance(aff, dict):

@@ -1,0 +1,193 @@
+"""Where a container's cgroups live, following runc's cgroupfs rules:
+
+- `linux.cgroupsPath` absolute ("/a/b"): relative to each hierarchy's mount point;
+- relative ("a/b"): relative to the calling process's own cgroup in each hierarchy
+  (from /proc/self/cgroup, translated through the mount's root);
+- empty or absent: "<caller's own cgroup>/<container id>" (runc sets Name=id, Path="", which
+  joins to the relative inner path "<id>").
+
+Paths are cleaned like runc's CleanPath, so a relative path can never climb above the
+caller's cgroup with "..".
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import NamedTuple
+
+from pyoci.errors import ConfigError
+
+# v1 subsystems a container joins, in the order runc's fs manager uses.
+V1_SUBSYSTEMS: tuple[str, ...] = (
+    "cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb",
+    "net_cls", "net_prio", "perf_event", "freezer", "rdma", "misc", "name=systemd",
+)
+
+
+class CgroupMount(NamedTuple):
+    mountpoint: str
+    root: str                 # the cgroup path mounted there ("/" on the host)
+    fstype: str               # "cgroup" or "cgroup2"
+    controllers: frozenset    # v1: {"cpu", "cpuacct"} or {"name=systemd"}; v2: empty
+
+
+def clean_path(p: str | None) -> str:
+    """runc's CleanPath: lexical clean; a relative path is confined as if rooted at "/"."""
+    if not p:
+        return ""
+    p = posixpath.normpath(p)
+    if not p.startswith("/"):
+        p = posixpath.relpath(posixpath.normpath("/" + p), "/")
+    return posixpath.normpath(p)
+
+
+def _unescape(s: str) -> str:
+    """Undo mountinfo's octal escapes (\\040 for space...)."""
+    if "\\" not in s:
+        return s
+    out, i = [], 0
+    while i < len(s):
+        esc = s[i + 1:i + 4]
+        if s[i] == "\\" and len(esc) == 3 and esc.isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[CgroupMount]:
+    """Every cgroup/cgroup2 mount visible to this process (first mount of each kept first)."""
+    with open(mountinfo) as f:
+        lines = f.read().splitlines()
+    out = []
+    for line in lines:
+        pre, sep, post = line.partition(" - ")
+        if not sep:
+            continue
+        fields = pre.split()
+        tail = post.split()
+        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+            continue
+        ctrls: frozenset = frozenset()
+        if tail[0] == "cgroup":
+            opts = tail[2].split(",")
+            ctrls = frozenset(o for o in opts
+                              if o in V1_SUBSYSTEMS or o.startswith("name=")
+                              or o in ("net_cls", "net_prio"))
+        out.append(CgroupMount(_unescape(fields[4]), _unescape(fields[3]), tail[0], ctrls))
+    return out
+
+
+def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
+    """This process's cgroup per controller: {"cpu": "/", "memory": "/x", "": "/"}; the
+    unified (v2) hierarchy is keyed "" and named hierarchies "name=systemd"."""
+    out: dict[str, str] = {}
+    with open(proc_cgroup) as f:
+        for line in f.read().splitlines():
+            parts = line.split(":", 2)
+            if len(parts) != 3:
+                continue
+            _hid, ctrls, path = parts
+            if ctrls == "":
+                out[""] = path
+                continue
+            for c in ctrls.split(","):
+                out[c] = path
+    return out
+
+
+def v1_mounts(mounts: list[CgroupMount] | None = None) -> dict[str, CgroupMount]:
+    """Mounted v1 hierarchies by subsystem (co-mounted subsystems share one entry)."""
+    out: dict[str, CgroupMount] = {}
+    for m in mounts if mounts is not None else cgroup_mounts():
+        if m.fstype != "cgroup":
+            continue
+        for c in m.controllers:
+            out.setdefault(c, m)
+    return out
+
+
+def unified_mount(mounts: list[CgroupMount] | None = None) -> CgroupMount | None:
+    """The cgroup2 mount (hybrid: /sys/fs/cgroup/unified), if any."""
+    for m in mounts if mounts is not None else cgroup_mounts():
+        if m.fstype == "cgroup2":
+            return m
+    return None
+
+
+def inner_path(cgroups_path: str | None, cid: str) -> str:
+    """The container's cgroup path before resolving it against a hierarchy: the cleaned
+    cgroupsPath, or the container id when it is empty (runc's Name=id)."""
+    if cgroups_path is not None and not isinstance(cgroups_path, str):
+        raise ConfigError(f"linux.cgroupsPath: must be a string, not {cgroups_path!r}")
+    inner = clean_path(cgroups_path)
+    if not inner:
+        if not cid or "/" in cid or cid in (".", ".."):
+            raise ConfigError(f"container id {cid!r} cannot name a cgroup")
+        inner = cid
+    return inner
+
+
+def resolve(m: CgroupMount, own: str | None, inner: str) -> str:
+    """Absolute filesystem path of `inner` in the hierarchy mounted at m, given this
+    process's own cgroup `own` in that hierarchy."""
+    if inner.startswith("/"):
+        return posixpath.normpath(m.mountpoint + inner)
+    own = own or "/"
+    rel = posixpath.relpath(own, m.root)
+    if rel.startswith(".."):  # our cgroup is outside what is mounted: use the mount root
+        rel = "."
+    base = posixpath.normpath(posixpath.join(m.mountpoint, rel))
+    return posixpath.normpath(posixpath.join(base, inner))
+
+
+def v1_paths(cgroups_path: str | None, cid: str,
+             mounts: list[CgroupMount] | None = None,
+             own: dict[str, str] | None = None) -> dict[str, str]:
+    """Per-subsystem directories of the container in every mounted v1 hierarchy."""
+    inner = inner_path(cgroups_path, cid)
+    own = own if own is not None else own_cgroups()
+    out = {}
+    for sub, m in v1_mounts(mounts).items():
+        out[sub] = resolve(m, own.get(sub), inner)
+    return dict(sorted(out.items(), key=lambda kv: _order(kv[0])))
+
+
+def unified_path(cgroups_path: str | None, cid: str,
+                 mounts: list[CgroupMount] | None = None,
+                 own: dict[str, str] | None = None) -> str | None:
+    """The container's directory in the cgroup2 hierarchy (None if none is mounted)."""
+    m = unified_mount(mounts)
+    if m is None:
+        return None
+    own = own if own is not None else own_cgroups()
+    return resolve(m, own.get(""), inner_path(cgroups_path, cid))
+
+
+def _order(sub: str) -> int:
+    try:
+        return V1_SUBSYSTEMS.index(sub)
+    except ValueError:
+        return len(V1_SUBSYSTEMS)
+
+
+def own_dir(subsystem: str) -> str | None:
+    """The calling process's own cgroup directory in a v1 subsystem ("" = unified)."""
+    mounts = cgroup_mounts()
+    m = unified_mount(mounts) if subsystem == "" else v1_mounts(mounts).get(subsystem)
+    if m is None:
+        return None
+    return resolve(m, own_cgroups().get(subsystem), ".")
+
+
+def is_within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+__all__ = [
+    "CgroupMount", "V1_SUBSYSTEMS", "clean_path", "cgroup_mounts", "own_cgroups",
+    "v1_mounts", "unified_mount", "inner_path", "resolve", "v1_paths", "unified_path",
+    "own_dir", "is_within",
+]

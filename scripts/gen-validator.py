@@ -289,10 +289,11 @@ HEADER = '''\
 '''
 
 
-def generate(schemas: dict[str, dict]) -> dict[str, str]:
-    """The text of both generated modules, keyed by file name."""
+def generate(schemas: dict[str, dict], roots: dict[str, str] = ROOTS) -> dict[str, str]:
+    """The text of both generated modules, keyed by file name. roots maps each is_valid_<kind>
+    entry point to its root schema file."""
     comp = _Compiler(schemas)
-    entry = {kind: comp.function_for_ref(root, "") for kind, root in ROOTS.items()}
+    entry = {kind: comp.function_for_ref(root, "") for kind, root in roots.items()}
     comp.compile_pending()
     digest = schemas_digest(schemas)
     lines = [
@@ -304,7 +305,7 @@ def generate(schemas: dict[str, dict]) -> dict[str, str]:
         "import re as _re",
         "",
         f"SCHEMAS_SHA256 = {digest!r}",
-        f"ROOTS = {ROOTS!r}",
+        f"ROOTS = {roots!r}",
         "",
     ]
     lines += [f"{name} = {expr}" for expr, name in comp.constants.items()]
@@ -313,7 +314,7 @@ def generate(schemas: dict[str, dict]) -> dict[str, str]:
     for kind, fn in entry.items():
         text += (
             f"def is_valid_{kind}(doc) -> bool:\n"
-            f'    """True when doc matches spec-schemas/{ROOTS[kind]}."""\n'
+            f'    """True when doc matches spec-schemas/{roots[kind]}."""\n'
             f"    return {fn}(doc)\n\n\n"
         )
     validator = text.rstrip("\n") + "\n"
@@ -324,7 +325,7 @@ def generate(schemas: dict[str, dict]) -> dict[str, str]:
         + '"""spec-schemas/*.json as Python literals, keyed by file name (the jsonschema slow path\n'
         + 'resolves $refs like "defs.json#/definitions/Uint32" against these keys)."""\n\n'
         + f"SCHEMAS_SHA256 = {digest!r}\n"
-        + f"ROOTS = {ROOTS!r}\n\n"
+        + f"ROOTS = {roots!r}\n\n"
         + f"SCHEMAS = {body}\n"
     )
     return {VALIDATOR_MODULE: validator, SCHEMAS_MODULE: schemas_text}

@@ -10,9 +10,6 @@ ConfigError says both on one line, e.g.
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 from pyoci.errors import ConfigError
 from pyoci.spec import _compiled_validator as _fast
 
@@ -24,7 +21,7 @@ SUPPORTED_OCI_VERSIONS = "1.0.0 to 1.3.x"
 _MAX_MESSAGE = 300
 
 
-def validate_config(doc: Any) -> None:
+def validate_config(doc: dict) -> None:
     """Raise ConfigError naming the first violated rule unless doc is a valid config.json that
     declares an ociVersion pyoci supports."""
     if not _fast.is_valid_config(doc):
@@ -36,13 +33,13 @@ def validate_config(doc: Any) -> None:
         )
 
 
-def validate_state(doc: Any) -> None:
+def validate_state(doc: dict) -> None:
     """Raise ConfigError unless doc is a valid container state document."""
     if not _fast.is_valid_state(doc):
         _raise_schema_error("state", "state", doc)
 
 
-def validate_features(doc: Any) -> None:
+def validate_features(doc: dict) -> None:
     """Raise ConfigError unless doc is a valid runtime features document."""
     if not _fast.is_valid_features(doc):
         _raise_schema_error("features", "features", doc)
@@ -57,7 +54,7 @@ def oci_version_supported(version: str) -> bool:
     return MIN_OCI_VERSION <= major_minor <= MAX_OCI_VERSION
 
 
-def schema_error(kind: str, doc: Any) -> str | None:
+def schema_error(kind: str, doc: object) -> str | None:
     """The one-line description ("<json path>: <rule>") of the most relevant schema violation
     in doc, or None when doc matches spec-schemas/ for kind ("config", "state", "features").
     Uses jsonschema: slow, meant for documents that already failed the fast check."""
@@ -86,7 +83,7 @@ def json_path(parts) -> str:
     return out
 
 
-def _raise_schema_error(label: str, kind: str, doc: Any) -> None:
+def _raise_schema_error(label: str, kind: str, doc: object) -> None:
     detail = schema_error(kind, doc)
     if detail is None:
         # The generated checks and jsonschema disagree (tests guard against this); jsonschema
@@ -95,7 +92,7 @@ def _raise_schema_error(label: str, kind: str, doc: Any) -> None:
     raise ConfigError(f"{label}: {detail}")
 
 
-def _one_line(message: str, instance: Any) -> str:
+def _one_line(message: str, instance: object) -> str:
     """jsonschema messages start with repr(instance), which can be a whole subtree: shorten it."""
     if len(message) > _MAX_MESSAGE:
         full = repr(instance)
@@ -110,8 +107,13 @@ def _one_line(message: str, instance: Any) -> str:
     return message.replace("\n", " ")
 
 
-@functools.lru_cache(maxsize=None)
+_validators: dict = {}
+
+
 def _schema_validator(kind: str):
+    """jsonschema Draft4Validator for spec-schemas/<root of kind>, built once per process."""
+    if kind in _validators:
+        return _validators[kind]
     from jsonschema import Draft4Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT4
@@ -122,4 +124,5 @@ def _schema_validator(kind: str):
         (name, Resource.from_contents(schema, default_specification=DRAFT4))
         for name, schema in SCHEMAS.items()
     )
-    return Draft4Validator(SCHEMAS[ROOTS[kind]], registry=registry)
+    validator = _validators[kind] = Draft4Validator(SCHEMAS[ROOTS[kind]], registry=registry)
+    return validator

@@ -65,8 +65,8 @@ def check_devices(spec: dict) -> None:
                 raise ConfigError(f"{where}.{k}: must be a non-negative integer")
             if t != "p" and k not in d:
                 raise ConfigError(f"{where}.{k}: required for a type {t} device")
-        if "fileMode" in d and not (_uint32(d["fileMode"]) and d["fileMode"] <= 0o7777):
-            raise ConfigError(f"{where}.fileMode: must be a permission mode (0 to 07777)")
+        if "fileMode" in d and not _uint32(d["fileMode"]):
+            raise ConfigError(f"{where}.fileMode: must be an unsigned 32-bit integer")
         for k in ("uid", "gid"):
             if k in d and not _uint32(d[k]):
                 raise ConfigError(f"{where}.{k}: must be an unsigned 32-bit integer")

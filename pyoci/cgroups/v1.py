@@ -110,6 +110,7 @@ class V1Manager(Manager):
         if self.unified:
             leaves.add(self.unified)
         first_error: SysError | None = None
+        kept: list[str] = []
         for d in sorted(self.created, key=lambda s: s.count("/"), reverse=True):
             try:
                 if d in leaves:
@@ -125,11 +126,14 @@ class V1Manager(Manager):
                     except OSError as e:
                         if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
                             raise SysError(f"remove cgroup {d}: {e.strerror}") from None
+                        kept.append(d)
             except SysError as e:
                 first_error = first_error or e
+                kept.append(d)
+        # what is left (busy parents, a failed removal) stays ours for a later destroy()
+        self.created = [d for d in self.created if d in kept]
         if first_error:
             raise first_error
-        self.created = []
 
     # --- validation ----------------------------------------------------------------------
 

@@ -1,0 +1,151 @@
+"""Helpers for the lane tests: runtimes with private roots, cgroup2 readers, create/wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CGROUP_ROOT = "/sys/fs/cgroup"
+PYOCI = os.path.join(REPO, ".venv", "bin", "pyoci")
+PARENT = "pyoci-lane"  # cgroupfs parent of every test container's cgroup
+
+
+def cgroup2_controllers() -> set[str]:
+    try:
+        with open(os.path.join(CGROUP_ROOT, "cgroup.controllers")) as f:
+            return set(f.read().split())
+    except OSError:
+        return set()
+
+
+IN_LANE = "memory" in cgroup2_controllers()
+SYSTEMD_PID1 = os.path.isdir("/run/systemd/system")
+
+
+class LaneRuntime:
+    """One runtime binary with a private --root (and optionally the systemd cgroup driver)."""
+
+    def __init__(self, name: str, binary: str, root: str, systemd: bool = False):
+        self.name = name
+        self.binary = binary
+        self.root = root
+        self.systemd = systemd
+
+    def argv(self, *args: str) -> list[str]:
+        flags = ["--systemd-cgroup"] if self.systemd else []
+        return [self.binary, "--root", self.root, *flags, *args]
+
+    def __call__(self, *args: str, check: bool = False, timeout: float = 120, **kw):
+        if "stdout" not in kw and "stderr" not in kw:
+            kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        r = subprocess.run(self.argv(*args), timeout=timeout, **kw)
+        reap_zombies()
+        if check and r.returncode != 0:
+            raise AssertionError(f"{self.name} {' '.join(args)} exited {r.returncode}: "
+                                 f"{r.stderr}")
+        return r
+
+    def state(self, cid: str) -> dict:
+        return json.loads(self("state", cid, check=True).stdout)
+
+    def cleanup(self) -> None:
+        if os.path.isdir(self.root):
+            for cid in os.listdir(self.root):
+                try:
+                    self("delete", "--force", cid, timeout=60)
+                except Exception:
+                    pass
+        reap_zombies()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def reap_zombies() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def runtime_binary(name: str) -> str | None:
+    if name == "pyoci":
+        return PYOCI if os.path.exists(PYOCI) else shutil.which("pyoci")
+    return shutil.which(name)
+
+
+def make_runtime(name: str, systemd: bool = False):
+    binary = runtime_binary(name)
+    if not binary:
+        pytest.skip(f"{name} is not installed")
+    return LaneRuntime(name, binary, tempfile.mkdtemp(prefix=f"lane-{name}-root-"), systemd)
+
+
+def remove_cgroup_tree(path: str) -> None:
+    """rmdir a cgroup and its (empty) descendants, deepest first; leaves busy ones."""
+    if not os.path.isdir(path):
+        return
+    for root, _dirs, _files in sorted(os.walk(path), key=lambda t: -t[0].count("/")):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
+
+
+def cgroup_of(pid: int) -> str:
+    """The cgroup2 directory of pid."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return CGROUP_ROOT + line[3:].strip()
+    raise AssertionError(f"pid {pid} has no cgroup2 entry")
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def keyed(path: str) -> dict[str, str]:
+    """A flat-keyed cgroup file (memory.events, pids.events, cgroup.events)."""
+    out = {}
+    for line in read(path).splitlines():
+        k, _, v = line.partition(" ")
+        out[k] = v
+    return out
+
+
+def create(rt: LaneRuntime, bundle: str, cid: str, log_dir: str) -> str:
+    """`create` the container with its stdio in files (a pipe would block create until the
+    container exits); returns its cgroup directory."""
+    with open(os.path.join(log_dir, f"{cid}.out"), "w") as out, \
+            open(os.path.join(log_dir, f"{cid}.err"), "w") as err:
+        r = rt("create", "--bundle", bundle, cid, stdout=out, stderr=err)
+    if r.returncode != 0:
+        raise AssertionError(f"{rt.name} create exited {r.returncode}: "
+                             f"{read(os.path.join(log_dir, cid + '.err'))}")
+    return cgroup_of(rt.state(cid)["pid"])
+
+
+def output(log_dir: str, cid: str) -> tuple[str, str]:
+    return read(os.path.join(log_dir, f"{cid}.out")), read(os.path.join(log_dir, f"{cid}.err"))
+
+
+def wait_stopped(rt: LaneRuntime, cid: str, deadline_s: float = 300) -> None:
+    """Poll `state` until the container has stopped (the deadline only guards against a hang)."""
+    end = time.monotonic() + deadline_s
+    while rt.state(cid)["status"] != "stopped":
+        if time.monotonic() > end:
+            raise AssertionError(f"{rt.name}: container {cid} still running after {deadline_s}s")
+        time.sleep(0.1)

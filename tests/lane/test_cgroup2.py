@@ -1,0 +1,154 @@
+"""cgroup v2 resources, set and enforced, for each runtime (runs inside the lane's guest)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from lanekit import CGROUP_ROOT, create, keyed, output, read, wait_stopped
+
+MiB = 1024 * 1024
+
+
+def test_memory_max_and_oom_kill(lane_runtime, lane_config, bundle_factory, cid, tmp_path):
+    rt = lane_runtime
+    lane_config["process"]["args"] = ["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"]
+    lane_config["linux"]["resources"]["memory"] = {"limit": 32 * MiB, "swap": 32 * MiB}
+    cg = create(rt, bundle_factory(lane_config), cid, str(tmp_path))
+    assert read(f"{cg}/memory.max") == str(32 * MiB)
+    assert read(f"{cg}/memory.swap.max") == "0"
+    rt("start", cid, check=True)
+    wait_stopped(rt, cid)
+    assert int(keyed(f"{cg}/memory.events")["oom_kill"]) >= 1
+    assert int(read(f"{cg}/memory.peak")) <= 32 * MiB
+
+
+def test_pids_max_and_fork_failure(lane_runtime, lane_config, bundle_factory, cid, tmp_path):
+    rt = lane_runtime
+    # forks until the limit refuses one: ash then exits with "can't fork"
+    lane_config["process"]["args"] = ["sh", "-c", "while :; do sleep 1000 & done"]
+    lane_config["linux"]["resources"]["pids"] = {"limit": 8}
+    cg = create(rt, bundle_factory(lane_config), cid, str(tmp_path))
+    assert read(f"{cg}/pids.max") == "8"
+    rt("start", cid, check=True)
+    wait_stopped(rt, cid)
+    assert int(keyed(f"{cg}/pids.events")["max"]) >= 1
+    assert "fork" in output(str(tmp_path), cid)[1]
+
+
+def test_cpu_max_and_cpuset(lane_runtime, lane_config, bundle_factory, cid, tmp_path):
+    rt = lane_runtime
+    lane_config["process"]["args"] = ["true"]
+    lane_config["linux"]["resources"]["cpu"] = {"quota": 50000, "period": 100000, "cpus": "0"}
+    cg = create(rt, bundle_factory(lane_config), cid, str(tmp_path))
+    assert read(f"{cg}/cpu.max") == "50000 100000"
+    assert read(f"{cg}/cpuset.cpus") == "0"
+
+
+def test_io_weight(lane_runtime, lane_config, bundle_factory, cid, tmp_path):
+    rt = lane_runtime
+    lane_config["process"]["args"] = ["true"]
+    lane_config["linux"]["resources"]["blockIO"] = {"weight": 500}
+    cg = create(rt, bundle_factory(lane_config), cid, str(tmp_path))
+    if os.path.exists(f"{cg}/io.bfq.weight"):
+        assert read(f"{cg}/io.bfq.weight").split()[-1] == "500"
+    else:
+        # runc's blkio -> io.weight conversion: 1 + (w - 10) * 9999 / 990
+        assert keyed(f"{cg}/io.weight")["default"] == str(1 + (500 - 10) * 9999 // 990)
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    """A loop block device backed by a file on the guest's tmpfs; yields (major, minor)."""
+    losetup = shutil.which("losetup")
+    if not losetup or not os.path.exists("/dev/loop-control"):
+        pytest.skip("io.max needs a block device: no losetup or loop driver here")
+    backing = tmp_path / "loop.img"
+    with open(backing, "wb") as f:
+        f.truncate(16 * MiB)
+    r = subprocess.run([losetup, "--find", "--show", str(backing)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"io.max needs a block device: losetup failed: {r.stderr.strip()}")
+    dev = r.stdout.strip()
+    try:
+        st = os.stat(dev)
+        yield os.major(st.st_rdev), os.minor(st.st_rdev)
+    finally:
+        subprocess.run([losetup, "--detach", dev], check=False)
+
+
+def test_io_max(lane_runtime, lane_config, bundle_factory, cid, tmp_path, loop_device):
+    rt = lane_runtime
+    major, minor = loop_device
+    lane_config["process"]["args"] = ["true"]
+    lane_config["linux"]["resources"]["blockIO"] = {
+        "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": MiB}],
+        "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}],
+    }
+    cg = create(rt, bundle_factory(lane_config), cid, str(tmp_path))
+    lines = [ln.split() for ln in read(f"{cg}/io.max").splitlines()]
+    mine = [ln for ln in lines if ln and ln[0] == f"{major}:{minor}"]
+    assert mine, f"no io.max line for {major}:{minor}: {lines}"
+    assert f"rbps={MiB}" in mine[0] and "wiops=100" in mine[0]
+
+
+def test_hugetlb_limit(lane_runtime, lane_config, bundle_factory, cid, tmp_path):
+    if not os.path.isdir("/sys/kernel/mm/hugepages/hugepages-2048kB"):
+        pytest.skip("no 2MB huge pages in this kernel")
+    rt = lane_runtime
+    lane_config["process"]["args"] = ["true"]
+    lane_config["linux"]["resources"]["hugepageLimits"] = [{"pageSize": "2MB",
+                                                            "limit": 4 * MiB}]
+    cg = create(rt, bundle_factory(lane_config), cid, str(tmp_path))
+    assert read(f"{cg}/hugetlb.2MB.max") == str(4 * MiB)
+
+
+def test_pause_resume_freezes_cgroup(lane_runtime, lane_config, bundle_factory, cid,
+                                     tmp_path):
+    rt = lane_runtime
+    lane_config["process"]["args"] = ["sleep", "1000"]
+    cg = create(rt, bundle_factory(lane_config), cid, str(tmp_path))
+    rt("start", cid, check=True)
+    rt("pause", cid, check=True)
+    assert rt.state(cid)["status"] == "paused"
+    assert read(f"{cg}/cgroup.freeze") == "1"
+    assert keyed(f"{cg}/cgroup.events")["frozen"] == "1"
+    rt("resume", cid, check=True)
+    assert rt.state(cid)["status"] == "running"
+    assert read(f"{cg}/cgroup.freeze") == "0"
+    assert keyed(f"{cg}/cgroup.events")["frozen"] == "0"
+
+
+def test_device_rule_denies_dev_null(lane_runtime, lane_config, bundle_factory, cid):
+    rt = lane_runtime
+    lane_config["process"]["args"] = [
+        "sh", "-c", "if echo x >/dev/null; then echo OPENED; else echo DENIED; fi"]
+    lane_config["linux"]["resources"]["devices"] = [
+        {"allow": False, "access": "rwm"},
+        {"allow": False, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+    ]
+    r = rt("run", "--bundle", bundle_factory(lane_config), cid)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "DENIED"
+    assert "Operation not permitted" in r.stderr
+
+
+def test_systemd_driver_memory_and_pids(systemd_runtime, config, bundle_factory, cid,
+                                        tmp_path):
+    rt = systemd_runtime
+    config["process"]["args"] = ["sleep", "1000"]
+    config["linux"]["cgroupsPath"] = f"system.slice:pyoci-lane:{cid}"
+    config["linux"]["resources"]["memory"] = {"limit": 64 * MiB}
+    config["linux"]["resources"]["pids"] = {"limit": 20}
+    cg = create(rt, bundle_factory(config), cid, str(tmp_path))
+    assert cg == f"{CGROUP_ROOT}/system.slice/pyoci-lane-{cid}.scope"
+    assert read(f"{cg}/memory.max") == str(64 * MiB)
+    assert read(f"{cg}/pids.max") == "20"
+    unit = subprocess.run(["systemctl", "show", "-p", "ActiveState,MemoryMax,TasksMax",
+                           f"pyoci-lane-{cid}.scope"], capture_output=True, text=True)
+    assert f"MemoryMax={64 * MiB}" in unit.stdout
+    assert "TasksMax=20" in unit.stdout

@@ -882,13 +882,21 @@ def test_userns_locked_flags_and_devices(rootfs, tmp_path):
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
     ])
     spec["mounts"] = spec["mounts"][1:]  # no proc: that needs an owned pid namespace
+    spec["mounts"].append({"destination": "/mnt/t", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["ro", "nosuid"]})
     spec["root"]["readonly"] = True
     spec["linux"]["namespaces"].append({"type": "user"})
+    spec["linux"]["maskedPaths"] = ["/etc/passwd", "/home"]
+    spec["linux"]["readonlyPaths"] = ["/mnt/b"]
 
     def child():
-        # no procfs in here (it needs an owned pid namespace): look with statvfs and stat
+        # no procfs in here (it needs an owned pid namespace): look with statvfs and stat;
+        # finish_rootfs must not need /proc either
         setup_all(spec, rootfs, userns=True)
         return {"b": os.statvfs("/mnt/b").f_flag, "root": os.statvfs("/").f_flag,
+                "t": os.statvfs("/mnt/t").f_flag, "tw": can_write("/mnt/t/x"),
+                "passwd": open("/etc/passwd").read(), "home": os.listdir("/home"),
+                "homew": can_write("/home/x"),
                 "w": can_write("/etc/x"),
                 "nulldev": os.stat("/dev/null").st_dev, "devdev": os.stat("/dev").st_dev,
                 "nullrdev": os.stat("/dev/null").st_rdev,
@@ -897,6 +905,8 @@ def test_userns_locked_flags_and_devices(rootfs, tmp_path):
     out = run_in_child(child, userns=True)
     assert out["b"] & os.ST_RDONLY and out["b"] & os.ST_NOSUID
     assert out["root"] & os.ST_RDONLY and out["w"] == "EROFS"
+    assert out["t"] & os.ST_RDONLY and out["t"] & os.ST_NOSUID and out["tw"] == "EROFS"
+    assert out["passwd"] == "" and out["home"] == [] and out["homew"] == "EROFS"
     # mknod is refused in a user namespace: /dev/null is the host's node, bind-mounted
     assert out["nullrdev"] == os.makedev(1, 3)
     assert out["nulldev"] != out["devdev"]

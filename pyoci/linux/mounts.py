@@ -21,6 +21,7 @@ caller sets to the bundle (runc chdirs into the bundle as well).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
@@ -30,7 +31,6 @@ from pyoci.errors import ConfigError, SysError
 from pyoci.linux import syscalls as sc
 
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
-CGROUP_V1_NAME_PREFIX = "name="
 
 # option -> (clear?, MS_* flag), as runc's specconv parses mounts[].options
 FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
@@ -271,8 +271,6 @@ def check(spec: dict, bundle: str) -> None:
             path = src if os.path.isabs(src) else os.path.join(bundle, src)
             if not os.path.lexists(path):
                 raise ConfigError(f"{mnt.where}.source: {src}: no such file or directory")
-        if mnt.type == "cgroup" and mnt.copyup:
-            raise ConfigError(f"{mnt.where}.options: tmpcopyup is only for tmpfs mounts")
         if mnt.copyup and mnt.type != "tmpfs":
             raise ConfigError(f"{mnt.where}.options: tmpcopyup is only for tmpfs mounts")
     devices.check_devices(spec)
@@ -974,34 +972,74 @@ def _open_nofollow(path: str) -> int | None:
     return fd
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+FSOPEN_CLOEXEC = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+
+
+def fsmount_new(fstype: str, attrs: int = 0) -> int:
+    """A new, detached filesystem of fstype (fsopen, fsconfig CREATE, fsmount) with
+    MOUNT_ATTR_* attrs; returns the mount's fd."""
+    fs = _libc.syscall(sc.SYS_fsopen, fstype.encode(), ctypes.c_uint(FSOPEN_CLOEXEC))
+    if fs < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"fsopen {fstype}: {os.strerror(e)}")
+    try:
+        if _libc.syscall(sc.SYS_fsconfig, fs, ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None,
+                         0) < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"fsconfig {fstype}: {os.strerror(e)}")
+        m = _libc.syscall(sc.SYS_fsmount, fs, ctypes.c_uint(FSMOUNT_CLOEXEC),
+                          ctypes.c_uint(attrs))
+        if m < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"fsmount {fstype}: {os.strerror(e)}")
+        return m
+    finally:
+        os.close(fs)
+
+
+def clone_tree(fd: int, recursive: bool = True) -> int:
+    """open_tree(OPEN_TREE_CLONE) of the file or directory fd refers to: a detached bind."""
+    flags = sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC | sc.AT_EMPTY_PATH
+    return sc.open_tree(fd, "", flags | (sc.AT_RECURSIVE if recursive else 0))
+
+
+def move_onto(tree: int, target: int) -> None:
+    """move_mount a detached tree onto the O_PATH fd target (no path lookup at all)."""
+    sc.move_mount(tree, "", target, "", sc.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+
+
+def set_readonly(fd: int, recursive: bool = False) -> None:
+    """Make the mount at fd read-only (per-mount flag; nosuid/nodev/noexec and locked flags
+    are left as they are)."""
+    sc.mount_setattr(fd, "", sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if recursive else 0),
+                     attr_set=sc.MOUNT_ATTR_RDONLY)
+
+
+# The steps below run after pivot_root, where the only procfs may be the container's own
+# (or none at all): they work purely on fds opened with O_PATH|O_NOFOLLOW and
+# RESOLVE_NO_SYMLINKS, using open_tree/fsmount/move_mount/mount_setattr, never a path.
+
 def readonly_path(path: str, what: str = "linux.readonlyPaths") -> None:
-    """Bind path on itself and remount it read-only, keeping nosuid/nodev/noexec."""
+    """Bind path on itself read-only (submounts too), keeping nosuid/nodev/noexec."""
     try:
         fd = _open_nofollow(path)
+        if fd is None:
+            return
+        try:
+            tree = clone_tree(fd)
+            try:
+                set_readonly(tree, recursive=True)
+                move_onto(tree, fd)
+            finally:
+                os.close(tree)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise SysError(f"{what}: {path}: {_why(e)}") from e
-    if fd is None:
-        return
-    try:
-        _mount(fd_path(fd), fd_path(fd), None, sc.MS_BIND | sc.MS_REC, None,
-               f"{what}: bind {path}")
-    finally:
-        os.close(fd)
-    fd = _open_nofollow(path)
-    if fd is None:
-        raise SysError(f"{what}: {path} disappeared")
-    try:
-        keep = statvfs_flags(fd) & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-        remount(fd_path(fd), sc.MS_BIND | sc.MS_RDONLY | keep, f"{what}: {path}")
-        # submounts under the path become read-only too (their own flags untouched)
-        try:
-            sc.mount_setattr(fd, "", sc.AT_EMPTY_PATH | sc.AT_RECURSIVE,
-                             attr_set=sc.MOUNT_ATTR_RDONLY)
-        except OSError as e:
-            if e.errno != errno.ENOSYS:
-                raise SysError(f"{what}: {path}: recursive read-only: {_why(e)}") from e
-    finally:
-        os.close(fd)
 
 
 def _dev_null() -> int:
@@ -1019,26 +1057,36 @@ def mask_path(path: str, what: str = "linux.maskedPaths") -> None:
     """Hide path: a read-only empty tmpfs over a directory, /dev/null over anything else."""
     try:
         fd = _open_nofollow(path)
+        if fd is None:
+            return
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                tree = fsmount_new("tmpfs", sc.MOUNT_ATTR_RDONLY)
+            else:
+                null = _dev_null()
+                try:
+                    tree = clone_tree(null, recursive=False)
+                finally:
+                    os.close(null)
+            try:
+                move_onto(tree, fd)
+            finally:
+                os.close(tree)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise SysError(f"{what}: {path}: {_why(e)}") from e
-    if fd is None:
-        return
-    try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            _mount("tmpfs", fd_path(fd), "tmpfs", sc.MS_RDONLY, None, f"{what}: {path}")
-        else:
-            null = _dev_null()
-            try:
-                _mount(fd_path(null), fd_path(fd), None, sc.MS_BIND, None, f"{what}: {path}")
-            finally:
-                os.close(null)
-    finally:
-        os.close(fd)
 
 
 def set_root_readonly() -> None:
-    """root.readonly: remount / (the rootfs bind) read-only, keeping locked flags."""
-    remount("/", sc.MS_BIND | sc.MS_RDONLY, "root.readonly")
+    """root.readonly: make / (the rootfs bind) read-only."""
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        set_readonly(fd)
+    except OSError as e:
+        raise SysError(f"root.readonly: {_why(e)}") from e
+    finally:
+        os.close(fd)
 
 
 def finish_rootfs(spec: dict) -> None:
@@ -1048,12 +1096,14 @@ def finish_rootfs(spec: dict) -> None:
     try:
         for mnt in parse_mounts(spec):
             if mnt.flags & sc.MS_RDONLY and (mnt.type == "tmpfs" or mnt.destination == "/dev"):
-                fd = open_in_root(root, mnt.destination)
                 try:
-                    remount(fd_path(fd), mnt.flags & ~(sc.MS_REC | sc.MS_REMOUNT),
-                            f"{mnt.where}: read-only")
-                finally:
-                    os.close(fd)
+                    fd = open_in_root(root, mnt.destination)
+                    try:
+                        set_readonly(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as e:
+                    raise SysError(f"{mnt.where}: read-only: {_why(e)}") from e
     finally:
         os.close(root)
     linux = spec.get("linux") or {}

@@ -211,7 +211,13 @@ class _Compiler:
         w = f"v{depth + 1}"
         for key, sub in props.items():
             body = self.checks(sub, w, file, ind + 1, depth + 1)
-            if body:
+            single = len(body) == 1 and body[0].lstrip().startswith("if not ")
+            if single and body[0].endswith(": return False"):
+                # one test: `if key in v and not <test on v[key]>: return False`
+                test = body[0].strip()[len("if not "):-len(": return False")]
+                test = re.sub(rf"\b{w}\b", f"{v}[{key!r}]", test)
+                out.append(f"{pad}if {key!r} in {v} and not {test}: return False")
+            elif body:
                 out += [f"{pad}if {key!r} in {v}:", f"{pad}    {w} = {v}[{key!r}]", *body]
         patterns = schema.get("patternProperties", {})
         additional = schema.get("additionalProperties", True)

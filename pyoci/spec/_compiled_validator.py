@@ -41,61 +41,31 @@ _SET24 = frozenset(('SCHED_FLAG_DL_OVERRUN', 'SCHED_FLAG_KEEP_PARAMS', 'SCHED_FL
 def _config_root(x):
     if not (isinstance(x, dict)): return False
     if 'ociVersion' not in x: return False
-    if 'ociVersion' in x:
-        v1 = x['ociVersion']
-        if not _defs_SemVer(v1): return False
-    if 'root' in x:
-        v1 = x['root']
-        if not _config_Root(v1): return False
+    if 'ociVersion' in x and not _defs_SemVer(x['ociVersion']): return False
+    if 'root' in x and not _config_Root(x['root']): return False
     if 'mounts' in x:
         v1 = x['mounts']
         if not (isinstance(v1, list)): return False
         for v2 in v1:
             if not _defs_Mount(v2): return False
-    if 'process' in x:
-        v1 = x['process']
-        if not _config_Process(v1): return False
-    if 'hostname' in x:
-        v1 = x['hostname']
-        if not (isinstance(v1, str)): return False
-    if 'domainname' in x:
-        v1 = x['domainname']
-        if not (isinstance(v1, str)): return False
-    if 'hooks' in x:
-        v1 = x['hooks']
-        if not _config_Hooks(v1): return False
-    if 'annotations' in x:
-        v1 = x['annotations']
-        if not _defs_StringMap(v1): return False
-    if 'linux' in x:
-        v1 = x['linux']
-        if not _config_linux_root(v1): return False
-    if 'windows' in x:
-        v1 = x['windows']
-        if not _config_other_Windows(v1): return False
-    if 'solaris' in x:
-        v1 = x['solaris']
-        if not _config_other_Solaris(v1): return False
-    if 'vm' in x:
-        v1 = x['vm']
-        if not _config_other_VM(v1): return False
-    if 'zos' in x:
-        v1 = x['zos']
-        if not _config_other_ZOS(v1): return False
-    if 'freebsd' in x:
-        v1 = x['freebsd']
-        if not _config_other_FreeBSD(v1): return False
+    if 'process' in x and not _config_Process(x['process']): return False
+    if 'hostname' in x and not (isinstance(x['hostname'], str)): return False
+    if 'domainname' in x and not (isinstance(x['domainname'], str)): return False
+    if 'hooks' in x and not _config_Hooks(x['hooks']): return False
+    if 'annotations' in x and not _defs_StringMap(x['annotations']): return False
+    if 'linux' in x and not _config_linux_root(x['linux']): return False
+    if 'windows' in x and not _config_other_Windows(x['windows']): return False
+    if 'solaris' in x and not _config_other_Solaris(x['solaris']): return False
+    if 'vm' in x and not _config_other_VM(x['vm']): return False
+    if 'zos' in x and not _config_other_ZOS(x['zos']): return False
+    if 'freebsd' in x and not _config_other_FreeBSD(x['freebsd']): return False
     return True
 
 def _state_root(x):
     if not (isinstance(x, dict)): return False
     if 'ociVersion' not in x or 'id' not in x or 'status' not in x or 'bundle' not in x: return False
-    if 'ociVersion' in x:
-        v1 = x['ociVersion']
-        if not _defs_SemVer(v1): return False
-    if 'id' in x:
-        v1 = x['id']
-        if not (isinstance(v1, str)): return False
+    if 'ociVersion' in x and not _defs_SemVer(x['ociVersion']): return False
+    if 'id' in x and not (isinstance(x['id'], str)): return False
     if 'status' in x:
         v1 = x['status']
         if not (isinstance(v1, str)): return False
@@ -104,38 +74,20 @@ def _state_root(x):
         v1 = x['pid']
         if not ((isinstance(v1, int) and not isinstance(v1, bool))): return False
         if v1 < 0: return False
-    if 'bundle' in x:
-        v1 = x['bundle']
-        if not (isinstance(v1, str)): return False
-    if 'annotations' in x:
-        v1 = x['annotations']
-        if not _defs_StringMap(v1): return False
+    if 'bundle' in x and not (isinstance(x['bundle'], str)): return False
+    if 'annotations' in x and not _defs_StringMap(x['annotations']): return False
     return True
 
 def _features_root(x):
     if not (isinstance(x, dict)): return False
     if 'ociVersionMin' not in x or 'ociVersionMax' not in x: return False
-    if 'ociVersionMin' in x:
-        v1 = x['ociVersionMin']
-        if not _defs_SemVer(v1): return False
-    if 'ociVersionMax' in x:
-        v1 = x['ociVersionMax']
-        if not _defs_SemVer(v1): return False
-    if 'hooks' in x:
-        v1 = x['hooks']
-        if not _defs_StringList(v1): return False
-    if 'mountOptions' in x:
-        v1 = x['mountOptions']
-        if not _defs_StringList(v1): return False
-    if 'annotations' in x:
-        v1 = x['annotations']
-        if not _defs_StringMap(v1): return False
-    if 'potentiallyUnsafeConfigAnnotations' in x:
-        v1 = x['potentiallyUnsafeConfigAnnotations']
-        if not _defs_StringList(v1): return False
-    if 'linux' in x:
-        v1 = x['linux']
-        if not _features_linux_root(v1): return False
+    if 'ociVersionMin' in x and not _defs_SemVer(x['ociVersionMin']): return False
+    if 'ociVersionMax' in x and not _defs_SemVer(x['ociVersionMax']): return False
+    if 'hooks' in x and not _defs_StringList(x['hooks']): return False
+    if 'mountOptions' in x and not _defs_StringList(x['mountOptions']): return False
+    if 'annotations' in x and not _defs_StringMap(x['annotations']): return False
+    if 'potentiallyUnsafeConfigAnnotations' in x and not _defs_StringList(x['potentiallyUnsafeConfigAnnotations']): return False
+    if 'linux' in x and not _features_linux_root(x['linux']): return False
     return True
 
 def _defs_SemVer(x):
@@ -146,135 +98,73 @@ def _defs_SemVer(x):
 def _config_Root(x):
     if not (isinstance(x, dict)): return False
     if 'path' not in x: return False
-    if 'path' in x:
-        v1 = x['path']
-        if not (isinstance(v1, str)): return False
-    if 'readonly' in x:
-        v1 = x['readonly']
-        if not (isinstance(v1, bool)): return False
+    if 'path' in x and not (isinstance(x['path'], str)): return False
+    if 'readonly' in x and not (isinstance(x['readonly'], bool)): return False
     return True
 
 def _defs_Mount(x):
     if not (isinstance(x, dict)): return False
     if 'destination' not in x: return False
-    if 'destination' in x:
-        v1 = x['destination']
-        if not (isinstance(v1, str)): return False
-    if 'source' in x:
-        v1 = x['source']
-        if not (isinstance(v1, str)): return False
-    if 'type' in x:
-        v1 = x['type']
-        if not (isinstance(v1, str)): return False
-    if 'options' in x:
-        v1 = x['options']
-        if not _defs_StringList(v1): return False
-    if 'uidMappings' in x:
-        v1 = x['uidMappings']
-        if not _defs_IdMappingList(v1): return False
-    if 'gidMappings' in x:
-        v1 = x['gidMappings']
-        if not _defs_IdMappingList(v1): return False
+    if 'destination' in x and not (isinstance(x['destination'], str)): return False
+    if 'source' in x and not (isinstance(x['source'], str)): return False
+    if 'type' in x and not (isinstance(x['type'], str)): return False
+    if 'options' in x and not _defs_StringList(x['options']): return False
+    if 'uidMappings' in x and not _defs_IdMappingList(x['uidMappings']): return False
+    if 'gidMappings' in x and not _defs_IdMappingList(x['gidMappings']): return False
     return True
 
 def _config_Process(x):
     if not (isinstance(x, dict)): return False
     if 'cwd' not in x: return False
-    if 'terminal' in x:
-        v1 = x['terminal']
-        if not (isinstance(v1, bool)): return False
+    if 'terminal' in x and not (isinstance(x['terminal'], bool)): return False
     if 'consoleSize' in x:
         v1 = x['consoleSize']
         if not (isinstance(v1, dict)): return False
         if 'height' not in v1 or 'width' not in v1: return False
-        if 'height' in v1:
-            v2 = v1['height']
-            if not _defs_Uint64(v2): return False
-        if 'width' in v1:
-            v2 = v1['width']
-            if not _defs_Uint64(v2): return False
-    if 'cwd' in x:
-        v1 = x['cwd']
-        if not (isinstance(v1, str)): return False
-    if 'env' in x:
-        v1 = x['env']
-        if not _defs_StringList(v1): return False
+        if 'height' in v1 and not _defs_Uint64(v1['height']): return False
+        if 'width' in v1 and not _defs_Uint64(v1['width']): return False
+    if 'cwd' in x and not (isinstance(x['cwd'], str)): return False
+    if 'env' in x and not _defs_StringList(x['env']): return False
     if 'args' in x:
         v1 = x['args']
         if not (isinstance(v1, list)): return False
         if len(v1) < 1: return False
         for v2 in v1:
             if not (isinstance(v2, str)): return False
-    if 'commandLine' in x:
-        v1 = x['commandLine']
-        if not (isinstance(v1, str)): return False
-    if 'user' in x:
-        v1 = x['user']
-        if not _config_User(v1): return False
-    if 'capabilities' in x:
-        v1 = x['capabilities']
-        if not _config_Capabilities(v1): return False
+    if 'commandLine' in x and not (isinstance(x['commandLine'], str)): return False
+    if 'user' in x and not _config_User(x['user']): return False
+    if 'capabilities' in x and not _config_Capabilities(x['capabilities']): return False
     if 'rlimits' in x:
         v1 = x['rlimits']
         if not (isinstance(v1, list)): return False
         for v2 in v1:
             if not _config_Rlimit(v2): return False
-    if 'noNewPrivileges' in x:
-        v1 = x['noNewPrivileges']
-        if not (isinstance(v1, bool)): return False
-    if 'apparmorProfile' in x:
-        v1 = x['apparmorProfile']
-        if not (isinstance(v1, str)): return False
-    if 'oomScoreAdj' in x:
-        v1 = x['oomScoreAdj']
-        if not ((isinstance(v1, int) and not isinstance(v1, bool))): return False
-    if 'selinuxLabel' in x:
-        v1 = x['selinuxLabel']
-        if not (isinstance(v1, str)): return False
+    if 'noNewPrivileges' in x and not (isinstance(x['noNewPrivileges'], bool)): return False
+    if 'apparmorProfile' in x and not (isinstance(x['apparmorProfile'], str)): return False
+    if 'oomScoreAdj' in x and not ((isinstance(x['oomScoreAdj'], int) and not isinstance(x['oomScoreAdj'], bool))): return False
+    if 'selinuxLabel' in x and not (isinstance(x['selinuxLabel'], str)): return False
     if 'ioPriority' in x:
         v1 = x['ioPriority']
         if not (isinstance(v1, dict)): return False
         if 'class' not in v1: return False
-        if 'class' in v1:
-            v2 = v1['class']
-            if not _defs_linux_IOPriorityClass(v2): return False
-        if 'priority' in v1:
-            v2 = v1['priority']
-            if not _defs_Int32(v2): return False
-    if 'scheduler' in x:
-        v1 = x['scheduler']
-        if not _config_Scheduler(v1): return False
+        if 'class' in v1 and not _defs_linux_IOPriorityClass(v1['class']): return False
+        if 'priority' in v1 and not _defs_Int32(v1['priority']): return False
+    if 'scheduler' in x and not _config_Scheduler(x['scheduler']): return False
     if 'execCPUAffinity' in x:
         v1 = x['execCPUAffinity']
         if not (isinstance(v1, dict)): return False
-        if 'initial' in v1:
-            v2 = v1['initial']
-            if not _config_CPUList(v2): return False
-        if 'final' in v1:
-            v2 = v1['final']
-            if not _config_CPUList(v2): return False
+        if 'initial' in v1 and not _config_CPUList(v1['initial']): return False
+        if 'final' in v1 and not _config_CPUList(v1['final']): return False
     return True
 
 def _config_Hooks(x):
     if not (isinstance(x, dict)): return False
-    if 'prestart' in x:
-        v1 = x['prestart']
-        if not _defs_HookList(v1): return False
-    if 'createRuntime' in x:
-        v1 = x['createRuntime']
-        if not _defs_HookList(v1): return False
-    if 'createContainer' in x:
-        v1 = x['createContainer']
-        if not _defs_HookList(v1): return False
-    if 'startContainer' in x:
-        v1 = x['startContainer']
-        if not _defs_HookList(v1): return False
-    if 'poststart' in x:
-        v1 = x['poststart']
-        if not _defs_HookList(v1): return False
-    if 'poststop' in x:
-        v1 = x['poststop']
-        if not _defs_HookList(v1): return False
+    if 'prestart' in x and not _defs_HookList(x['prestart']): return False
+    if 'createRuntime' in x and not _defs_HookList(x['createRuntime']): return False
+    if 'createContainer' in x and not _defs_HookList(x['createContainer']): return False
+    if 'startContainer' in x and not _defs_HookList(x['startContainer']): return False
+    if 'poststart' in x and not _defs_HookList(x['poststart']): return False
+    if 'poststop' in x and not _defs_HookList(x['poststop']): return False
     return True
 
 def _defs_StringMap(x):
@@ -290,21 +180,13 @@ def _config_linux_root(x):
         if not (isinstance(v1, list)): return False
         for v2 in v1:
             if not _defs_linux_Namespace(v2): return False
-    if 'uidMappings' in x:
-        v1 = x['uidMappings']
-        if not _defs_IdMappingList(v1): return False
-    if 'gidMappings' in x:
-        v1 = x['gidMappings']
-        if not _defs_IdMappingList(v1): return False
+    if 'uidMappings' in x and not _defs_IdMappingList(x['uidMappings']): return False
+    if 'gidMappings' in x and not _defs_IdMappingList(x['gidMappings']): return False
     if 'timeOffsets' in x:
         v1 = x['timeOffsets']
         if not (isinstance(v1, dict)): return False
-        if 'boottime' in v1:
-            v2 = v1['boottime']
-            if not _defs_linux_TimeOffset(v2): return False
-        if 'monotonic' in v1:
-            v2 = v1['monotonic']
-            if not _defs_linux_TimeOffset(v2): return False
+        if 'boottime' in v1 and not _defs_linux_TimeOffset(v1['boottime']): return False
+        if 'monotonic' in v1 and not _defs_linux_TimeOffset(v1['monotonic']): return False
     if 'devices' in x:
         v1 = x['devices']
         if not (isinstance(v1, list)): return False
@@ -315,70 +197,36 @@ def _config_linux_root(x):
         if not (isinstance(v1, dict)): return False
         for k2, v2 in v1.items():
             if not (isinstance(v2, dict)): return False
-            if 'name' in v2:
-                v3 = v2['name']
-                if not (isinstance(v3, str)): return False
-    if 'cgroupsPath' in x:
-        v1 = x['cgroupsPath']
-        if not (isinstance(v1, str)): return False
-    if 'resources' in x:
-        v1 = x['resources']
-        if not _config_linux_Resources(v1): return False
+            if 'name' in v2 and not (isinstance(v2['name'], str)): return False
+    if 'cgroupsPath' in x and not (isinstance(x['cgroupsPath'], str)): return False
+    if 'resources' in x and not _config_linux_Resources(x['resources']): return False
     if 'intelRdt' in x:
         v1 = x['intelRdt']
         if not (isinstance(v1, dict)): return False
-        if 'closID' in v1:
-            v2 = v1['closID']
-            if not (isinstance(v2, str)): return False
-        if 'schemata' in v1:
-            v2 = v1['schemata']
-            if not _defs_StringList(v2): return False
-        if 'l3CacheSchema' in v1:
-            v2 = v1['l3CacheSchema']
-            if not (isinstance(v2, str)): return False
+        if 'closID' in v1 and not (isinstance(v1['closID'], str)): return False
+        if 'schemata' in v1 and not _defs_StringList(v1['schemata']): return False
+        if 'l3CacheSchema' in v1 and not (isinstance(v1['l3CacheSchema'], str)): return False
         if 'memBwSchema' in v1:
             v2 = v1['memBwSchema']
             if not (isinstance(v2, str)): return False
             if _RE2.search(v2) is None: return False
-        if 'enableMonitoring' in v1:
-            v2 = v1['enableMonitoring']
-            if not (isinstance(v2, bool)): return False
-    if 'sysctl' in x:
-        v1 = x['sysctl']
-        if not _defs_StringMap(v1): return False
-    if 'seccomp' in x:
-        v1 = x['seccomp']
-        if not _config_linux_Seccomp(v1): return False
-    if 'rootfsPropagation' in x:
-        v1 = x['rootfsPropagation']
-        if not _defs_linux_RootfsPropagation(v1): return False
-    if 'maskedPaths' in x:
-        v1 = x['maskedPaths']
-        if not _defs_StringList(v1): return False
-    if 'readonlyPaths' in x:
-        v1 = x['readonlyPaths']
-        if not _defs_StringList(v1): return False
-    if 'mountLabel' in x:
-        v1 = x['mountLabel']
-        if not (isinstance(v1, str)): return False
+        if 'enableMonitoring' in v1 and not (isinstance(v1['enableMonitoring'], bool)): return False
+    if 'sysctl' in x and not _defs_StringMap(x['sysctl']): return False
+    if 'seccomp' in x and not _config_linux_Seccomp(x['seccomp']): return False
+    if 'rootfsPropagation' in x and not _defs_linux_RootfsPropagation(x['rootfsPropagation']): return False
+    if 'maskedPaths' in x and not _defs_StringList(x['maskedPaths']): return False
+    if 'readonlyPaths' in x and not _defs_StringList(x['readonlyPaths']): return False
+    if 'mountLabel' in x and not (isinstance(x['mountLabel'], str)): return False
     if 'personality' in x:
         v1 = x['personality']
         if not (isinstance(v1, dict)): return False
-        if 'domain' in v1:
-            v2 = v1['domain']
-            if not _defs_linux_PersonalityDomain(v2): return False
-        if 'flags' in v1:
-            v2 = v1['flags']
-            if not _defs_StringList(v2): return False
+        if 'domain' in v1 and not _defs_linux_PersonalityDomain(v1['domain']): return False
+        if 'flags' in v1 and not _defs_StringList(v1['flags']): return False
     if 'memoryPolicy' in x:
         v1 = x['memoryPolicy']
         if not (isinstance(v1, dict)): return False
-        if 'mode' in v1:
-            v2 = v1['mode']
-            if not _defs_linux_MemoryPolicyMode(v2): return False
-        if 'nodes' in v1:
-            v2 = v1['nodes']
-            if not (isinstance(v2, str)): return False
+        if 'mode' in v1 and not _defs_linux_MemoryPolicyMode(v1['mode']): return False
+        if 'nodes' in v1 and not (isinstance(v1['nodes'], str)): return False
         if 'flags' in v1:
             v2 = v1['flags']
             if not (isinstance(v2, list)): return False
@@ -401,9 +249,7 @@ def _config_other_Windows(x):
         for v2 in v1:
             if not (isinstance(v2, dict)): return False
             if 'id' not in v2 or 'idType' not in v2: return False
-            if 'id' in v2:
-                v3 = v2['id']
-                if not (isinstance(v3, str)): return False
+            if 'id' in v2 and not (isinstance(v2['id'], str)): return False
             if 'idType' in v2:
                 v3 = v2['idType']
                 if not (isinstance(v3, str)): return False
@@ -414,151 +260,83 @@ def _config_other_Windows(x):
         if 'memory' in v1:
             v2 = v1['memory']
             if not (isinstance(v2, dict)): return False
-            if 'limit' in v2:
-                v3 = v2['limit']
-                if not _defs_Uint64(v3): return False
+            if 'limit' in v2 and not _defs_Uint64(v2['limit']): return False
         if 'cpu' in v1:
             v2 = v1['cpu']
             if not (isinstance(v2, dict)): return False
-            if 'count' in v2:
-                v3 = v2['count']
-                if not _defs_Uint64(v3): return False
-            if 'shares' in v2:
-                v3 = v2['shares']
-                if not _defs_Uint16(v3): return False
-            if 'maximum' in v2:
-                v3 = v2['maximum']
-                if not _defs_Uint16(v3): return False
+            if 'count' in v2 and not _defs_Uint64(v2['count']): return False
+            if 'shares' in v2 and not _defs_Uint16(v2['shares']): return False
+            if 'maximum' in v2 and not _defs_Uint16(v2['maximum']): return False
             if 'affinity' in v2:
                 v3 = v2['affinity']
                 if not (isinstance(v3, dict)): return False
-                if 'mask' in v3:
-                    v4 = v3['mask']
-                    if not _defs_Uint64(v4): return False
-                if 'group' in v3:
-                    v4 = v3['group']
-                    if not _defs_Uint32(v4): return False
+                if 'mask' in v3 and not _defs_Uint64(v3['mask']): return False
+                if 'group' in v3 and not _defs_Uint32(v3['group']): return False
         if 'storage' in v1:
             v2 = v1['storage']
             if not (isinstance(v2, dict)): return False
-            if 'iops' in v2:
-                v3 = v2['iops']
-                if not _defs_Uint64(v3): return False
-            if 'bps' in v2:
-                v3 = v2['bps']
-                if not _defs_Uint64(v3): return False
-            if 'sandboxSize' in v2:
-                v3 = v2['sandboxSize']
-                if not _defs_Uint64(v3): return False
+            if 'iops' in v2 and not _defs_Uint64(v2['iops']): return False
+            if 'bps' in v2 and not _defs_Uint64(v2['bps']): return False
+            if 'sandboxSize' in v2 and not _defs_Uint64(v2['sandboxSize']): return False
     if 'network' in x:
         v1 = x['network']
         if not (isinstance(v1, dict)): return False
-        if 'endpointList' in v1:
-            v2 = v1['endpointList']
-            if not _defs_StringList(v2): return False
-        if 'allowUnqualifiedDNSQuery' in v1:
-            v2 = v1['allowUnqualifiedDNSQuery']
-            if not (isinstance(v2, bool)): return False
-        if 'DNSSearchList' in v1:
-            v2 = v1['DNSSearchList']
-            if not _defs_StringList(v2): return False
-        if 'networkSharedContainerName' in v1:
-            v2 = v1['networkSharedContainerName']
-            if not (isinstance(v2, str)): return False
-        if 'networkNamespace' in v1:
-            v2 = v1['networkNamespace']
-            if not (isinstance(v2, str)): return False
-    if 'credentialSpec' in x:
-        v1 = x['credentialSpec']
-        if not (isinstance(v1, dict)): return False
-    if 'servicing' in x:
-        v1 = x['servicing']
-        if not (isinstance(v1, bool)): return False
-    if 'ignoreFlushesDuringBoot' in x:
-        v1 = x['ignoreFlushesDuringBoot']
-        if not (isinstance(v1, bool)): return False
+        if 'endpointList' in v1 and not _defs_StringList(v1['endpointList']): return False
+        if 'allowUnqualifiedDNSQuery' in v1 and not (isinstance(v1['allowUnqualifiedDNSQuery'], bool)): return False
+        if 'DNSSearchList' in v1 and not _defs_StringList(v1['DNSSearchList']): return False
+        if 'networkSharedContainerName' in v1 and not (isinstance(v1['networkSharedContainerName'], str)): return False
+        if 'networkNamespace' in v1 and not (isinstance(v1['networkNamespace'], str)): return False
+    if 'credentialSpec' in x and not (isinstance(x['credentialSpec'], dict)): return False
+    if 'servicing' in x and not (isinstance(x['servicing'], bool)): return False
+    if 'ignoreFlushesDuringBoot' in x and not (isinstance(x['ignoreFlushesDuringBoot'], bool)): return False
     if 'hyperv' in x:
         v1 = x['hyperv']
         if not (isinstance(v1, dict)): return False
-        if 'utilityVMPath' in v1:
-            v2 = v1['utilityVMPath']
-            if not (isinstance(v2, str)): return False
+        if 'utilityVMPath' in v1 and not (isinstance(v1['utilityVMPath'], str)): return False
     return True
 
 def _config_other_Solaris(x):
     if not (isinstance(x, dict)): return False
-    if 'milestone' in x:
-        v1 = x['milestone']
-        if not (isinstance(v1, str)): return False
-    if 'limitpriv' in x:
-        v1 = x['limitpriv']
-        if not (isinstance(v1, str)): return False
-    if 'maxShmMemory' in x:
-        v1 = x['maxShmMemory']
-        if not (isinstance(v1, str)): return False
+    if 'milestone' in x and not (isinstance(x['milestone'], str)): return False
+    if 'limitpriv' in x and not (isinstance(x['limitpriv'], str)): return False
+    if 'maxShmMemory' in x and not (isinstance(x['maxShmMemory'], str)): return False
     if 'cappedCPU' in x:
         v1 = x['cappedCPU']
         if not (isinstance(v1, dict)): return False
-        if 'ncpus' in v1:
-            v2 = v1['ncpus']
-            if not (isinstance(v2, str)): return False
+        if 'ncpus' in v1 and not (isinstance(v1['ncpus'], str)): return False
     if 'cappedMemory' in x:
         v1 = x['cappedMemory']
         if not (isinstance(v1, dict)): return False
-        if 'physical' in v1:
-            v2 = v1['physical']
-            if not (isinstance(v2, str)): return False
-        if 'swap' in v1:
-            v2 = v1['swap']
-            if not (isinstance(v2, str)): return False
+        if 'physical' in v1 and not (isinstance(v1['physical'], str)): return False
+        if 'swap' in v1 and not (isinstance(v1['swap'], str)): return False
     if 'anet' in x:
         v1 = x['anet']
         if not (isinstance(v1, list)): return False
         for v2 in v1:
             if not (isinstance(v2, dict)): return False
-            if 'linkname' in v2:
-                v3 = v2['linkname']
-                if not (isinstance(v3, str)): return False
-            if 'lowerLink' in v2:
-                v3 = v2['lowerLink']
-                if not (isinstance(v3, str)): return False
-            if 'allowedAddress' in v2:
-                v3 = v2['allowedAddress']
-                if not (isinstance(v3, str)): return False
-            if 'configureAllowedAddress' in v2:
-                v3 = v2['configureAllowedAddress']
-                if not (isinstance(v3, str)): return False
-            if 'defrouter' in v2:
-                v3 = v2['defrouter']
-                if not (isinstance(v3, str)): return False
-            if 'linkProtection' in v2:
-                v3 = v2['linkProtection']
-                if not (isinstance(v3, str)): return False
-            if 'macAddress' in v2:
-                v3 = v2['macAddress']
-                if not (isinstance(v3, str)): return False
+            if 'linkname' in v2 and not (isinstance(v2['linkname'], str)): return False
+            if 'lowerLink' in v2 and not (isinstance(v2['lowerLink'], str)): return False
+            if 'allowedAddress' in v2 and not (isinstance(v2['allowedAddress'], str)): return False
+            if 'configureAllowedAddress' in v2 and not (isinstance(v2['configureAllowedAddress'], str)): return False
+            if 'defrouter' in v2 and not (isinstance(v2['defrouter'], str)): return False
+            if 'linkProtection' in v2 and not (isinstance(v2['linkProtection'], str)): return False
+            if 'macAddress' in v2 and not (isinstance(v2['macAddress'], str)): return False
     return True
 
 def _config_other_VM(x):
     if not (isinstance(x, dict)): return False
     if 'kernel' not in x: return False
-    if 'hypervisor' in x:
-        v1 = x['hypervisor']
-        if not _config_other_VMFile(v1): return False
+    if 'hypervisor' in x and not _config_other_VMFile(x['hypervisor']): return False
     if 'kernel' in x:
         v1 = x['kernel']
         if not _config_other_VMFile(v1): return False
         if isinstance(v1, dict):
-            if 'initrd' in v1:
-                v2 = v1['initrd']
-                if not (isinstance(v2, str)): return False
+            if 'initrd' in v1 and not (isinstance(v1['initrd'], str)): return False
     if 'image' in x:
         v1 = x['image']
         if not (isinstance(v1, dict)): return False
         if 'path' not in v1 or 'format' not in v1: return False
-        if 'path' in v1:
-            v2 = v1['path']
-            if not (isinstance(v2, str)): return False
+        if 'path' in v1 and not (isinstance(v1['path'], str)): return False
         if 'format' in v1:
             v2 = v1['format']
             if not (isinstance(v2, str)): return False
@@ -566,36 +344,20 @@ def _config_other_VM(x):
     if 'hwConfig' in x:
         v1 = x['hwConfig']
         if not (isinstance(v1, dict)): return False
-        if 'deviceTree' in v1:
-            v2 = v1['deviceTree']
-            if not (isinstance(v2, str)): return False
-        if 'vcpus' in v1:
-            v2 = v1['vcpus']
-            if not _defs_Uint32(v2): return False
-        if 'memory' in v1:
-            v2 = v1['memory']
-            if not _defs_Uint64(v2): return False
-        if 'dtdevs' in v1:
-            v2 = v1['dtdevs']
-            if not _defs_StringList(v2): return False
+        if 'deviceTree' in v1 and not (isinstance(v1['deviceTree'], str)): return False
+        if 'vcpus' in v1 and not _defs_Uint32(v1['vcpus']): return False
+        if 'memory' in v1 and not _defs_Uint64(v1['memory']): return False
+        if 'dtdevs' in v1 and not _defs_StringList(v1['dtdevs']): return False
         if 'iomems' in v1:
             v2 = v1['iomems']
             if not (isinstance(v2, list)): return False
             for v3 in v2:
                 if not (isinstance(v3, dict)): return False
                 if 'firstMFN' not in v3 or 'nrMFNs' not in v3: return False
-                if 'firstGFN' in v3:
-                    v4 = v3['firstGFN']
-                    if not _defs_Uint64(v4): return False
-                if 'firstMFN' in v3:
-                    v4 = v3['firstMFN']
-                    if not _defs_Uint64(v4): return False
-                if 'nrMFNs' in v3:
-                    v4 = v3['nrMFNs']
-                    if not _defs_Uint64(v4): return False
-        if 'irqs' in v1:
-            v2 = v1['irqs']
-            if not _defs_Uint32List(v2): return False
+                if 'firstGFN' in v3 and not _defs_Uint64(v3['firstGFN']): return False
+                if 'firstMFN' in v3 and not _defs_Uint64(v3['firstMFN']): return False
+                if 'nrMFNs' in v3 and not _defs_Uint64(v3['nrMFNs']): return False
+        if 'irqs' in v1 and not _defs_Uint32List(v1['irqs']): return False
     return True
 
 def _config_other_ZOS(x):
@@ -610,9 +372,7 @@ def _config_other_ZOS(x):
                 v3 = v2['type']
                 if not (isinstance(v3, str)): return False
                 if not (v3 in _SET5): return False
-            if 'path' in v2:
-                v3 = v2['path']
-                if not (isinstance(v3, str)): return False
+            if 'path' in v2 and not (isinstance(v2['path'], str)): return False
     return True
 
 def _config_other_FreeBSD(x):
@@ -622,84 +382,36 @@ def _config_other_FreeBSD(x):
         if not (isinstance(v1, list)): return False
         for v2 in v1:
             if not (isinstance(v2, dict)): return False
-            if 'path' in v2:
-                v3 = v2['path']
-                if not (isinstance(v3, str)): return False
-            if 'mode' in v2:
-                v3 = v2['mode']
-                if not _defs_Mode(v3): return False
+            if 'path' in v2 and not (isinstance(v2['path'], str)): return False
+            if 'mode' in v2 and not _defs_Mode(v2['mode']): return False
     if 'jail' in x:
         v1 = x['jail']
         if not (isinstance(v1, dict)): return False
-        if 'parent' in v1:
-            v2 = v1['parent']
-            if not (isinstance(v2, str)): return False
-        if 'host' in v1:
-            v2 = v1['host']
-            if not _config_other_FreeBSDNewOrInherit(v2): return False
-        if 'vnet' in v1:
-            v2 = v1['vnet']
-            if not _config_other_FreeBSDNewOrInherit(v2): return False
-        if 'ip4' in v1:
-            v2 = v1['ip4']
-            if not _config_other_FreeBSDSharing(v2): return False
-        if 'ip6' in v1:
-            v2 = v1['ip6']
-            if not _config_other_FreeBSDSharing(v2): return False
-        if 'sysvmsg' in v1:
-            v2 = v1['sysvmsg']
-            if not _config_other_FreeBSDSharing(v2): return False
-        if 'sysvsem' in v1:
-            v2 = v1['sysvsem']
-            if not _config_other_FreeBSDSharing(v2): return False
-        if 'sysvshm' in v1:
-            v2 = v1['sysvshm']
-            if not _config_other_FreeBSDSharing(v2): return False
-        if 'ip4Addr' in v1:
-            v2 = v1['ip4Addr']
-            if not _defs_StringList(v2): return False
-        if 'ip6Addr' in v1:
-            v2 = v1['ip6Addr']
-            if not _defs_StringList(v2): return False
-        if 'interface' in v1:
-            v2 = v1['interface']
-            if not (isinstance(v2, str)): return False
-        if 'vnetInterfaces' in v1:
-            v2 = v1['vnetInterfaces']
-            if not _defs_StringList(v2): return False
-        if 'enforceStatfs' in v1:
-            v2 = v1['enforceStatfs']
-            if not _defs_Uint8(v2): return False
+        if 'parent' in v1 and not (isinstance(v1['parent'], str)): return False
+        if 'host' in v1 and not _config_other_FreeBSDNewOrInherit(v1['host']): return False
+        if 'vnet' in v1 and not _config_other_FreeBSDNewOrInherit(v1['vnet']): return False
+        if 'ip4' in v1 and not _config_other_FreeBSDSharing(v1['ip4']): return False
+        if 'ip6' in v1 and not _config_other_FreeBSDSharing(v1['ip6']): return False
+        if 'sysvmsg' in v1 and not _config_other_FreeBSDSharing(v1['sysvmsg']): return False
+        if 'sysvsem' in v1 and not _config_other_FreeBSDSharing(v1['sysvsem']): return False
+        if 'sysvshm' in v1 and not _config_other_FreeBSDSharing(v1['sysvshm']): return False
+        if 'ip4Addr' in v1 and not _defs_StringList(v1['ip4Addr']): return False
+        if 'ip6Addr' in v1 and not _defs_StringList(v1['ip6Addr']): return False
+        if 'interface' in v1 and not (isinstance(v1['interface'], str)): return False
+        if 'vnetInterfaces' in v1 and not _defs_StringList(v1['vnetInterfaces']): return False
+        if 'enforceStatfs' in v1 and not _defs_Uint8(v1['enforceStatfs']): return False
         if 'allow' in v1:
             v2 = v1['allow']
             if not (isinstance(v2, dict)): return False
-            if 'setHostname' in v2:
-                v3 = v2['setHostname']
-                if not (isinstance(v3, bool)): return False
-            if 'rawSockets' in v2:
-                v3 = v2['rawSockets']
-                if not (isinstance(v3, bool)): return False
-            if 'chflags' in v2:
-                v3 = v2['chflags']
-                if not (isinstance(v3, bool)): return False
-            if 'mount' in v2:
-                v3 = v2['mount']
-                if not _defs_StringList(v3): return False
-            if 'quotas' in v2:
-                v3 = v2['quotas']
-                if not (isinstance(v3, bool)): return False
-            if 'socketAf' in v2:
-                v3 = v2['socketAf']
-                if not (isinstance(v3, bool)): return False
-            if 'mlock' in v2:
-                v3 = v2['mlock']
-                if not (isinstance(v3, bool)): return False
-            if 'reservedPorts' in v2:
-                v3 = v2['reservedPorts']
-                if not (isinstance(v3, bool)): return False
-            if 'suser' in v2:
-                v3 = v2['suser']
-                if not (isinstance(v3, bool)): return False
+            if 'setHostname' in v2 and not (isinstance(v2['setHostname'], bool)): return False
+            if 'rawSockets' in v2 and not (isinstance(v2['rawSockets'], bool)): return False
+            if 'chflags' in v2 and not (isinstance(v2['chflags'], bool)): return False
+            if 'mount' in v2 and not _defs_StringList(v2['mount']): return False
+            if 'quotas' in v2 and not (isinstance(v2['quotas'], bool)): return False
+            if 'socketAf' in v2 and not (isinstance(v2['socketAf'], bool)): return False
+            if 'mlock' in v2 and not (isinstance(v2['mlock'], bool)): return False
+            if 'reservedPorts' in v2 and not (isinstance(v2['reservedPorts'], bool)): return False
+            if 'suser' in v2 and not (isinstance(v2['suser'], bool)): return False
     return True
 
 def _defs_StringList(x):
@@ -724,27 +436,15 @@ def _features_linux_root(x):
     if 'cgroup' in x:
         v1 = x['cgroup']
         if not (isinstance(v1, dict)): return False
-        if 'v1' in v1:
-            v2 = v1['v1']
-            if not (isinstance(v2, bool)): return False
-        if 'v2' in v1:
-            v2 = v1['v2']
-            if not (isinstance(v2, bool)): return False
-        if 'systemd' in v1:
-            v2 = v1['systemd']
-            if not (isinstance(v2, bool)): return False
-        if 'systemdUser' in v1:
-            v2 = v1['systemdUser']
-            if not (isinstance(v2, bool)): return False
-        if 'rdma' in v1:
-            v2 = v1['rdma']
-            if not (isinstance(v2, bool)): return False
+        if 'v1' in v1 and not (isinstance(v1['v1'], bool)): return False
+        if 'v2' in v1 and not (isinstance(v1['v2'], bool)): return False
+        if 'systemd' in v1 and not (isinstance(v1['systemd'], bool)): return False
+        if 'systemdUser' in v1 and not (isinstance(v1['systemdUser'], bool)): return False
+        if 'rdma' in v1 and not (isinstance(v1['rdma'], bool)): return False
     if 'seccomp' in x:
         v1 = x['seccomp']
         if not (isinstance(v1, dict)): return False
-        if 'enabled' in v1:
-            v2 = v1['enabled']
-            if not (isinstance(v2, bool)): return False
+        if 'enabled' in v1 and not (isinstance(v1['enabled'], bool)): return False
         if 'actions' in v1:
             v2 = v1['actions']
             if not (isinstance(v2, list)): return False
@@ -770,30 +470,18 @@ def _features_linux_root(x):
             if not (isinstance(v2, list)): return False
             for v3 in v2:
                 if not _defs_linux_SeccompFlag(v3): return False
-    if 'apparmor' in x:
-        v1 = x['apparmor']
-        if not _features_linux_Toggle(v1): return False
-    if 'selinux' in x:
-        v1 = x['selinux']
-        if not _features_linux_Toggle(v1): return False
+    if 'apparmor' in x and not _features_linux_Toggle(x['apparmor']): return False
+    if 'selinux' in x and not _features_linux_Toggle(x['selinux']): return False
     if 'intelRdt' in x:
         v1 = x['intelRdt']
         if not (isinstance(v1, dict)): return False
-        if 'enabled' in v1:
-            v2 = v1['enabled']
-            if not (isinstance(v2, bool)): return False
-        if 'schemata' in v1:
-            v2 = v1['schemata']
-            if not (isinstance(v2, bool)): return False
+        if 'enabled' in v1 and not (isinstance(v1['enabled'], bool)): return False
+        if 'schemata' in v1 and not (isinstance(v1['schemata'], bool)): return False
     if 'mountExtensions' in x:
         v1 = x['mountExtensions']
         if not (isinstance(v1, dict)): return False
-        if 'idmap' in v1:
-            v2 = v1['idmap']
-            if not _features_linux_Toggle(v2): return False
-    if 'netDevices' in x:
-        v1 = x['netDevices']
-        if not _features_linux_Toggle(v1): return False
+        if 'idmap' in v1 and not _features_linux_Toggle(v1['idmap']): return False
+    if 'netDevices' in x and not _features_linux_Toggle(x['netDevices']): return False
     return True
 
 def _defs_IdMappingList(x):
@@ -809,40 +497,20 @@ def _defs_Uint64(x):
 
 def _config_User(x):
     if not (isinstance(x, dict)): return False
-    if 'uid' in x:
-        v1 = x['uid']
-        if not _defs_Uint32(v1): return False
-    if 'gid' in x:
-        v1 = x['gid']
-        if not _defs_Uint32(v1): return False
-    if 'umask' in x:
-        v1 = x['umask']
-        if not _defs_Uint32(v1): return False
-    if 'additionalGids' in x:
-        v1 = x['additionalGids']
-        if not _defs_Uint32List(v1): return False
-    if 'username' in x:
-        v1 = x['username']
-        if not (isinstance(v1, str)): return False
+    if 'uid' in x and not _defs_Uint32(x['uid']): return False
+    if 'gid' in x and not _defs_Uint32(x['gid']): return False
+    if 'umask' in x and not _defs_Uint32(x['umask']): return False
+    if 'additionalGids' in x and not _defs_Uint32List(x['additionalGids']): return False
+    if 'username' in x and not (isinstance(x['username'], str)): return False
     return True
 
 def _config_Capabilities(x):
     if not (isinstance(x, dict)): return False
-    if 'effective' in x:
-        v1 = x['effective']
-        if not _defs_StringList(v1): return False
-    if 'bounding' in x:
-        v1 = x['bounding']
-        if not _defs_StringList(v1): return False
-    if 'inheritable' in x:
-        v1 = x['inheritable']
-        if not _defs_StringList(v1): return False
-    if 'permitted' in x:
-        v1 = x['permitted']
-        if not _defs_StringList(v1): return False
-    if 'ambient' in x:
-        v1 = x['ambient']
-        if not _defs_StringList(v1): return False
+    if 'effective' in x and not _defs_StringList(x['effective']): return False
+    if 'bounding' in x and not _defs_StringList(x['bounding']): return False
+    if 'inheritable' in x and not _defs_StringList(x['inheritable']): return False
+    if 'permitted' in x and not _defs_StringList(x['permitted']): return False
+    if 'ambient' in x and not _defs_StringList(x['ambient']): return False
     return True
 
 def _config_Rlimit(x):
@@ -852,12 +520,8 @@ def _config_Rlimit(x):
         v1 = x['type']
         if not (isinstance(v1, str)): return False
         if _RE7.search(v1) is None: return False
-    if 'soft' in x:
-        v1 = x['soft']
-        if not _defs_Uint64(v1): return False
-    if 'hard' in x:
-        v1 = x['hard']
-        if not _defs_Uint64(v1): return False
+    if 'soft' in x and not _defs_Uint64(x['soft']): return False
+    if 'hard' in x and not _defs_Uint64(x['hard']): return False
     return True
 
 def _defs_linux_IOPriorityClass(x):
@@ -873,29 +537,17 @@ def _defs_Int32(x):
 def _config_Scheduler(x):
     if not (isinstance(x, dict)): return False
     if 'policy' not in x: return False
-    if 'policy' in x:
-        v1 = x['policy']
-        if not _defs_linux_SchedulerPolicy(v1): return False
-    if 'nice' in x:
-        v1 = x['nice']
-        if not _defs_Int32(v1): return False
-    if 'priority' in x:
-        v1 = x['priority']
-        if not _defs_Int32(v1): return False
+    if 'policy' in x and not _defs_linux_SchedulerPolicy(x['policy']): return False
+    if 'nice' in x and not _defs_Int32(x['nice']): return False
+    if 'priority' in x and not _defs_Int32(x['priority']): return False
     if 'flags' in x:
         v1 = x['flags']
         if not (isinstance(v1, list)): return False
         for v2 in v1:
             if not _defs_linux_SchedulerFlag(v2): return False
-    if 'runtime' in x:
-        v1 = x['runtime']
-        if not _defs_Uint64(v1): return False
-    if 'deadline' in x:
-        v1 = x['deadline']
-        if not _defs_Uint64(v1): return False
-    if 'period' in x:
-        v1 = x['period']
-        if not _defs_Uint64(v1): return False
+    if 'runtime' in x and not _defs_Uint64(x['runtime']): return False
+    if 'deadline' in x and not _defs_Uint64(x['deadline']): return False
+    if 'period' in x and not _defs_Uint64(x['period']): return False
     return True
 
 def _config_CPUList(x):
@@ -912,49 +564,29 @@ def _defs_HookList(x):
 def _defs_linux_Namespace(x):
     if not (isinstance(x, dict)): return False
     if 'type' not in x: return False
-    if 'type' in x:
-        v1 = x['type']
-        if not _defs_linux_NamespaceType(v1): return False
-    if 'path' in x:
-        v1 = x['path']
-        if not (isinstance(v1, str)): return False
+    if 'type' in x and not _defs_linux_NamespaceType(x['type']): return False
+    if 'path' in x and not (isinstance(x['path'], str)): return False
     return True
 
 def _defs_linux_TimeOffset(x):
     if not (isinstance(x, dict)): return False
-    if 'secs' in x:
-        v1 = x['secs']
-        if not _defs_Int64(v1): return False
-    if 'nanosecs' in x:
-        v1 = x['nanosecs']
-        if not _defs_Uint32(v1): return False
+    if 'secs' in x and not _defs_Int64(x['secs']): return False
+    if 'nanosecs' in x and not _defs_Uint32(x['nanosecs']): return False
     return True
 
 def _defs_linux_DeviceNode(x):
     if not (isinstance(x, dict)): return False
     if 'path' not in x or 'type' not in x: return False
-    if 'path' in x:
-        v1 = x['path']
-        if not (isinstance(v1, str)): return False
+    if 'path' in x and not (isinstance(x['path'], str)): return False
     if 'type' in x:
         v1 = x['type']
         if not (isinstance(v1, str)): return False
         if _RE10.search(v1) is None: return False
-    if 'major' in x:
-        v1 = x['major']
-        if not _defs_Int64(v1): return False
-    if 'minor' in x:
-        v1 = x['minor']
-        if not _defs_Int64(v1): return False
-    if 'fileMode' in x:
-        v1 = x['fileMode']
-        if not _defs_Mode(v1): return False
-    if 'uid' in x:
-        v1 = x['uid']
-        if not _defs_Uint32(v1): return False
-    if 'gid' in x:
-        v1 = x['gid']
-        if not _defs_Uint32(v1): return False
+    if 'major' in x and not _defs_Int64(x['major']): return False
+    if 'minor' in x and not _defs_Int64(x['minor']): return False
+    if 'fileMode' in x and not _defs_Mode(x['fileMode']): return False
+    if 'uid' in x and not _defs_Uint32(x['uid']): return False
+    if 'gid' in x and not _defs_Uint32(x['gid']): return False
     return True
 
 def _config_linux_Resources(x):
@@ -967,89 +599,41 @@ def _config_linux_Resources(x):
     if 'memory' in x:
         v1 = x['memory']
         if not (isinstance(v1, dict)): return False
-        if 'limit' in v1:
-            v2 = v1['limit']
-            if not _defs_Int64(v2): return False
-        if 'reservation' in v1:
-            v2 = v1['reservation']
-            if not _defs_Int64(v2): return False
-        if 'swap' in v1:
-            v2 = v1['swap']
-            if not _defs_Int64(v2): return False
-        if 'kernel' in v1:
-            v2 = v1['kernel']
-            if not _defs_Int64(v2): return False
-        if 'kernelTCP' in v1:
-            v2 = v1['kernelTCP']
-            if not _defs_Int64(v2): return False
-        if 'swappiness' in v1:
-            v2 = v1['swappiness']
-            if not _defs_Uint64(v2): return False
-        if 'disableOOMKiller' in v1:
-            v2 = v1['disableOOMKiller']
-            if not (isinstance(v2, bool)): return False
-        if 'useHierarchy' in v1:
-            v2 = v1['useHierarchy']
-            if not (isinstance(v2, bool)): return False
-        if 'checkBeforeUpdate' in v1:
-            v2 = v1['checkBeforeUpdate']
-            if not (isinstance(v2, bool)): return False
+        if 'limit' in v1 and not _defs_Int64(v1['limit']): return False
+        if 'reservation' in v1 and not _defs_Int64(v1['reservation']): return False
+        if 'swap' in v1 and not _defs_Int64(v1['swap']): return False
+        if 'kernel' in v1 and not _defs_Int64(v1['kernel']): return False
+        if 'kernelTCP' in v1 and not _defs_Int64(v1['kernelTCP']): return False
+        if 'swappiness' in v1 and not _defs_Uint64(v1['swappiness']): return False
+        if 'disableOOMKiller' in v1 and not (isinstance(v1['disableOOMKiller'], bool)): return False
+        if 'useHierarchy' in v1 and not (isinstance(v1['useHierarchy'], bool)): return False
+        if 'checkBeforeUpdate' in v1 and not (isinstance(v1['checkBeforeUpdate'], bool)): return False
     if 'cpu' in x:
         v1 = x['cpu']
         if not (isinstance(v1, dict)): return False
-        if 'shares' in v1:
-            v2 = v1['shares']
-            if not _defs_Uint64(v2): return False
-        if 'quota' in v1:
-            v2 = v1['quota']
-            if not _defs_Int64(v2): return False
-        if 'burst' in v1:
-            v2 = v1['burst']
-            if not _defs_Uint64(v2): return False
-        if 'period' in v1:
-            v2 = v1['period']
-            if not _defs_Uint64(v2): return False
-        if 'realtimeRuntime' in v1:
-            v2 = v1['realtimeRuntime']
-            if not _defs_Int64(v2): return False
-        if 'realtimePeriod' in v1:
-            v2 = v1['realtimePeriod']
-            if not _defs_Uint64(v2): return False
-        if 'cpus' in v1:
-            v2 = v1['cpus']
-            if not (isinstance(v2, str)): return False
-        if 'mems' in v1:
-            v2 = v1['mems']
-            if not (isinstance(v2, str)): return False
-        if 'idle' in v1:
-            v2 = v1['idle']
-            if not _defs_Int64(v2): return False
+        if 'shares' in v1 and not _defs_Uint64(v1['shares']): return False
+        if 'quota' in v1 and not _defs_Int64(v1['quota']): return False
+        if 'burst' in v1 and not _defs_Uint64(v1['burst']): return False
+        if 'period' in v1 and not _defs_Uint64(v1['period']): return False
+        if 'realtimeRuntime' in v1 and not _defs_Int64(v1['realtimeRuntime']): return False
+        if 'realtimePeriod' in v1 and not _defs_Uint64(v1['realtimePeriod']): return False
+        if 'cpus' in v1 and not (isinstance(v1['cpus'], str)): return False
+        if 'mems' in v1 and not (isinstance(v1['mems'], str)): return False
+        if 'idle' in v1 and not _defs_Int64(v1['idle']): return False
     if 'blockIO' in x:
         v1 = x['blockIO']
         if not (isinstance(v1, dict)): return False
-        if 'weight' in v1:
-            v2 = v1['weight']
-            if not _defs_Uint16(v2): return False
-        if 'leafWeight' in v1:
-            v2 = v1['leafWeight']
-            if not _defs_Uint16(v2): return False
+        if 'weight' in v1 and not _defs_Uint16(v1['weight']): return False
+        if 'leafWeight' in v1 and not _defs_Uint16(v1['leafWeight']): return False
         if 'weightDevice' in v1:
             v2 = v1['weightDevice']
             if not (isinstance(v2, list)): return False
             for v3 in v2:
                 if not _defs_linux_BlockDeviceWeight(v3): return False
-        if 'throttleReadBpsDevice' in v1:
-            v2 = v1['throttleReadBpsDevice']
-            if not _defs_linux_BlockDeviceRateList(v2): return False
-        if 'throttleWriteBpsDevice' in v1:
-            v2 = v1['throttleWriteBpsDevice']
-            if not _defs_linux_BlockDeviceRateList(v2): return False
-        if 'throttleReadIOPSDevice' in v1:
-            v2 = v1['throttleReadIOPSDevice']
-            if not _defs_linux_BlockDeviceRateList(v2): return False
-        if 'throttleWriteIOPSDevice' in v1:
-            v2 = v1['throttleWriteIOPSDevice']
-            if not _defs_linux_BlockDeviceRateList(v2): return False
+        if 'throttleReadBpsDevice' in v1 and not _defs_linux_BlockDeviceRateList(v1['throttleReadBpsDevice']): return False
+        if 'throttleWriteBpsDevice' in v1 and not _defs_linux_BlockDeviceRateList(v1['throttleWriteBpsDevice']): return False
+        if 'throttleReadIOPSDevice' in v1 and not _defs_linux_BlockDeviceRateList(v1['throttleReadIOPSDevice']): return False
+        if 'throttleWriteIOPSDevice' in v1 and not _defs_linux_BlockDeviceRateList(v1['throttleWriteIOPSDevice']): return False
     if 'hugepageLimits' in x:
         v1 = x['hugepageLimits']
         if not (isinstance(v1, list)): return False
@@ -1060,59 +644,39 @@ def _config_linux_Resources(x):
                 v3 = v2['pageSize']
                 if not (isinstance(v3, str)): return False
                 if _RE11.search(v3) is None: return False
-            if 'limit' in v2:
-                v3 = v2['limit']
-                if not _defs_Uint64(v3): return False
+            if 'limit' in v2 and not _defs_Uint64(v2['limit']): return False
     if 'network' in x:
         v1 = x['network']
         if not (isinstance(v1, dict)): return False
-        if 'classID' in v1:
-            v2 = v1['classID']
-            if not _defs_Uint32(v2): return False
+        if 'classID' in v1 and not _defs_Uint32(v1['classID']): return False
         if 'priorities' in v1:
             v2 = v1['priorities']
             if not (isinstance(v2, list)): return False
             for v3 in v2:
                 if not (isinstance(v3, dict)): return False
                 if 'name' not in v3 or 'priority' not in v3: return False
-                if 'name' in v3:
-                    v4 = v3['name']
-                    if not (isinstance(v4, str)): return False
-                if 'priority' in v3:
-                    v4 = v3['priority']
-                    if not _defs_Uint32(v4): return False
+                if 'name' in v3 and not (isinstance(v3['name'], str)): return False
+                if 'priority' in v3 and not _defs_Uint32(v3['priority']): return False
     if 'pids' in x:
         v1 = x['pids']
         if not (isinstance(v1, dict)): return False
         if 'limit' not in v1: return False
-        if 'limit' in v1:
-            v2 = v1['limit']
-            if not _defs_Int64(v2): return False
+        if 'limit' in v1 and not _defs_Int64(v1['limit']): return False
     if 'rdma' in x:
         v1 = x['rdma']
         if not (isinstance(v1, dict)): return False
         for k2, v2 in v1.items():
             if not (isinstance(v2, dict)): return False
-            if 'hcaHandles' in v2:
-                v3 = v2['hcaHandles']
-                if not _defs_Uint32(v3): return False
-            if 'hcaObjects' in v2:
-                v3 = v2['hcaObjects']
-                if not _defs_Uint32(v3): return False
-    if 'unified' in x:
-        v1 = x['unified']
-        if not _defs_StringMap(v1): return False
+            if 'hcaHandles' in v2 and not _defs_Uint32(v2['hcaHandles']): return False
+            if 'hcaObjects' in v2 and not _defs_Uint32(v2['hcaObjects']): return False
+    if 'unified' in x and not _defs_StringMap(x['unified']): return False
     return True
 
 def _config_linux_Seccomp(x):
     if not (isinstance(x, dict)): return False
     if 'defaultAction' not in x: return False
-    if 'defaultAction' in x:
-        v1 = x['defaultAction']
-        if not _defs_linux_SeccompAction(v1): return False
-    if 'defaultErrnoRet' in x:
-        v1 = x['defaultErrnoRet']
-        if not _defs_Uint32(v1): return False
+    if 'defaultAction' in x and not _defs_linux_SeccompAction(x['defaultAction']): return False
+    if 'defaultErrnoRet' in x and not _defs_Uint32(x['defaultErrnoRet']): return False
     if 'architectures' in x:
         v1 = x['architectures']
         if not (isinstance(v1, list)): return False
@@ -1123,12 +687,8 @@ def _config_linux_Seccomp(x):
         if not (isinstance(v1, list)): return False
         for v2 in v1:
             if not _defs_linux_SeccompFlag(v2): return False
-    if 'listenerPath' in x:
-        v1 = x['listenerPath']
-        if not (isinstance(v1, str)): return False
-    if 'listenerMetadata' in x:
-        v1 = x['listenerMetadata']
-        if not (isinstance(v1, str)): return False
+    if 'listenerPath' in x and not (isinstance(x['listenerPath'], str)): return False
+    if 'listenerMetadata' in x and not (isinstance(x['listenerMetadata'], str)): return False
     if 'syscalls' in x:
         v1 = x['syscalls']
         if not (isinstance(v1, list)): return False
@@ -1169,12 +729,8 @@ def _defs_Uint32(x):
 def _config_other_VMFile(x):
     if not (isinstance(x, dict)): return False
     if 'path' not in x: return False
-    if 'path' in x:
-        v1 = x['path']
-        if not (isinstance(v1, str)): return False
-    if 'parameters' in x:
-        v1 = x['parameters']
-        if not _defs_StringList(v1): return False
+    if 'path' in x and not (isinstance(x['path'], str)): return False
+    if 'parameters' in x and not _defs_StringList(x['parameters']): return False
     return True
 
 def _defs_Uint32List(x):
@@ -1230,23 +786,15 @@ def _defs_linux_SeccompFlag(x):
 
 def _features_linux_Toggle(x):
     if not (isinstance(x, dict)): return False
-    if 'enabled' in x:
-        v1 = x['enabled']
-        if not (isinstance(v1, bool)): return False
+    if 'enabled' in x and not (isinstance(x['enabled'], bool)): return False
     return True
 
 def _defs_IdMapping(x):
     if not (isinstance(x, dict)): return False
     if 'containerID' not in x or 'hostID' not in x or 'size' not in x: return False
-    if 'containerID' in x:
-        v1 = x['containerID']
-        if not _defs_Uint32(v1): return False
-    if 'hostID' in x:
-        v1 = x['hostID']
-        if not _defs_Uint32(v1): return False
-    if 'size' in x:
-        v1 = x['size']
-        if not _defs_Uint32(v1): return False
+    if 'containerID' in x and not _defs_Uint32(x['containerID']): return False
+    if 'hostID' in x and not _defs_Uint32(x['hostID']): return False
+    if 'size' in x and not _defs_Uint32(x['size']): return False
     return True
 
 def _defs_linux_SchedulerPolicy(x):
@@ -1262,15 +810,9 @@ def _defs_linux_SchedulerFlag(x):
 def _defs_Hook(x):
     if not (isinstance(x, dict)): return False
     if 'path' not in x: return False
-    if 'path' in x:
-        v1 = x['path']
-        if not (isinstance(v1, str)): return False
-    if 'args' in x:
-        v1 = x['args']
-        if not _defs_StringList(v1): return False
-    if 'env' in x:
-        v1 = x['env']
-        if not _defs_StringList(v1): return False
+    if 'path' in x and not (isinstance(x['path'], str)): return False
+    if 'args' in x and not _defs_StringList(x['args']): return False
+    if 'env' in x and not _defs_StringList(x['env']): return False
     if 'timeout' in x:
         v1 = x['timeout']
         if not ((isinstance(v1, int) and not isinstance(v1, bool))): return False
@@ -1285,38 +827,20 @@ def _defs_Int64(x):
 def _defs_linux_DeviceAccessRule(x):
     if not (isinstance(x, dict)): return False
     if 'allow' not in x: return False
-    if 'allow' in x:
-        v1 = x['allow']
-        if not (isinstance(v1, bool)): return False
-    if 'type' in x:
-        v1 = x['type']
-        if not (isinstance(v1, str)): return False
-    if 'major' in x:
-        v1 = x['major']
-        if not _defs_Int64(v1): return False
-    if 'minor' in x:
-        v1 = x['minor']
-        if not _defs_Int64(v1): return False
-    if 'access' in x:
-        v1 = x['access']
-        if not (isinstance(v1, str)): return False
+    if 'allow' in x and not (isinstance(x['allow'], bool)): return False
+    if 'type' in x and not (isinstance(x['type'], str)): return False
+    if 'major' in x and not _defs_Int64(x['major']): return False
+    if 'minor' in x and not _defs_Int64(x['minor']): return False
+    if 'access' in x and not (isinstance(x['access'], str)): return False
     return True
 
 def _defs_linux_BlockDeviceWeight(x):
     if not (isinstance(x, dict)): return False
     if 'major' not in x or 'minor' not in x: return False
-    if 'major' in x:
-        v1 = x['major']
-        if not _defs_Int64(v1): return False
-    if 'minor' in x:
-        v1 = x['minor']
-        if not _defs_Int64(v1): return False
-    if 'weight' in x:
-        v1 = x['weight']
-        if not _defs_Uint16(v1): return False
-    if 'leafWeight' in x:
-        v1 = x['leafWeight']
-        if not _defs_Uint16(v1): return False
+    if 'major' in x and not _defs_Int64(x['major']): return False
+    if 'minor' in x and not _defs_Int64(x['minor']): return False
+    if 'weight' in x and not _defs_Uint16(x['weight']): return False
+    if 'leafWeight' in x and not _defs_Uint16(x['leafWeight']): return False
     return True
 
 def _defs_linux_BlockDeviceRateList(x):
@@ -1334,12 +858,8 @@ def _defs_linux_SyscallRule(x):
         if len(v1) < 1: return False
         for v2 in v1:
             if not (isinstance(v2, str)): return False
-    if 'action' in x:
-        v1 = x['action']
-        if not _defs_linux_SeccompAction(v1): return False
-    if 'errnoRet' in x:
-        v1 = x['errnoRet']
-        if not _defs_Uint32(v1): return False
+    if 'action' in x and not _defs_linux_SeccompAction(x['action']): return False
+    if 'errnoRet' in x and not _defs_Uint32(x['errnoRet']): return False
     if 'args' in x:
         v1 = x['args']
         if not (isinstance(v1, list)): return False
@@ -1350,32 +870,18 @@ def _defs_linux_SyscallRule(x):
 def _defs_linux_BlockDeviceRate(x):
     if not (isinstance(x, dict)): return False
     if 'major' not in x or 'minor' not in x: return False
-    if 'major' in x:
-        v1 = x['major']
-        if not _defs_Int64(v1): return False
-    if 'minor' in x:
-        v1 = x['minor']
-        if not _defs_Int64(v1): return False
-    if 'rate' in x:
-        v1 = x['rate']
-        if not _defs_Uint64(v1): return False
+    if 'major' in x and not _defs_Int64(x['major']): return False
+    if 'minor' in x and not _defs_Int64(x['minor']): return False
+    if 'rate' in x and not _defs_Uint64(x['rate']): return False
     return True
 
 def _defs_linux_SyscallArg(x):
     if not (isinstance(x, dict)): return False
     if 'index' not in x or 'value' not in x or 'op' not in x: return False
-    if 'index' in x:
-        v1 = x['index']
-        if not _defs_Uint32(v1): return False
-    if 'value' in x:
-        v1 = x['value']
-        if not _defs_Uint64(v1): return False
-    if 'valueTwo' in x:
-        v1 = x['valueTwo']
-        if not _defs_Uint64(v1): return False
-    if 'op' in x:
-        v1 = x['op']
-        if not _defs_linux_SeccompOperator(v1): return False
+    if 'index' in x and not _defs_Uint32(x['index']): return False
+    if 'value' in x and not _defs_Uint64(x['value']): return False
+    if 'valueTwo' in x and not _defs_Uint64(x['valueTwo']): return False
+    if 'op' in x and not _defs_linux_SeccompOperator(x['op']): return False
     return True
 
 def is_valid_config(doc) -> bool:

@@ -28,11 +28,11 @@ class ChildFailed(AssertionError):
 
 
 def run_in_child(fn, *, userns: bool = False, newns: bool = True, extra_unshare: int = 0,
-                 pass_fds_from=None):
+                 pass_fds_from=None, pre=None):
     """Run fn() in a forked child (in new namespaces); return its JSON-able result or raise
     ChildFailed with the child's traceback. pass_fds_from(child_pid) -> list of fds is called
     in the parent once the child's user namespace exists; the fds are sent to the child and
-    fn receives them as its argument."""
+    fn receives them as its argument. pre() runs first, before the user namespace."""
     r, w = os.pipe()
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -44,6 +44,8 @@ def run_in_child(fn, *, userns: bool = False, newns: bool = True, extra_unshare:
             os.close(ready_r)
             os.close(go_w)
             sock_parent.close()
+            if pre is not None:
+                pre()  # still privileged on the host, before any user namespace
             if userns:
                 sc.unshare(sc.CLONE_NEWUSER)
             os.write(ready_w, b"1")
@@ -911,6 +913,31 @@ def test_userns_locked_flags_and_devices(rootfs, tmp_path):
     assert out["nullrdev"] == os.makedev(1, 3)
     assert out["nulldev"] != out["devdev"]
     assert out["ptmx"] == "pts/ptmx" and out["pts"]
+
+
+def test_userns_bind_remount_keeps_locked_flags(rootfs, tmp_path):
+    """A mount made nosuid,nodev,noexec by a more privileged namespace has those flags
+    locked: the bind's read-only remount must keep them instead of failing (runc)."""
+    src = tmp_path / "locked"
+    src.mkdir()
+    spec = minimal_spec([{"destination": "/mnt/l", "type": "bind", "source": str(src),
+                          "options": ["rbind", "ro"]}])
+    spec["mounts"] = spec["mounts"][1:]
+    spec["linux"]["namespaces"].append({"type": "user"})
+
+    def pre():
+        sc.unshare(sc.CLONE_NEWNS)
+        sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.mount("tmpfs", str(src), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                 "size=1m")
+
+    def child():
+        setup_all(spec, rootfs, userns=True)
+        return os.statvfs("/mnt/l").f_flag
+
+    flags = run_in_child(child, userns=True, pre=pre)
+    for f in (os.ST_RDONLY, os.ST_NOSUID, os.ST_NODEV, os.ST_NOEXEC):
+        assert flags & f, (hex(flags), f)
 
 
 # --- check() ------------------------------------------------------------------------------

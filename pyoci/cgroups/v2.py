@@ -178,6 +178,20 @@ class V2Manager(Manager):
         self.mountpoint = mountpoint
         self.created: list[str] = list(created or [])
 
+    @classmethod
+    def for_container(cls, cgroups_path: str | None, cid: str) -> "V2Manager":
+        """The manager for a container on a pure v2 host: an absolute cgroupsPath is
+        relative to the hierarchy root, a relative one (or the id when empty) to this
+        process's own cgroup, as runc's fs2 defaultDirPath."""
+        from pyoci.cgroups import paths
+
+        mounts = paths.cgroup_mounts()
+        m = paths.unified_mount(mounts)
+        if m is None:
+            raise UnsupportedError("cgroup v2 driver: no cgroup2 hierarchy is mounted")
+        return cls(paths.resolve(m, paths.own_cgroups().get(""),
+                                 paths.inner_path(cgroups_path, cid)), m.mountpoint)
+
     # -- validation --------------------------------------------------------------------
 
     def available_controllers(self) -> set[str]:
@@ -750,17 +764,3 @@ def _mem_entry(path: str, prefix: str) -> dict[str, int]:
 
 def _omit_zero_keep(d: dict, keep: tuple[str, ...]) -> dict:
     return {k: v for k, v in d.items() if k in keep or v not in (0, None)}
-
-
-def default_path(cgroups_path: str | None, cid: str,
-                 mountpoint: str = DEFAULT_MOUNTPOINT) -> str:
-    """runc's fs2 default directory: an absolute cgroupsPath is relative to the hierarchy
-    root; a relative one (or the container id when empty) is relative to this process's
-    own cgroup ("0::" line of /proc/self/cgroup)."""
-    from pyoci.cgroups import paths
-
-    inner = paths.inner_path(cgroups_path, cid)
-    if inner.startswith("/"):
-        return os.path.normpath(mountpoint + inner)
-    own = paths.own_cgroups().get("", "/")
-    return os.path.normpath(os.path.join(mountpoint + own, inner))

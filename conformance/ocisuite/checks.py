@@ -58,6 +58,24 @@ NOT_TESTABLE = {
     "CgroupsPathError": "which cgroupsPath values are invalid is runtime-defined (MAY)",
 }
 
+# Known departures of released runtimes, explained in the report next to the failure.
+KNOWN_DEPARTURES = {
+    ("runc", "delete_created"): "runc 1.1 deletes a `created` container without --force "
+                                "(it kills it first); the spec requires an error",
+    ("runc", "hooks_state_status"): "runc 1.1 runs poststart hooks inside `create`, so they "
+                                    "see status `created`",
+    ("runc", "poststart_timing"): "runc 1.1 runs poststart hooks inside `create`, before the "
+                                  "user program is executed",
+    ("runc", "poststart_hook_fails"): "runc 1.1 runs poststart hooks inside `create` and "
+                                      "fails the create when one fails",
+    ("runc", "poststop_hook_fails"): "runc 1.1 stops at the first failing poststop hook",
+    ("runc", "start_container_hook_fails"): "runc runs startContainer hooks in `runc init` "
+                                            "after `start` returned, so start reports success",
+    ("runc", "capability_unknown"): "runc 1.1 only warns about unknown capabilities",
+    ("runc", "mount_destination_relative"): "runc 1.1 accepts relative destinations with a "
+                                            "deprecation warning",
+}
+
 HOST_STATES = ("creating", "created", "running", "stopped")
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 CAP_BITS = {"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_KILL": 5,
@@ -120,7 +138,8 @@ def helper_ns_process(ctx: Ctx, flags: list[str]) -> int:
         p.kill()
         p.wait(timeout=WAIT_TIMEOUT)
     ctx.on_cleanup(stop)
-    wait_for(lambda: os.readlink(f"/proc/{p.pid}/ns/uts") != host_ns("uts"),
+    ns = {"-n": "net", "-u": "uts", "-i": "ipc", "-m": "mnt"}[flags[0]]
+    wait_for(lambda: os.readlink(f"/proc/{p.pid}/ns/{ns}") != host_ns(ns),
              "the helper to unshare")
     return p.pid
 
@@ -821,7 +840,9 @@ def process_identity(ctx: Ctx) -> None:
     expect(got == (1000, 1000, 1000, 1000), f"uid/euid/gid/egid are {got}")
     expect(sorted(rep["groups"]) == [29, 100], f"supplementary groups are {rep['groups']}")
     expect(rep["status"].get("Umask") == "0027", f"umask is {rep['status'].get('Umask')}")
-    expect(rep["env"] == cfg["process"]["env"], f"env is {rep['env']}")
+    extra = [e for e in rep["env"] if e not in cfg["process"]["env"]]
+    expect([e for e in rep["env"] if e in cfg["process"]["env"]] == cfg["process"]["env"]
+           and all(e.startswith("HOME=") for e in extra), f"env is {rep['env']}")
     expect(rep["cwd"] == "/home/user", f"cwd is {rep['cwd']!r}")
     expect(rep["args"] == cfg["process"]["args"], f"args are {rep['args']}")
 
@@ -863,9 +884,10 @@ def capabilities_applied(ctx: Ctx) -> None:
     """bounding/effective/permitted/inheritable/ambient sets are exactly the configured ones"""
     cid = ctx.new_id()
     cfg = ctx.config(cid, probes=[])
-    sets = {"bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE"],
-            "effective": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
-            "permitted": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+    # uid 0 execs with permitted = effective = bounding (no SECBIT_NOROOT), so those three
+    # are configured equal; inheritable and ambient are a distinct subset.
+    full = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    sets = {"bounding": full, "effective": full, "permitted": full,
             "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]}
     cfg["process"]["capabilities"] = sets
     cfg["process"]["noNewPrivileges"] = False
@@ -1034,6 +1056,7 @@ def namespaces_inherited(ctx: Ctx) -> None:
     cid = ctx.new_id()
     cfg = ctx.config(cid, probes=[])
     cfg["linux"]["namespaces"] = [{"type": "mount"}, {"type": "pid"}]
+    cfg.pop("hostname", None)
     cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/sys"]
     ns = ctx.probe(cfg, cid)["ns"]
     new = [k for k in ("net", "ipc", "uts", "user", "cgroup") if ns.get(k) != host_ns(k)]
@@ -1277,18 +1300,23 @@ def cgroups_resources(ctx: Ctx) -> None:
 
 @check("DevicesApplyInOrder")
 def device_rules_in_order(ctx: Ctx) -> None:
-    """device cgroup rules apply in order (allow c 1:5 rwm then deny w => read-only)"""
+    """device cgroup rules apply in order (allow c 240:7 rwm then deny w => read-only)"""
+    # 240:7 is in the experimental range with no driver: an open the cgroup allows fails
+    # with ENXIO, one it denies fails with EPERM; no default device uses the number.
     cid = ctx.new_id()
-    cfg = ctx.config(cid, probes=["read:/dev/ocict-zero", "write:/dev/ocict-zero"])
-    cfg["linux"]["devices"] = [{"path": "/dev/ocict-zero", "type": "c", "major": 1, "minor": 5,
+    dev = "/dev/ocict-exp"
+    cfg = ctx.config(cid, probes=[f"read:{dev}", f"write:{dev}"])
+    cfg["linux"]["devices"] = [{"path": dev, "type": "c", "major": 240, "minor": 7,
                                 "fileMode": 0o666}]
     cfg["linux"]["resources"]["devices"] += [
-        {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
-        {"allow": False, "type": "c", "major": 1, "minor": 5, "access": "w"}]
+        {"allow": True, "type": "c", "major": 240, "minor": 7, "access": "rwm"},
+        {"allow": False, "type": "c", "major": 240, "minor": 7, "access": "w"}]
     rep = ctx.probe(cfg, cid)
-    rd, wr = probe_result(rep, "read", "/dev/ocict-zero"), probe_result(rep, "write", "/dev/ocict-zero")
-    expect(rd["errno"] == 0, f"read of an allowed device failed: errno {rd['errno']}")
-    expect(wr["errno"] == E.EPERM, f"write after a later deny rule gave errno {wr['errno']}")
+    rd, wr = probe_result(rep, "read", dev), probe_result(rep, "write", dev)
+    expect(rd["errno"] == E.ENXIO, f"open for read gave errno {rd['errno']}, want ENXIO "
+           "(allowed by the cgroup, no driver)")
+    expect(wr["errno"] == E.EPERM, f"open for write after a later deny rule gave errno "
+           f"{wr['errno']}, want EPERM")
 
 
 @check("BlkIOWeightOrLeafWeightExist")
@@ -1349,7 +1377,19 @@ def rootfs_propagation(ctx: Ctx) -> None:
         root = [m for m in mountinfo_entries(ctx.probe(cfg, cid)["mountinfo"])
                 if m["mountpoint"] == "/"][-1]
         shared = any(o.startswith("shared:") for o in root["optional"])
-        expect(shared == (prop == "shared"), f"rootfsPropagation {prop}: / has {root['optional']}")
+        expect(shared == (prop == "shared"), f"rootfsPropagation {prop}: / has optional fields "
+               f"{root['optional']} (host / is {host_root_propagation()})")
+
+
+def host_root_propagation() -> str:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            p = line.split(" - ")[0].split()
+            if p[4] == "/":
+                tags = [t.split(":")[0] for t in p[6:]]
+                return ("shared" if "shared" in tags else "slave" if "master" in tags
+                        else "private")
+    return "unknown"
 
 
 @check("EnvCreateImplement")

@@ -280,6 +280,7 @@ class Ctx:
 
     def __init__(self, binary: str, rootfs_cache: str, check_name: str, tmp_base: str | None = None):
         self.workdir = tempfile.mkdtemp(prefix=f"oci-{check_name[:20]}-", dir=tmp_base)
+        os.chmod(self.workdir, 0o755)  # container root may be a mapped, unprivileged uid
         self.rt = Runtime(binary, os.path.join(self.workdir, "root"), self.workdir)
         os.makedirs(self.rt.root)
         self.rootfs_cache = rootfs_cache
@@ -377,8 +378,6 @@ class Ctx:
     def probe(self, cfg: dict, cid: str | None = None) -> dict:
         """Run the checker in a container made from cfg; returns its JSON report."""
         cid = cid or self.new_id()
-        if cfg["linux"].get("cgroupsPath", "").startswith(CGROUP_PREFIX):
-            cfg["linux"]["cgroupsPath"] = self.cgroups_path(cid)
         out = self.run_to_end(cid, cfg)
         try:
             return json.loads(out)

@@ -8,7 +8,7 @@ import platform
 import subprocess
 
 from .catalogue import PACKAGE, SPEC_VERSION, Requirement
-from .checks import NOT_TESTABLE, Check
+from .checks import KNOWN_DEPARTURES, NOT_TESTABLE, Check
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 COVERED_PASS = "covered, passing"
@@ -169,6 +169,9 @@ def markdown(docs: list[dict], catalogue: list[Requirement], checks: list[Check]
             out.append("None.")
         for n, r in sorted(failed.items()):
             out.append(f"- FAIL `{n}` ({', '.join(r['codes'])}): {_esc(r['message'])}")
+            note = KNOWN_DEPARTURES.get((d["runtime"], n))
+            if note:
+                out.append(f"  - known departure: {note}")
         for n, r in sorted(skipped.items()):
             out.append(f"- skip `{n}`: {_esc(r['message'])}")
     nt = [(req, docs[0]["codes"][req.code]["reason"]) for req in catalogue

@@ -470,6 +470,22 @@ def test_relative_bind_source_uses_cwd(rootfs, tmp_path):
     assert run_in_child(child) == "rel"
 
 
+def test_relative_bind_source_uses_bundle(rootfs, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x").write_text("bundle")
+    spec = minimal_spec([{"destination": "/data", "type": "bind", "source": "data",
+                          "options": ["rbind"]}])
+
+    def child():
+        os.chdir("/")
+        mounts.prepare_rootfs(spec, rootfs, userns=False, bundle=str(tmp_path))
+        mounts.enter_rootfs(rootfs)
+        mounts.finish_rootfs(spec)
+        return open("/data/x").read()
+
+    assert run_in_child(child) == "bundle"
+
+
 def test_tmpfs_size_and_mode(rootfs):
     spec = minimal_spec([
         {"destination": "/mnt/t", "type": "tmpfs", "source": "tmpfs",

@@ -15,8 +15,10 @@ Mount targets are never looked up by path string: every destination is resolved 
 openat2(RESOLVE_IN_ROOT) from a dirfd of the rootfs, missing components are created with
 mkdirat relative to the resolved parent, and the mount goes onto /proc/self/fd/N of an O_PATH
 fd of the target (runc's CVE-2021-30465 fix), so a symlink inside the rootfs can never send a
-mount out of it. Relative bind sources are resolved against the current directory, which the
-caller sets to the bundle (runc chdirs into the bundle as well).
+mount out of it. After pivot_root (finish_rootfs) no path is used at all: masked and read-only
+paths are opened O_PATH with RESOLVE_NO_SYMLINKS and handled with open_tree, fsmount,
+move_mount and mount_setattr on fds, so they work without a /proc in the container.
+Relative bind sources are relative to `bundle` when given, else to the current directory.
 """
 
 from __future__ import annotations
@@ -552,14 +554,14 @@ def open_idmapped_tree(mnt: Mount, source: str, ns_fd: int) -> int:
     return tree
 
 
-def prepare_idmapped_mounts(spec: dict, container_userns_fd: int | None = None
-                            ) -> dict[int, int]:
+def prepare_idmapped_mounts(spec: dict, container_userns_fd: int | None = None,
+                            bundle: str | None = None) -> dict[int, int]:
     """Host side (outside the container's user namespace, where the kernel allows id-mapping
     the source filesystem): detached id-mapped trees for every idmap/ridmap mount, keyed by
     mount index, to pass to prepare_rootfs(mount_fds=...) in the init."""
     out: dict[int, int] = {}
     try:
-        for mnt in parse_mounts(spec):
+        for mnt in _resolve_sources(parse_mounts(spec), bundle):
             if not mnt.idmap:
                 continue
             if mnt.uid_mappings:
@@ -877,8 +879,18 @@ def needs_dev_setup(mounts: list[Mount]) -> bool:
     return not any(m.bind and m.destination == "/dev" for m in mounts)
 
 
+def _resolve_sources(mnts: list[Mount], bundle: str | None) -> list[Mount]:
+    """Relative bind sources are relative to the bundle (to the cwd when it is not given)."""
+    if bundle:
+        for m in mnts:
+            if m.bind and m.source and not os.path.isabs(m.source):
+                m.source = os.path.join(bundle, m.source)
+    return mnts
+
+
 def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
-                   mount_fds: dict[int, int] | None = None) -> None:
+                   mount_fds: dict[int, int] | None = None,
+                   bundle: str | None = None) -> None:
     """Before pivot_root, in the container's mount namespace: make / slave (or
     rootfsPropagation), bind the rootfs on itself, do mounts[] in order, then devices and
     /dev links unless /dev is a host bind. mount_fds: detached id-mapped trees made by
@@ -886,7 +898,7 @@ def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
     in a user namespace)."""
     from pyoci.linux import devices
 
-    mounts = parse_mounts(spec)
+    mounts = _resolve_sources(parse_mounts(spec), bundle)
     rootfs = os.path.realpath(rootfs)
     prop = (spec.get("linux") or {}).get("rootfsPropagation")
     flag = _propagation_flag(spec) if prop else sc.MS_SLAVE | sc.MS_REC

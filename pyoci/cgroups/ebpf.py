@@ -126,9 +126,10 @@ def emulate(rules: Iterable[Rule]) -> tuple[bool, dict[tuple[str, int, int], str
             if partial == key:
                 continue
             if set(exc.get(partial, "")) & set(r.access):
+                wild = Rule(*partial, exc[partial], not r.allow)
                 raise ConfigError(
                     f"linux.resources.devices: rule {format_rule(r)} cannot punch a hole "
-                    f"into the wildcard rule {format_rule(Rule(*partial, exc[partial], not r.allow))}")
+                    f"into the wildcard rule {format_rule(wild)}")
         left = _norm_access("".join(c for c in exc.get(key, "") if c not in r.access))
         if left:
             exc[key] = left
@@ -372,8 +373,8 @@ def set_device_filter(cgroup_dir: str, rules: Iterable[Rule]) -> None:
     left without a filter in between."""
     insns = device_program(list(rules))
     fd = _open_dir(cgroup_dir)
+    old: list[int] = []
     try:
-        old: list[int] = []
         for pid in prog_query(fd):
             try:
                 pfd = prog_fd_by_id(pid)
@@ -387,23 +388,22 @@ def set_device_filter(cgroup_dir: str, rules: Iterable[Rule]) -> None:
                 os.close(pfd)
         prog = prog_load(insns)
         try:
-            try:
-                prog_attach(fd, prog)
-            except OSError as e:
-                raise SysError(f"linux.resources.devices: BPF_PROG_ATTACH to {cgroup_dir}: "
-                               f"{e.strerror}") from None
-            for pfd in old:
-                try:
-                    prog_detach(fd, pfd)
-                except OSError as e:
-                    if e.errno != errno.ENOENT:
-                        raise SysError(f"BPF_PROG_DETACH old device filter from {cgroup_dir}:"
-                                       f" {e.strerror}") from None
+            prog_attach(fd, prog)
+        except OSError as e:
+            raise SysError(f"linux.resources.devices: BPF_PROG_ATTACH to {cgroup_dir}: "
+                           f"{e.strerror}") from None
         finally:
             os.close(prog)
-            for pfd in old:
-                os.close(pfd)
+        for pfd in old:
+            try:
+                prog_detach(fd, pfd)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise SysError(f"BPF_PROG_DETACH old device filter from {cgroup_dir}: "
+                                   f"{e.strerror}") from None
     finally:
+        for pfd in old:
+            os.close(pfd)
         os.close(fd)
 
 

@@ -39,8 +39,6 @@ DEFAULT_MOUNTPOINT = "/sys/fs/cgroup"
 MAX_UINT64 = (1 << 64) - 1
 DEFAULT_CPU_PERIOD = 100000
 
-# controllers whose limits live in files named "<controller>.*" (threaded ones excluded)
-DOMAIN_CONTROLLERS = ("memory", "io", "cpu", "hugetlb")
 _UNIFIED_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.\-]+$")
 
 

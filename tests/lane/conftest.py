@@ -60,6 +60,24 @@ def cid():
     return "lane-" + uuid.uuid4().hex[:10]
 
 
+# crun 1.8.1 refuses any ociVersion but 1.0.x ("unknown version specified"); the configs
+# these tests write use nothing newer, so crun gets them labelled 1.0.2.
+OCI_VERSION = {"crun": "1.0.2"}
+
+
+def runtime_param(request) -> str | None:
+    params = getattr(request.node, "callspec", None)
+    params = params.params if params else {}
+    return params.get("lane_runtime") or params.get("systemd_runtime")
+
+
+@pytest.fixture
+def config(config, request):
+    """tests/conftest.py's default config, with an ociVersion the runtime accepts."""
+    config["ociVersion"] = OCI_VERSION.get(runtime_param(request), config["ociVersion"])
+    return config
+
+
 @pytest.fixture
 def lane_config(config, cid):
     """The default config, with a cgroupfs path under PARENT named after the container."""

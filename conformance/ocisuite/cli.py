@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tap", action="store_true",
                    help="plain TAP only (default output is TAP too, plus runtime headers)")
     p.add_argument("--catalogue-dir", help="specerror directory (default: found via dpkg -L)")
+    p.add_argument("--timeout", type=float, default=harness.COMMAND_TIMEOUT, metavar="SECONDS",
+                   help="bound for each runtime command (default %(default)s)")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
     return p.parse_args(argv)
 
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, OSError) as e:
         print(f"conformance/run: {e}", file=sys.stderr)
         return 2
+    harness.COMMAND_TIMEOUT = args.timeout
     harness.set_subreaper()
     rootfs = harness.prepare_rootfs()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

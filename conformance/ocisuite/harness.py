@@ -134,11 +134,12 @@ class Runtime:
         self.workdir = workdir
         self.name = os.path.basename(binary)
 
-    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT, stdout: str | None = None,
+    def run(self, *args: str, timeout: float | None = None, stdout: str | None = None,
             stdin: str | None = None) -> Result:
         """Run `binary --root ROOT args...`; stdio goes to files so container processes that
         inherit them never block us. A timeout is reported as rc -1 (never hangs)."""
         argv = [self.binary, "--root", self.root, *args]
+        timeout = timeout or COMMAND_TIMEOUT
         fd, errpath = tempfile.mkstemp(dir=self.workdir, suffix=".err")
         os.close(fd)
         outpath = stdout or errpath[:-4] + ".out"

@@ -137,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - an internal error is still one line, exit 1
+        from pyoci import log
+
+        if gopts.get("debug"):
+            import traceback
+
+            traceback.print_exc()
+        log.error(f"internal error: {type(e).__name__}: {e}".splitlines()[0])
+        return 1
 
 
 def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:

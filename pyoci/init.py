@@ -88,6 +88,7 @@ def bootstrap(ctx: InitContext) -> None:
         # Nothing in the container may ptrace us or open /proc/PID/exe (the host's
         # interpreter) while we are still pyoci: stay non-dumpable until the execve.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        _close_other_fds(ctx)
         _expect_ok(ctx.sock)                      # the parent has put us in the cgroup
         linux = ctx.spec.get("linux") or {}
         fds = nsmod.open_paths(ctx.ns)
@@ -112,6 +113,23 @@ def bootstrap(ctx: InitContext) -> None:
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         _fail(ctx, e)
+
+
+def _close_other_fds(ctx: InitContext) -> None:
+    """Close every fd the container must not inherit from pyoci or its caller (state dir
+    lock, bundle files, the caller's stray descriptors): only stdio, the preserved fds and
+    the init's own channels stay."""
+    keep = {0, 1, 2, ctx.sock.fileno(), ctx.fifo_fd, ctx.console_fd}
+    keep.update(range(3, 3 + ctx.extra_fds))
+    if ctx.listener_sock is not None:
+        keep.add(ctx.listener_sock.fileno())
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _become_root() -> None:
@@ -166,6 +184,15 @@ def _container_init(ctx: InitContext) -> None:
         from pyoci.linux.hooks import run_hooks
 
         run_hooks(hooks, "createContainer", ctx.state)
+    # After pivot_root the host's files (Python modules, libseccomp) are out of reach: load
+    # every module the rest of the init needs now, and build the seccomp program here.
+    _preload(spec)
+    seccomp = linux.get("seccomp")
+    seccomp_prog = None
+    if seccomp:
+        from pyoci.linux import seccomp as seccomp_mod
+
+        seccomp_prog = seccomp_mod.build(seccomp)
     if "mount" in ctx.ns:
         mounts.enter_rootfs(ctx.rootfs, ctx.no_pivot)
     else:
@@ -207,12 +234,9 @@ def _container_init(ctx: InitContext) -> None:
     nnp = bool(proc.get("noNewPrivileges"))
     if nnp:
         sc.set_no_new_privs()
-    seccomp = linux.get("seccomp")
     notify_fd = None
-    if seccomp and not nnp:
-        from pyoci.linux import seccomp as seccomp_mod
-
-        notify_fd = seccomp_mod.load(seccomp)   # needs CAP_SYS_ADMIN: before dropping caps
+    if seccomp_prog and not nnp:
+        notify_fd = seccomp_mod.install(*seccomp_prog)  # needs CAP_SYS_ADMIN: before caps drop
     env = _process_env(proc, ctx)
     procmod.finalize(proc)
     path = _find_executable(proc["args"][0], env)
@@ -231,18 +255,35 @@ def _container_init(ctx: InitContext) -> None:
         run_hooks(hooks, "startContainer", ctx.state)
     if proc.get("execCPUAffinity"):
         procmod.apply_exec_cpu_affinity(proc, "final")
-    if seccomp and nnp:
-        from pyoci.linux import seccomp as seccomp_mod
-
-        notify_fd = seccomp_mod.load(seccomp)   # as close to execve as possible
+    if seccomp_prog and nnp:
+        notify_fd = seccomp_mod.install(*seccomp_prog)  # as close to execve as possible
     if notify_fd is not None and ctx.listener_sock is not None:
-        from pyoci.linux import seccomp as seccomp_mod
-
         seccomp_mod.send_listener(ctx.listener_sock, notify_fd, ctx.state,
                                   seccomp.get("listenerMetadata", ""))
         os.close(notify_fd)
         ctx.listener_sock.close()
     os.execve(path, proc["args"], env)
+
+
+def _preload(spec: dict) -> None:
+    """Import what the init uses after pivot_root (lazy imports would fail there)."""
+    import prctl  # noqa: F401 - used by capabilities/process
+
+    from pyoci.linux import apparmor, capabilities, process, rlimits  # noqa: F401
+
+    proc = spec.get("process") or {}
+    hooks = spec.get("hooks") or {}
+    if hooks.get("startContainer"):
+        import select  # noqa: F401
+
+        from pyoci.linux import hooks as _h  # noqa: F401
+    if proc.get("terminal"):
+        import termios  # noqa: F401
+
+        from pyoci.linux import terminal  # noqa: F401
+    if (spec.get("linux") or {}).get("seccomp"):
+        import socket  # noqa: F401
+        import struct  # noqa: F401
 
 
 def _write_sysctl(key: str, value: str) -> None:

@@ -1,0 +1,113 @@
+"""Unit tests of the runc-compatible command line (no containers)."""
+
+import json
+import signal
+import subprocess
+
+import pytest
+
+from conftest import PYOCI
+from pyoci import cli, container
+from pyoci.errors import PyociError, UsageError
+
+
+@pytest.mark.parametrize("argv", [
+    ["--root", "/x", "--log", "/l", "--log-format", "json", "state", "id"],
+    ["--root=/x", "--log=/l", "--log-format=json", "state", "id"],
+    ["-root", "/x", "--log-format=json", "-log", "/l", "state", "id"],
+])
+def test_global_flags_both_forms_any_order(argv):
+    g, rest = cli.parse_flags(argv, cli.GLOBAL_FLAGS, stop_at_positional=True)
+    assert g == {"root": "/x", "log": "/l", "log_format": "json"}
+    assert rest == ["state", "id"]
+
+
+def test_command_flags_and_positionals_interleave():
+    o, pos = cli.parse_flags(["--bundle", "/b", "id", "--pid-file=/p", "--no-pivot"],
+                             cli.COMMANDS["create"], stop_at_positional=False)
+    assert o == {"bundle": "/b", "pid_file": "/p", "no_pivot": True}
+    assert pos == ["id"]
+    o, pos = cli.parse_flags(["-a", "id", "KILL"], cli.COMMANDS["kill"],
+                             stop_at_positional=False)
+    assert o == {"all": True} and pos == ["id", "KILL"]
+    o, _ = cli.parse_flags(["--detach=false", "x"], cli.COMMANDS["run"],
+                           stop_at_positional=False)
+    assert o == {"detach": False}
+
+
+@pytest.mark.parametrize("bad", [["--nope", "x"], ["--bundle"], ["--detach=maybe", "x"]])
+def test_bad_flags(bad):
+    with pytest.raises(UsageError):
+        cli.parse_flags(bad, cli.COMMANDS["run"], stop_at_positional=False)
+
+
+@pytest.mark.parametrize("text,num", [
+    (None, signal.SIGTERM), ("KILL", 9), ("SIGKILL", 9), ("kill", 9), ("9", 9), ("15", 15),
+    ("SIGUSR1", signal.SIGUSR1), ("HUP", 1), ("RTMIN", signal.SIGRTMIN),
+    ("SIGRTMIN+2", signal.SIGRTMIN + 2), ("RTMAX-1", signal.SIGRTMAX - 1),
+])
+def test_parse_signal(text, num):
+    assert container.parse_signal(text) == num
+
+
+@pytest.mark.parametrize("bad", ["SIGFOO", "0", "999", "RTMIN+99", "-1"])
+def test_parse_signal_rejects(bad):
+    with pytest.raises(PyociError):
+        container.parse_signal(bad)
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([PYOCI, *args], capture_output=True, text=True, timeout=30, **kw)
+
+
+def test_version_and_help():
+    r = run_cli("--version")
+    assert r.returncode == 0 and "pyoci version" in r.stdout and "spec: 1.3.0" in r.stdout
+    r = run_cli("--help")
+    assert r.returncode == 0 and "create" in r.stdout
+
+
+def test_unknown_command_is_one_line_exit_1(tmp_path):
+    r = run_cli("--root", str(tmp_path), "frobnicate")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "frobnicate" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_json_log_format(tmp_path):
+    log = tmp_path / "log.json"
+    r = run_cli("--root", str(tmp_path / "root"), "--log", str(log), "--log-format", "json",
+                "state", "nosuch")
+    assert r.returncode == 1
+    lines = log.read_text().splitlines()
+    last = json.loads(lines[-1])
+    assert last["level"] == "error" and "does not exist" in last["msg"] and "time" in last
+
+
+def test_spec_writes_default_config(tmp_path):
+    r = run_cli("spec", "--bundle", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["ociVersion"] == "1.3.0" and cfg["process"]["args"] == ["sh"]
+    r = run_cli("spec", "--bundle", str(tmp_path))
+    assert r.returncode == 1 and "exists" in r.stderr
+    from pyoci.spec.validate import validate_config
+    validate_config(cfg)
+
+
+def test_spec_rootless(tmp_path):
+    r = run_cli("spec", "--rootless", "-b", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert {"type": "user"} in cfg["linux"]["namespaces"]
+    assert cfg["linux"]["uidMappings"][0]["size"] == 1
+
+
+def test_features_validates():
+    r = run_cli("features")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ociVersionMax"] == "1.3.0"
+    assert "CAP_SYS_ADMIN" in doc["linux"]["capabilities"]
+    from pyoci.spec.validate import validate_features
+    validate_features(doc)

@@ -365,6 +365,17 @@ def test_apply_writes_limits(env):
 
 
 @needs_v1
+def test_apply_realtime(env):
+    m = env.manager()
+    cpu = m.paths["cpu"]
+    if not os.path.exists(os.path.join(cpu, "cpu.rt_runtime_us")):
+        pytest.skip("kernel without CONFIG_RT_GROUP_SCHED")
+    m.apply({"cpu": {"realtimePeriod": 500000, "realtimeRuntime": 5000}})
+    assert _read(cpu, "cpu.rt_period_us") == "500000"
+    assert _read(cpu, "cpu.rt_runtime_us") == "5000"
+
+
+@needs_v1
 def test_apply_blkio(env):
     m = env.manager()
     d = m.paths["blkio"]

@@ -616,14 +616,16 @@ class V1Manager(Manager):
         return c.read_procs_recursive(d) if d else []
 
     def kill_all(self, sig: int) -> None:
-        if sig == signal.SIGKILL and self.unified:
+        can_freeze = self._can_freeze()
+        was_frozen = can_freeze and self.frozen()
+        # hybrid: cgroup.kill in the unified hierarchy kills everything at once (as runc);
+        # the freeze-and-signal loop below catches anything that only joined v1 cgroups
+        if sig == signal.SIGKILL and self.unified and not was_frozen:
             if c.try_write(self.unified, "cgroup.kill", 1) == 0:
                 for _ in range(100):  # let the killed tasks leave the v1 hierarchies too
                     if not self.pids():
                         return
                     time.sleep(0.01)
-        can_freeze = self._can_freeze()
-        was_frozen = can_freeze and self.frozen()
         froze = False
         if can_freeze and not was_frozen:
             try:

@@ -417,6 +417,71 @@ def test_default_errno_without_stub_returns_default_errno(children):
     assert e == errno.EACCES
 
 
+def test_long_profile(children, tmp_path):
+    # > 32 rules switches libseccomp to its binary-tree layout (as runc); behaviour is equal.
+    extra = ["getcwd", "getuid", "getgid", "geteuid", "getegid", "uname", "umask", "getpgrp",
+             "getppid", "dup", "dup2", "dup3", "pipe", "pipe2", "fcntl", "openat", "read"]
+    names = ESSENTIAL + extra
+    cfg = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EACCES,
+           "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+           if X86_64 else [],
+           "syscalls": [{"names": [n], "action": "SCMP_ACT_ALLOW"} for n in names]}
+    assert len(cfg["syscalls"]) > 32
+
+    def body():
+        load_in_child(cfg)()
+        return errno_of(os.getcwd), mkdir_errno(str(tmp_path / "d")), errno_of(os.uname)
+
+    status, got = run_child(children, body)
+    assert got == (0, errno.EACCES, 0)
+
+
+def test_pseudo_syscalls_of_other_architectures_build():
+    # socketcall/ipc do not exist on every architecture: libseccomp gives them negative
+    # pseudo numbers; they are rules like any other (as runc), not unknown names.
+    arch = ["SCMP_ARCH_X86"] if X86_64 else []
+    cfg = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": arch,
+           "syscalls": [{"names": ["socketcall", "ipc", "getcwd"], "action": "SCMP_ACT_ALLOW"}]}
+    program, flags = seccomp.build(cfg)
+    assert program and len(program) % 8 == 0 and flags == 0
+
+
+def test_install_imports_nothing(children):
+    # install() runs after pivot_root, where the host's Python modules are out of reach.
+    cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 9})
+
+    def body():
+        program, flags = seccomp.build(cfg)
+        before = set(sys.modules)
+        syscalls.set_no_new_privs()
+        fd = seccomp.install(program, flags)
+        return sorted(set(sys.modules) - before), fd, errno_of(os.getcwd)
+
+    status, (new, fd, e) = run_child(children, body)
+    assert (new, fd, e) == ([], None, 9)
+
+
+def test_install_needs_no_new_privs_or_cap_sys_admin(children):
+    cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"})
+    program, flags = seccomp.build(cfg)
+
+    def body():
+        # Drop CAP_SYS_ADMIN from the effective set (capset v3 header + 2 data words).
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+        data = (ctypes.c_uint32 * 6)()
+        assert _libc.capget(hdr, data) == 0
+        data[0] &= ~(1 << 21)  # CAP_SYS_ADMIN
+        assert _libc.capset(hdr, data) == 0
+        try:
+            seccomp.install(program, flags)
+        except PyociError as e:
+            return str(e), errno_of(os.getcwd)
+        return "loaded", errno_of(os.getcwd)
+
+    status, (msg, e) = run_child(children, body)
+    assert "no_new_privs" in msg and e == 0
+
+
 def test_architecture_of_other_endianness_is_refused():
     other = "SCMP_ARCH_S390X" if sys.byteorder == "little" else "SCMP_ARCH_X86_64"
     cfg = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": [other]}
@@ -507,12 +572,13 @@ def agent_socket(tmp_path):
     srv.close()
 
 
-@pytest.mark.parametrize("flags", [[], ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]])
+@pytest.mark.parametrize("flags", [[], ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
+                                   ["SECCOMP_FILTER_FLAG_TSYNC"]])
 def test_notify_listener_gets_state_and_answers(children, agent_socket, tmp_path, flags):
     path, srv = agent_socket
-    if flags and not seccomp.flag_supported(seccomp.FLAGS[flags[0]]
-                                            | seccomp.SECCOMP_FILTER_FLAG_NEW_LISTENER):
-        pytest.skip("kernel lacks SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV")
+    if flags and not seccomp.flag_supported(seccomp.filter_flags(
+            {"flags": flags, "syscalls": [{"action": "SCMP_ACT_NOTIFY"}]})):
+        pytest.skip(f"kernel lacks {flags[0]} with a listener")
     cfg = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
            "listenerMetadata": "MKNOD=/dev/null", "flags": flags,
            "syscalls": [{"names": ["getppid", "mkdir", "mkdirat"],

@@ -84,6 +84,16 @@ def _disarm() -> None:
 _NULL_FD = -1
 
 
+def runtime_env() -> dict[str, str]:
+    """The environment runtimes run with: ours without PYTHON* variables, which would change
+    a Python runtime's start-up (PYTHONDONTWRITEBYTECODE makes it recompile every module on
+    every call; a deployed runtime has its bytecode cached)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
+ENV = runtime_env()
+
+
 def _null_fd() -> int:
     global _NULL_FD
     if _NULL_FD < 0:
@@ -114,7 +124,7 @@ def _spawn(argv: list[str], err_fd: int) -> int:
     null = _null_fd()
     actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
                (os.POSIX_SPAWN_DUP2, err_fd, 2)]
-    return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setpgroup=0)
+    return os.posix_spawn(argv[0], argv, ENV, file_actions=actions, setpgroup=0)
 
 
 def _finish_child(pid: int, grace: float) -> None:
@@ -285,7 +295,7 @@ class Runtime:
         return r
 
     def quiet(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), stdin=subprocess.DEVNULL,
+        return subprocess.run(self.argv(*args), stdin=subprocess.DEVNULL, env=ENV,
                               capture_output=True, text=True, timeout=timeout)
 
 
@@ -303,7 +313,7 @@ def resolve_runtime(spec: str) -> tuple[str, str]:
 def runtime_version(binary: str) -> str:
     try:
         r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, env=ENV)
     except OSError as e:
         return f"unknown ({e.strerror})"
     lines = (r.stdout or r.stderr).strip().splitlines()

@@ -146,7 +146,9 @@ def markdown(res: dict) -> str:
             f"interleaved (runtime order alternates every iteration)",
             f"- sequence: {cfg['sequence_n']} runs × {cfg['sequence_reps']} repetitions",
             f"- parallel: {cfg['parallel_n']} at once × {cfg['parallel_rounds']} rounds",
-            f"- quick mode: {'yes' if cfg.get('quick') else 'no'}", "",
+            f"- quick mode: {'yes' if cfg.get('quick') else 'no'}",
+            f"- runtimes' environment: {cfg.get('runtime_env', 'inherited')}; the first run "
+            "of each runtime (its probe) is a warm-up and is not counted", "",
             "## Results (medians)", "",
             "Targets apply to pyoci; ratios are against runc. "
             f"Floor targets: median ≤ interpreter floor median + {FLOOR_SLACK_MS} ms.", ""]

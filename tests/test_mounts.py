@@ -718,6 +718,7 @@ def test_masked_and_readonly_paths(rootfs):
         return {"file": open("/secret/file").read(),
                 "filedev": os.stat("/secret/file").st_rdev,
                 "dir": os.listdir("/secret/dir"), "dirw": can_write("/secret/dir/x"),
+                "dirmi": mountinfo_at("/secret/dir"),
                 "keys": os.stat("/proc/keys").st_rdev,
                 "data": can_write("/data/x"), "sub": can_write("/data/sub/x"),
                 "datami": mountinfo_at("/data"), "submi": mountinfo_at("/data/sub"),
@@ -727,6 +728,7 @@ def test_masked_and_readonly_paths(rootfs):
     out = run_in_child(child)
     assert out["file"] == "" and out["filedev"] == os.makedev(1, 3)
     assert out["dir"] == [] and out["dirw"] == "EROFS"
+    assert out["dirmi"]["fstype"] == "tmpfs" and out["dirmi"]["source"] == "tmpfs"
     assert out["keys"] == os.makedev(1, 3)
     assert out["data"] == "EROFS" and out["datami"]["options"][0] == "ro"
     # submounts of a read-only path are read-only too, keeping nosuid/nodev/noexec

@@ -987,6 +987,7 @@ def _open_nofollow(path: str) -> int | None:
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 FSOPEN_CLOEXEC = 1
+FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 1
 
@@ -999,6 +1000,9 @@ def fsmount_new(fstype: str, attrs: int = 0) -> int:
         e = ctypes.get_errno()
         raise OSError(e, f"fsopen {fstype}: {os.strerror(e)}")
     try:
+        # name the source like mount(2) would ("tmpfs", not "none") for mountinfo readers
+        _libc.syscall(sc.SYS_fsconfig, fs, ctypes.c_uint(FSCONFIG_SET_STRING), b"source",
+                      fstype.encode(), 0)
         if _libc.syscall(sc.SYS_fsconfig, fs, ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None,
                          0) < 0:
             e = ctypes.get_errno()

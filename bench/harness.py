@@ -600,6 +600,39 @@ def parallel(work: Work, rt: Runtime, n: int) -> tuple[float, list[float]]:
     return n / (wall / 1e9), [_ms(r.ns) for r in results]
 
 
+GNU_TIME = "/usr/bin/time"
+
+
+def peak_rss(rt: Runtime, work: Work, *args: str) -> int:
+    """Peak RSS (KiB) of one runtime command, from GNU time's %M (wait4's ru_maxrss).
+    Not from our own wait4: after a spawn from this (large) Python process the kernel carries
+    the parent's RSS into the child's maxrss across exec, which would floor every value."""
+    out = os.path.join(work.dir, "time.out")
+    r = run_timed([GNU_TIME, "-o", out, "-f", "%M", *rt.argv(*args)], rt.timeout)
+    if r.rc != 0:
+        raise BenchError(f"{rt.name} {args[0]} exited {r.rc}: {r.err or '(no stderr)'}")
+    with open(out) as f:
+        return int(f.read().split()[-1])
+
+
+def m_rss(work: Work, rt: Runtime) -> dict:
+    """Peak RSS of `run`, `create` and `state` (untimed runs of their own)."""
+    cid = work.new_id()
+    run = peak_rss(rt, work, "run", "--bundle", work.bundles["true"], cid)
+    leftover(work, rt, cid)
+    cid = work.new_id()
+    pf = work.pid_file(cid)
+    pid = 0
+    try:
+        create = peak_rss(rt, work, "create", "--bundle", work.bundles["true"], "--pid-file",
+                          pf, cid)
+        pid = read_pid(pf)
+        state = peak_rss(rt, work, "state", cid)
+    finally:
+        finish(work, rt, cid, pid)
+    return {"run_kb": run, "create_kb": create, "state_kb": state}
+
+
 def exec_probe(work: Work, rt: Runtime) -> tuple[str, int, str]:
     """Start a sleep container and try `exec ID /bin/true`; returns (id, pid, error or '')."""
     cid, pid, _ = create(work, rt, "sleep")

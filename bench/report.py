@@ -28,9 +28,9 @@ OTHER_METRICS = {
     "init_hwm": ("waiting init (created) peak RSS, VmHWM", "KiB", True),
     "init_rss": ("waiting init (created) RSS, VmRSS", "KiB", True),
     "init_pss": ("waiting init (created) Pss", "KiB", True),
-    "cmd_rss_run": ("peak RSS of the `run` command (ru_maxrss)", "KiB", True),
-    "cmd_rss_create": ("peak RSS of the `create` command (ru_maxrss)", "KiB", True),
-    "cmd_rss_state": ("peak RSS of the `state` command (ru_maxrss)", "KiB", True),
+    "cmd_rss_run": ("peak RSS of the `run` command (GNU time %M)", "KiB", True),
+    "cmd_rss_create": ("peak RSS of the `create` command (GNU time %M)", "KiB", True),
+    "cmd_rss_state": ("peak RSS of the `state` command (GNU time %M)", "KiB", True),
 }
 ORDER = ["floor", "run", "create", "start", "state", "kill", "delete", "cycle", "shim",
          "sequence", "parallel_throughput", "parallel_p99", "exec", "init_hwm", "init_rss",
@@ -142,8 +142,9 @@ def markdown(res: dict) -> str:
             f"- bundle: busybox-static rootfs, `config.json` as `runc spec` (ociVersion "
             f"{cfg.get('oci_version')}), read-only root, pid/net/ipc/uts/mount namespaces",
             "", "## Iterations", "",
-            f"- single commands, cycles, exec, RSS: {cfg['iterations']} per runtime, "
-            f"interleaved (runtime order alternates every iteration)",
+            f"- single commands, cycles, exec: {cfg['iterations']} per runtime, "
+            f"interleaved (runtime order alternates every iteration); command peak RSS: "
+            f"{min(cfg['iterations'], 10)} separate untimed runs",
             f"- sequence: {cfg['sequence_n']} runs × {cfg['sequence_reps']} repetitions",
             f"- parallel: {cfg['parallel_n']} at once × {cfg['parallel_rounds']} rounds",
             f"- quick mode: {'yes' if cfg.get('quick') else 'no'}",

@@ -337,12 +337,18 @@ class Work:
     seq: int = 0
     oci_version: str = ""
 
-    def new_id(self) -> str:
+    def new_id(self, rt: "Runtime") -> str:
+        """A container id unique to this harness run that names the runtime using it."""
         self.seq += 1
-        return f"bench{os.getpid()}-{self.seq}"
+        name = "".join(c for c in rt.name if c.isalnum()) or "rt"
+        return f"{id_prefix()}{name}-{self.seq}"
 
     def pid_file(self, cid: str) -> str:
         return os.path.join(self.dir, f"{cid}.pid")
+
+
+def id_prefix() -> str:
+    return f"bench{os.getpid()}-"
 
 
 def make_work(parent: str | None) -> Work:
@@ -407,14 +413,58 @@ def kill_children(timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def cleanup(work: Work) -> None:
+def cgroup_mounts() -> list[str]:
+    """Mount points of the cgroup (v1) and cgroup2 hierarchies."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split()[:1] and right.split()[0] in ("cgroup", "cgroup2"):
+                out.append(left.split()[4].replace("\\040", " "))
+    return out
+
+
+def leftover_cgroups(prefix: str, depth: int = 6) -> list[str]:
+    """Cgroup directories named after our container ids (prefix...), deepest first."""
+    found: list[str] = []
+
+    def walk(d: str, level: int) -> None:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            return
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+            if e.name.startswith(prefix):
+                found.append(e.path)
+            if level < depth:
+                walk(e.path, level + 1)
+    for m in cgroup_mounts():
+        walk(m, 1)
+    return sorted(set(found), key=lambda p: -p.count(os.sep))
+
+
+def remove_cgroups(paths: list[str]) -> None:
+    for p in paths:
+        try:
+            os.rmdir(p)
+        except OSError:
+            pass
+
+
+def cleanup(work: Work) -> list[str]:
     """SIGKILL (by PID) every process left among our children (the subreaper gets every
     orphaned container process), reap, force-delete every container in every state root
-    and remove the work directory."""
+    and remove the work directory. Returns the cgroup directories a runtime left behind
+    (named after our container ids; they are removed too)."""
     kill_children()
     _delete_all(work)
     kill_children()
     shutil.rmtree(work.dir, ignore_errors=True)
+    leaked = leftover_cgroups(id_prefix())
+    remove_cgroups(leaked)
+    return leaked
 
 
 def _delete_all(work: Work) -> None:
@@ -433,7 +483,7 @@ def _delete_all(work: Work) -> None:
 
 def create(work: Work, rt: Runtime, bundle: str) -> tuple[str, int, Result]:
     """Create a container (untimed use); returns (id, init pid, result)."""
-    cid = work.new_id()
+    cid = work.new_id(rt)
     pf = work.pid_file(cid)
     r = rt.must("create", "--bundle", work.bundles[bundle], "--pid-file", pf, cid)
     pid = read_pid(pf)
@@ -469,7 +519,7 @@ def _ms(ns: int) -> float:
 
 
 def m_run(work: Work, rt: Runtime) -> dict:
-    cid = work.new_id()
+    cid = work.new_id(rt)
     r = rt.must("run", "--bundle", work.bundles["true"], cid)
     leftover(work, rt, cid)
     return {"ms": _ms(r.ns), "maxrss_kb": r.maxrss_kb}
@@ -526,7 +576,7 @@ def m_delete(work: Work, rt: Runtime) -> dict:
 
 def m_cycle(work: Work, rt: Runtime) -> dict:
     """create -> start -> wait for the init -> delete, all timed."""
-    cid = work.new_id()
+    cid = work.new_id(rt)
     pf = work.pid_file(cid)
     pid = 0
     try:
@@ -544,7 +594,7 @@ def m_cycle(work: Work, rt: Runtime) -> dict:
 
 def m_shim(work: Work, rt: Runtime) -> dict:
     """create -> start -> delete --force of a running container, as podman/containerd do."""
-    cid = work.new_id()
+    cid = work.new_id(rt)
     pf = work.pid_file(cid)
     pid = 0
     try:
@@ -575,7 +625,7 @@ def sequence(work: Work, rt: Runtime, n: int) -> dict:
     per = []
     t0 = time.perf_counter_ns()
     for _ in range(n):
-        cid = work.new_id()
+        cid = work.new_id(rt)
         r = rt.must("run", "--bundle", work.bundles["true"], cid)
         per.append(_ms(r.ns))
     t1 = time.perf_counter_ns()
@@ -586,7 +636,7 @@ def sequence(work: Work, rt: Runtime, n: int) -> dict:
 
 def parallel(work: Work, rt: Runtime, n: int) -> tuple[float, list[float]]:
     """n `run`s of /bin/true at once; (containers per second, latencies in ms)."""
-    ids = [work.new_id() for _ in range(n)]
+    ids = [work.new_id(rt) for _ in range(n)]
     try:
         wall, results = run_parallel(
             [rt.argv("run", "--bundle", work.bundles["true"], cid) for cid in ids],
@@ -617,10 +667,10 @@ def peak_rss(rt: Runtime, work: Work, *args: str) -> int:
 
 def m_rss(work: Work, rt: Runtime) -> dict:
     """Peak RSS of `run`, `create` and `state` (untimed runs of their own)."""
-    cid = work.new_id()
+    cid = work.new_id(rt)
     run = peak_rss(rt, work, "run", "--bundle", work.bundles["true"], cid)
     leftover(work, rt, cid)
-    cid = work.new_id()
+    cid = work.new_id(rt)
     pf = work.pid_file(cid)
     pid = 0
     try:
@@ -670,7 +720,7 @@ def summarize(xs: list[float]) -> dict:
 
 def probe(work: Work, rt: Runtime) -> str:
     """Try `run` of /bin/true; returns '' if it works, else the one-line reason."""
-    cid = work.new_id()
+    cid = work.new_id(rt)
     try:
         r = run_timed(rt.argv("run", "--bundle", work.bundles["true"], cid),
                       min(rt.timeout, 30.0))

@@ -197,8 +197,10 @@ def markdown(res: dict) -> str:
                 notes.append(f"- {metric['title']}, {n}: failed: {v['error']}")
             elif "na" in v:
                 notes.append(f"- {metric['title']}, {n}: n/a: {v['na']}")
+    for path in res.get("leaked_cgroups") or []:
+        notes.append(f"- left behind (removed by the harness): cgroup `{path}`")
     if notes:
-        out += ["", "## Failures and n/a", "", *notes]
+        out += ["", "## Failures, n/a and leftovers", "", *notes]
     out += ["", "Raw samples: `bench/out/results.json` (see bench/README.md).", ""]
     return "\n".join(out)
 

@@ -164,3 +164,47 @@ def test_interrupt_removes_containers_and_work_dir(tmp_path, spawned):
     assert harness.proc_state(init) in (None, "Z"), "container init left running"
     assert not os.path.exists(str(tmp_path / "out" / "results.json"))
     assert os.listdir(work) == []
+
+
+@needs_root
+def test_leftover_cgroups_named_after_our_ids_are_found_and_removed():
+    with open("/proc/self/cgroup") as f:
+        own = {line.split(":")[1]: line.split(":", 2)[2].strip() for line in f}
+    mount = "/sys/fs/cgroup/pids"
+    if mount not in harness.cgroup_mounts() or "pids" not in own:
+        pytest.skip("no cgroup v1 pids hierarchy")
+    parent = os.path.join(mount, own["pids"].lstrip("/"))
+    path = os.path.join(parent, harness.id_prefix() + "pyoci-1")
+    other = os.path.join(parent, "notbench-1")
+    os.mkdir(path)
+    os.mkdir(other)
+    try:
+        assert harness.leftover_cgroups(harness.id_prefix()) == [path]
+        harness.remove_cgroups([path])
+        assert not os.path.exists(path)
+        assert harness.leftover_cgroups(harness.id_prefix()) == []
+    finally:
+        for p in (path, other):
+            if os.path.exists(p):
+                os.rmdir(p)
+
+
+def test_profile_timeline_markers_from_strace_output():
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+
+    loader = SourceFileLoader("bench_profile", os.path.join(BENCH, "profile"))
+    spec = importlib.util.spec_from_loader("bench_profile", loader)
+    prof = importlib.util.module_from_spec(spec)
+    loader.exec_module(prof)
+    text = "\n".join([
+        '100 10.000000 execve("/usr/bin/rt", ["rt", "run"], 0x1 /* 3 vars */) = 0',
+        "101 10.050000 unshare(CLONE_NEWNS|CLONE_NEWPID) = 0",
+        '102 10.060000 pivot_root(".", ".") = 0',
+        '102 10.070000 execve("/bin/true", ["true"], 0x2 /* 3 vars */ <unfinished ...>',
+        "102 10.071000 +++ exited with 0 +++",
+        "100 10.080000 +++ exited with 0 +++"])
+    marks = prof.timeline(text, "/bin/true")
+    assert marks == {"start": 10.0, "unshare": 10.05, "pivot": 10.06, "exec": 10.07,
+                     "end": 10.08}
+    assert "exec" not in prof.timeline(text, "/bin/sh")

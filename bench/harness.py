@@ -102,8 +102,14 @@ def _null_fd() -> int:
 
 
 def _err_file() -> int:
-    fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    return fd
+    """An anonymous file for a command's stderr (a pipe could fill, or be held open by a
+    container init that inherits it)."""
+    try:
+        return os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        fd, path = tempfile.mkstemp(prefix="pyoci-bench-err-")
+        os.unlink(path)
+        return fd
 
 
 @dataclass
@@ -130,6 +136,8 @@ def _spawn(argv: list[str], err_fd: int) -> int:
 def _finish_child(pid: int, grace: float) -> None:
     """Reap a spawned command that was interrupted: let it finish for up to `grace` seconds
     (so it does not leave a half-made container), then SIGKILL its process group."""
+    if pid <= 0:
+        return
     if grace > 0:
         try:
             _arm(grace)

@@ -43,13 +43,30 @@ class LaneRuntime:
         flags = ["--systemd-cgroup"] if self.systemd else []
         return [self.binary, "--root", self.root, *flags, *args]
 
-    def __call__(self, *args: str, check: bool = False, timeout: float = 120, **kw):
-        if "stdout" not in kw and "stderr" not in kw:
-            kw.setdefault("capture_output", True)
+    def __call__(self, *args: str, check: bool = False, timeout: float = 60, **kw):
+        """Run the runtime; stdout/stderr are captured through temp files, not pipes, so a
+        container that keeps them open cannot hang us past the timeout."""
         kw.setdefault("text", True)
         kw.setdefault("stdin", subprocess.DEVNULL)
-        r = subprocess.run(self.argv(*args), timeout=timeout, **kw)
-        reap_zombies()
+        capture = "stdout" not in kw and "stderr" not in kw
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            if capture:
+                kw.update(stdout=out, stderr=err)
+            p = subprocess.Popen(self.argv(*args), **kw)
+            try:
+                rc = p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                raise AssertionError(f"{self.name} {' '.join(args)}: no exit after {timeout}s")
+            finally:
+                reap_zombies()
+            texts = []
+            for f in (out, err):
+                f.seek(0)
+                texts.append(f.read().decode(errors="replace"))
+        r = subprocess.CompletedProcess(p.args, rc, *texts) if capture else \
+            subprocess.CompletedProcess(p.args, rc)
         if check and r.returncode != 0:
             raise AssertionError(f"{self.name} {' '.join(args)} exited {r.returncode}: "
                                  f"{r.stderr}")
@@ -142,7 +159,7 @@ def output(log_dir: str, cid: str) -> tuple[str, str]:
     return read(os.path.join(log_dir, f"{cid}.out")), read(os.path.join(log_dir, f"{cid}.err"))
 
 
-def wait_stopped(rt: LaneRuntime, cid: str, deadline_s: float = 300) -> None:
+def wait_stopped(rt: LaneRuntime, cid: str, deadline_s: float = 120) -> None:
     """Poll `state` until the container has stopped (the deadline only guards against a hang)."""
     end = time.monotonic() + deadline_s
     while rt.state(cid)["status"] != "stopped":

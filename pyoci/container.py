@@ -119,13 +119,10 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     rootfs = _check_config(spec, bundle, opts)
     linux = spec.get("linux") or {}
 
-    cg = None
-    if not _skip_cgroups(linux):
-        from pyoci import cgroups
+    from pyoci import cgroups
 
-        cg = cgroups.new_manager(linux.get("cgroupsPath"), opts.cid,
-                                 systemd=opts.systemd_cgroup)
-        cg.check(linux.get("resources"))
+    cg = cgroups.new_manager(linux.get("cgroupsPath"), opts.cid, systemd=opts.systemd_cgroup)
+    cg.check(linux.get("resources"))
 
     root = st_mod.ensure_root(opts.root)
     cdir = st_mod.container_dir(root, opts.cid)
@@ -152,10 +149,6 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     for s in ctx_sockets:
         s.close()
     return st
-
-
-def _skip_cgroups(linux: dict) -> bool:
-    return os.environ.get("PYOCI_NO_CGROUPS") == "1"
 
 
 def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
@@ -242,7 +235,12 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
                 from pyoci.linux import netdev
 
                 moved = netdev.move_devices(linux["netDevices"], init_pid)
-            init_mod.send(parent_sock, {"t": "ok", "pid": init_pid, "netdev": moved})
+            idmap = _idmapped_mounts(spec, init_pid, st.bundle, "user" in ns)
+            socket.send_fds(parent_sock, [json.dumps({
+                "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap)}).encode()],
+                list(idmap.values()))
+            for fd in idmap.values():
+                os.close(fd)
         elif t == "hooks":
             from pyoci.linux.hooks import run_hooks
 
@@ -262,6 +260,21 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
     st_mod.save(st)
     if opts.pid_file:
         _write_pid_file(opts.pid_file, st.pid)
+
+
+def _idmapped_mounts(spec: dict, pid: int, bundle: str, userns: bool) -> dict[int, int]:
+    """With a user namespace, idmap/ridmap mounts are made here on the host side (the kernel
+    refuses to id-map most filesystems from inside a user namespace) and sent to the init."""
+    if not userns or not any(o in ("idmap", "ridmap") for m in spec.get("mounts") or []
+                             for o in m.get("options") or []):
+        return {}
+    from pyoci.linux import mounts
+
+    nsfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return mounts.prepare_idmapped_mounts(spec, nsfd, bundle)
+    finally:
+        os.close(nsfd)
 
 
 def _recv_child(sock) -> dict:

@@ -155,7 +155,12 @@ def _container_init(ctx: InitContext) -> None:
     spec = ctx.spec
     proc = spec.get("process") or {}
     linux = spec.get("linux") or {}
-    msg = recv(ctx.sock)                          # the parent recorded our pid
+    data, fds, _, _ = socket.recv_fds(ctx.sock, 65536, 64)   # the parent recorded our pid
+    if not data:
+        raise SysError("the runtime went away during container setup")
+    msg = json.loads(data)
+    # idmapped mounts the parent prepared on the host side (index in mounts[] -> fd)
+    mount_fds = dict(zip(msg.get("idmap") or [], fds)) or None
     if msg.get("t") != "ok":
         raise SysError(msg.get("msg", "container setup aborted by the runtime"))
     ctx.state["pid"] = msg["pid"]                 # as seen by the host, for hooks
@@ -176,7 +181,8 @@ def _container_init(ctx: InitContext) -> None:
     from pyoci.linux import mounts
 
     if "mount" in ctx.ns:
-        mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns)
+        mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns,
+                              mount_fds=mount_fds, bundle=ctx.bundle)
     send(ctx.sock, {"t": "hooks"})
     _expect_ok(ctx.sock)                          # prestart + createRuntime ran
     hooks = spec.get("hooks")

@@ -27,3 +27,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
 fi
+# Byte-compile pyoci ahead of time: every invocation would otherwise compile its modules
+# again where PYTHONDONTWRITEBYTECODE is set.
+.venv/bin/python -m compileall -q pyoci >/dev/null

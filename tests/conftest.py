@@ -52,12 +52,22 @@ class Runtime:
     def argv(self, *args: str) -> list[str]:
         return [self.binary, "--root", self.root, *args]
 
-    def __call__(self, *args: str, check: bool = False, timeout: float = 60, **kw):
-        kw.setdefault("capture_output", True)
-        kw.setdefault("text", True)
+    def __call__(self, *args: str, check: bool = False, timeout: float = 60, reap: bool = True,
+                 **kw):
+        """Run one command; its output is captured through files, not pipes: a container
+        created by it inherits stdio and would hold a pipe open long after the command."""
         kw.setdefault("stdin", subprocess.DEVNULL)
-        r = subprocess.run(self.argv(*args), timeout=timeout, **kw)
-        reap_zombies()
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            kw.setdefault("stdout", out)
+            kw.setdefault("stderr", err)
+            p = subprocess.run(self.argv(*args), timeout=timeout, **kw)
+            out.seek(0)
+            err.seek(0)
+            r = subprocess.CompletedProcess(p.args, p.returncode,
+                                            out.read().decode(errors="replace"),
+                                            err.read().decode(errors="replace"))
+        if reap:
+            reap_zombies()
         if check and r.returncode != 0:
             raise AssertionError(f"{self.name} {' '.join(args)} exited {r.returncode}: "
                                  f"{r.stderr}")

@@ -16,6 +16,12 @@ class Manager:
 
     driver: str = "base"
 
+    @classmethod
+    def for_container(cls, cgroups_path: str | None, cid: str) -> "Manager":
+        """The manager for a new container: linux.cgroupsPath (absolute, relative to the
+        caller's cgroup, or empty for the default <caller's cgroup>/<cid>) and its id."""
+        raise NotImplementedError
+
     def check(self, resources: dict | None) -> None:
         """Validate `linux.resources` before anything is created (ConfigError naming the
         field, UnsupportedError for what this host/driver cannot do)."""

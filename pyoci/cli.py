@@ -43,6 +43,15 @@ COMMANDS: dict[str, dict] = {
     "features": {},
 }
 
+# Commands implemented in their own modules: each module has COMMAND_FLAGS {command: flag
+# table} and run_command(command, root, global_opts, opts, positionals) -> exit code. Only
+# the module of the command being run is imported.
+MODULE_COMMANDS = {
+    "exec": "pyoci.exec",
+    "pause": "pyoci.ops", "resume": "pyoci.ops", "update": "pyoci.ops",
+    "events": "pyoci.ops", "ps": "pyoci.ops",
+}
+
 USAGE = f"""pyoci {__version__} - an OCI runtime (runtime-spec {SPEC_VERSION}), runc-compatible
 
 usage: pyoci [global options] command [command options] [arguments...]
@@ -64,13 +73,19 @@ global options:
 _TRUE = {"true", "1", "yes", ""}
 
 
-def parse_flags(args: list[str], table: dict, *, stop_at_positional: bool) -> tuple[dict, list]:
-    """Parse flags from args; returns (options, remaining positionals)."""
+def parse_flags(args: list[str], table: dict, *, stop_at_positional: bool,
+                max_positionals: int | None = None) -> tuple[dict, list]:
+    """Parse flags from args; returns (options, remaining positionals). Flags may be repeated
+    when the table marks them as lists (value type "list"): their values accumulate.
+    With max_positionals=N, everything after the N-th positional is positional too."""
     opts: dict = {}
     rest: list[str] = []
     i = 0
     while i < len(args):
         a = args[i]
+        if max_positionals is not None and len(rest) >= max_positionals:
+            rest.extend(args[i:])
+            break
         if a == "--":
             rest.extend(args[i + 1:])
             break
@@ -85,7 +100,10 @@ def parse_flags(args: list[str], table: dict, *, stop_at_positional: bool) -> tu
                     if i >= len(args):
                         raise UsageError(f"flag needs an argument: {a}")
                     value = args[i]
-                opts[key] = value
+                if takes == "list":
+                    opts.setdefault(key, []).append(value)
+                else:
+                    opts[key] = value
             else:
                 if eq and value.lower() not in _TRUE | {"false", "0", "no"}:
                     raise UsageError(f"invalid boolean value {value!r} for {a}")
@@ -123,12 +141,23 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(USAGE)
             return 0 if gopts.get("help") else 1
         cmd, cargs = rest[0], rest[1:]
-        if cmd not in COMMANDS:
+        if cmd in MODULE_COMMANDS:
+            import importlib
+
+            mod = importlib.import_module(MODULE_COMMANDS[cmd])
+            table = mod.COMMAND_FLAGS[cmd]
+        elif cmd in COMMANDS:
+            mod, table = None, COMMANDS[cmd]
+        else:
             raise UsageError(f"unknown command {cmd!r}")
         if "-h" in cargs or "--help" in cargs:
             sys.stdout.write(USAGE)
             return 0
-        opts, pos = parse_flags(cargs, COMMANDS[cmd], stop_at_positional=False)
+        # exec and ps take the container's arguments after the id: stop at the 2nd positional
+        opts, pos = parse_flags(cargs, table, stop_at_positional=False,
+                                max_positionals=1 if cmd in ("exec", "ps") else None)
+        if mod is not None:
+            return mod.run_command(cmd, _root(gopts), gopts, opts, pos)
         return dispatch(cmd, gopts, opts, pos)
     except PyociError as e:
         from pyoci import log
@@ -148,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _root(g: dict) -> str:
+    return g.get("root") or "/run/pyoci"
+
+
 def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
-    root = g.get("root") or os.environ.get("PYOCI_ROOT") or "/run/pyoci"
+    root = _root(g)
     if cmd in ("create", "run"):
         from pyoci import container
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import REPO, needs_root, reap_zombies
+from support.harness import REPO, needs_root, reap_zombies
 
 BENCH = os.path.join(REPO, "bench")
 RUN = os.path.join(BENCH, "run")

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYOCI
+from support.harness import PYOCI
 from pyoci import cli, container
 from pyoci.errors import PyociError, UsageError
 

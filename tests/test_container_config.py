@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import reap_zombies
+from support.harness import reap_zombies
 
 pytestmark = pytest.mark.integration
 

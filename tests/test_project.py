@@ -3,7 +3,7 @@
 import os
 import re
 
-from conftest import REPO
+from support.harness import REPO
 
 LIST = "scripts/apt-packages.txt"
 

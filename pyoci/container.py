@@ -103,6 +103,13 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
         from pyoci.linux import netdev
 
         netdev.check(linux["netDevices"], ns)
+    if linux.get("memoryPolicy"):
+        from pyoci.linux import mempolicy
+
+        mempolicy.check(linux["memoryPolicy"])
+    if linux.get("intelRdt") and not os.path.exists("/sys/fs/resctrl/schemata"):
+        raise PyociError("linux.intelRdt: Intel RDT (resctrl) is not supported or not "
+                         "mounted on this host")
     return rootfs
 
 
@@ -195,6 +202,7 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
         spec=spec, cid=opts.cid, bundle=st.bundle, rootfs=st.rootfs, ns=ns, sock=child_sock,
         fifo_fd=fifo_fd, console_fd=console_fd, listener_sock=listener,
         extra_fds=listen + opts.preserve_fds, extra_env=extra_env, no_pivot=opts.no_pivot,
+        no_new_keyring=opts.no_new_keyring,
         state=public)
     if cg is not None:
         cg.create()

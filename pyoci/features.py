@@ -32,7 +32,7 @@ def _cgroup_facts() -> dict:
 def features() -> dict:
     from pyoci.linux import capabilities, seccomp
 
-    from pyoci.linux import apparmor
+    from pyoci.linux import apparmor, mempolicy
 
     return {
         "ociVersionMin": "1.0.0",
@@ -56,7 +56,8 @@ def features() -> dict:
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": True}},
             "netDevices": {"enabled": True},
-            "memoryPolicy": {"enabled": False},
+            "memoryPolicy": {"enabled": True, "modes": sorted(mempolicy.MODES),
+                             "flags": sorted(mempolicy.FLAGS)},
         },
         "annotations": {"org.opencontainers.runc.checkpoint.enabled": "false",
                         "io.github.pyoci.version": __import__("pyoci").__version__},

@@ -41,6 +41,7 @@ class InitContext:
     extra_fds: int = 0                        # fds 3..3+extra_fds-1 pass to the process
     extra_env: list[str] = field(default_factory=list)
     no_pivot: bool = False
+    no_new_keyring: bool = False
     state: dict = field(default_factory=dict)  # public state skeleton for hooks/listener
 
 
@@ -225,6 +226,14 @@ def _container_init(ctx: InitContext) -> None:
         from pyoci.linux import apparmor
 
         apparmor.apply_on_exec(proc["apparmorProfile"])
+    if not ctx.no_new_keyring:
+        from pyoci.linux import keyring
+
+        keyring.join_session_keyring(ctx.cid)
+    if linux.get("memoryPolicy"):
+        from pyoci.linux import mempolicy
+
+        mempolicy.apply(linux["memoryPolicy"])
     if proc.get("rlimits"):
         from pyoci.linux import rlimits
 
@@ -275,7 +284,7 @@ def _preload(spec: dict) -> None:
     """Import what the init uses after pivot_root (lazy imports would fail there)."""
     import prctl  # noqa: F401 - used by capabilities/process
 
-    from pyoci.linux import apparmor, capabilities, process, rlimits  # noqa: F401
+    from pyoci.linux import apparmor, capabilities, keyring, process, rlimits  # noqa: F401
 
     proc = spec.get("process") or {}
     hooks = spec.get("hooks") or {}
@@ -287,6 +296,8 @@ def _preload(spec: dict) -> None:
         import termios  # noqa: F401
 
         from pyoci.linux import terminal  # noqa: F401
+    if (spec.get("linux") or {}).get("memoryPolicy"):
+        from pyoci.linux import mempolicy  # noqa: F401
     if (spec.get("linux") or {}).get("seccomp"):
         import socket  # noqa: F401
         import struct  # noqa: F401

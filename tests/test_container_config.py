@@ -299,3 +299,68 @@ def test_capabilities_applied(runtime, bundle_factory, config):
     for line in out.splitlines()[:3]:
         assert line.split()[1] == want, out
     assert out.splitlines()[3].split() == ["1000", "29", "100"]
+
+
+def test_session_keyring(runtime, bundle_factory, config):
+    config["process"]["args"] = ["cat", "/proc/self/stat"]
+    b = bundle_factory(config)
+    # busybox has no keyctl: read the keyring the process is in through /proc/keys instead
+    config["process"]["args"] = ["sh", "-c", "grep -c _ses /proc/keys || true"]
+    config["linux"]["maskedPaths"].remove("/proc/keys")
+    b = bundle_factory(config)
+    code, out, err = run_out(runtime, b, "k1")
+    assert code == 0, err
+    assert int(out.split()[0]) >= 1
+    r = runtime("run", "--no-new-keyring", "k2", cwd=b)
+    assert r.returncode == 0, r.stderr
+
+
+def test_session_keyring_named_after_container(pyoci, bundle_factory, config):
+    config["linux"]["maskedPaths"].remove("/proc/keys")
+    config["process"]["args"] = ["sh", "-c", "cat /proc/keys"]
+    b = bundle_factory(config)
+    code, out, err = run_out(pyoci, b, "keyring-test")
+    assert code == 0, err
+    assert "keyring-test" in out
+
+
+def test_memory_policy(pyoci, bundle_factory, config):
+    config["linux"]["memoryPolicy"] = {"mode": "MPOL_BIND", "nodes": "0",
+                                       "flags": ["MPOL_F_STATIC_NODES"]}
+    config["process"]["args"] = ["sh", "-c", "grep -m1 -o 'bind=static:0' /proc/self/numa_maps"
+                                 " || grep -m1 -o 'bind' /proc/self/numa_maps"]
+    b = bundle_factory(config)
+    code, out, err = run_out(pyoci, b)
+    if code != 0 and "numa_maps" in err:
+        pytest.skip("kernel without NUMA: /proc/self/numa_maps is missing")
+    assert code == 0, err
+    assert "bind" in out
+
+
+def test_memory_policy_rejects_bad_mode(pyoci, bundle_factory, config):
+    config["linux"]["memoryPolicy"] = {"mode": "MPOL_BIND", "nodes": ""}
+    b = bundle_factory(config)
+    r = pyoci("create", "-b", b, "m")
+    assert r.returncode == 1 and "memoryPolicy" in r.stderr
+
+
+@pytest.fixture
+def dummy_link():
+    name = f"pyd{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
+                   check=True)
+    subprocess.run(["ip", "addr", "add", "10.213.7.2/24", "dev", name], check=True)
+    yield name
+    subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_net_devices_moved_with_addresses(pyoci, bundle_factory, config, dummy_link):
+    config["linux"]["netDevices"] = {dummy_link: {"name": "ctr0"}}
+    config["process"]["args"] = ["sh", "-c", "ip -o addr show dev ctr0; ip -o link show ctr0"]
+    b = bundle_factory(config)
+    code, out, err = run_out(pyoci, b)
+    assert code == 0, err
+    assert "10.213.7.2/24" in out and "ctr0" in out
+    # the container's network namespace is gone: a veth goes with it
+    r = subprocess.run(["ip", "link", "show", dummy_link], capture_output=True)
+    assert r.returncode != 0

@@ -506,7 +506,10 @@ def destroy(st) -> None:
         from pyoci import cgroups
 
         try:
-            cgroups.from_state(st.cgroup).destroy()
+            cg = cgroups.from_state(st.cgroup)
+            if cg.pids():                 # leftovers when the container shared a pid ns
+                cg.kill_all(_signal.SIGKILL)
+            cg.destroy()
         except Exception as e:  # noqa: BLE001 - reported, deletion goes on
             import logging
 

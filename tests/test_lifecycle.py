@@ -259,3 +259,32 @@ def test_unknown_container_errors(runtime):
         r = runtime(*args)
         assert r.returncode == 1, args
         assert "does not exist" in r.stderr or "not exist" in r.stderr
+
+
+def test_delete_kills_leftovers_without_pid_namespace(pyoci, bundle_factory, config):
+    """Without its own pid namespace a container's background processes outlive its init;
+    delete must still leave no process behind (through the cgroup)."""
+    config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                     if n["type"] != "pid"]
+    config["process"]["args"] = ["sh", "-c", "sleep 300 & echo $! > /tmp/bg; sleep 300"]
+    config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"})
+    b = bundle_factory(config)
+    pyoci("run", "-d", "-b", b, "bg", check=True)
+    st = pyoci.state("bg")
+    deadline = time.monotonic() + 10
+    bg = None
+    while bg is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{st['pid']}/root/tmp/bg") as f:
+                bg = int(f.read())
+        except (OSError, ValueError):
+            time.sleep(0.02)
+    assert bg
+    pyoci("kill", "bg", "KILL", check=True)
+    wait_status(pyoci, "bg", "stopped")
+    assert _zombie_or_gone(bg) is False                  # the background sleep still runs
+    pyoci("delete", "bg", check=True)
+    deadline = time.monotonic() + 10
+    while not _zombie_or_gone(bg) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _zombie_or_gone(bg)

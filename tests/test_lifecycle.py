@@ -288,3 +288,28 @@ def test_delete_kills_leftovers_without_pid_namespace(pyoci, bundle_factory, con
     while not _zombie_or_gone(bg) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _zombie_or_gone(bg)
+
+
+def test_run_forwards_signals(runtime, bundle_factory, config, tmp_path):
+    import signal
+
+    config["process"]["args"] = ["sh", "-c", "trap 'echo got-term; exit 7' TERM; echo ready; "
+                                 "while :; do sleep 0.05; done"]
+    b = bundle_factory(config)
+    out_path = tmp_path / "out"
+    with open(out_path, "w") as out:
+        p = subprocess.Popen(runtime.argv("run", "sig"), cwd=b, stdout=out,
+                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while "ready" not in out_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            p.send_signal(signal.SIGTERM)
+            code = p.wait(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    reap_zombies()
+    assert code == 7
+    assert "got-term" in out_path.read_text()

@@ -372,19 +372,32 @@ def _release(st) -> None:
     try:
         delay = 0.0002
         while True:
+            alive = st_mod.init_alive(st)         # before the read: a last byte is not lost
             try:
                 data = os.read(fd, 1)
             except BlockingIOError:
                 data = None
             if data:
                 break
-            if not st_mod.init_alive(st):
+            if not alive:
                 raise StateError("container init exited before it could be started")
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
+        failure = b"" if data == b"0" else _read_available(fd)
     finally:
         os.close(fd)
     os.unlink(fifo)
+    if data != b"0":                              # "1" + message: a startContainer hook failed
+        from pyoci.errors import HookError
+
+        raise HookError(failure.decode(errors="replace") or "a startContainer hook failed")
+
+
+def _read_available(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except BlockingIOError:
+        return b""
 
 
 # --- kill -----------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def _container_init(ctx: InitContext) -> None:
     from pyoci.linux import process as procmod
 
     if proc.get("execCPUAffinity"):
-        procmod.apply_exec_cpu_affinity(proc, "initial")
+        procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "initial")
     if ctx.ns.get("network", 1) is None:
         nsmod.loopback_up()
     if netdev_addrs:
@@ -261,15 +261,12 @@ def _container_init(ctx: InitContext) -> None:
     # Block until `pyoci start` opens the fifo for reading (re-open the O_PATH fd through
     # /proc: the fifo's host path is not reachable from inside the rootfs).
     fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fd)
     os.close(ctx.fifo_fd)
-    if hooks and hooks.get("startContainer"):
-        from pyoci.linux.hooks import run_hooks
-
-        run_hooks(hooks, "startContainer", ctx.state)
+    _start_container_hooks(hooks, ctx.state, fd)
+    os.write(fd, b"0")                            # `start` succeeds
+    os.close(fd)
     if proc.get("execCPUAffinity"):
-        procmod.apply_exec_cpu_affinity(proc, "final")
+        procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "final")
     if seccomp_prog and nnp:
         notify_fd = seccomp_mod.install(*seccomp_prog)  # as close to execve as possible
     if notify_fd is not None and ctx.listener_sock is not None:
@@ -278,6 +275,20 @@ def _container_init(ctx: InitContext) -> None:
         os.close(notify_fd)
         ctx.listener_sock.close()
     os.execve(path, proc["args"], env)
+
+
+def _start_container_hooks(hooks: dict | None, state: dict, fifo: int) -> None:
+    """Run the startContainer hooks while `start` waits on the fifo; on a failure tell it
+    ("1" + the message) and exit: the container stops, the user program never runs."""
+    if not hooks or not hooks.get("startContainer"):
+        return
+    from pyoci.linux.hooks import run_hooks
+
+    try:
+        run_hooks(hooks, "startContainer", state)
+    except PyociError as e:
+        os.write(fifo, b"1" + str(e).encode(errors="replace")[:4000])  # < PIPE_BUF: atomic
+        os._exit(1)
 
 
 def _preload(spec: dict) -> None:

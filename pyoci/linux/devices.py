@@ -138,11 +138,30 @@ def create_device(root_fd: int, dev: dict, *, userns: bool, where: str) -> None:
         raise SysError(f"{where}: {dev['path']}: {mounts._why(e)}") from e
 
 
+def check_existing(root_fd: int, dev: dict, where: str) -> None:
+    """A file already at a configured device's path must be that very device
+    (config-linux.md#devices: otherwise the runtime MUST generate an error)."""
+    parent, name = _open_parent(root_fd, dev["path"])
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(parent)
+    same = stat.S_IFMT(st.st_mode) == _TYPE_BITS[dev["type"]] and (
+        dev["type"] == "p" or st.st_rdev == os.makedev(dev["major"], dev["minor"]))
+    if not same:
+        raise ConfigError(f"{where}.path: {dev['path']} already exists and is not the "
+                          "requested device")
+
+
 def create_devices(spec: dict, root_fd: int, *, userns: bool) -> None:
     given = (spec.get("linux") or {}).get("devices") or []
     index = {id(d): i for i, d in enumerate(given)}
     for dev in device_list(spec):
         where = f"linux.devices[{index[id(dev)]}]" if id(dev) in index else "default devices"
+        if id(dev) in index:
+            check_existing(root_fd, dev, where)
         create_device(root_fd, dev, userns=userns, where=where)
 
 

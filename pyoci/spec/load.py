@@ -80,10 +80,22 @@ def check_semantics(doc: dict) -> None:
         raise ConfigError("config.json: linux.timeOffsets: needs a time namespace")
     if linux.get("sysctl"):
         _check_sysctl(linux["sysctl"], seen)
+    if "" in (doc.get("annotations") or {}):
+        raise ConfigError("config.json: annotations: a key must not be empty")
+    _check_weight_devices(linux)
     if doc.get("hostname") and "uts" not in seen:
         raise ConfigError("config.json: hostname: setting the hostname needs a uts namespace")
     if doc.get("domainname") and "uts" not in seen:
         raise ConfigError("config.json: domainname: setting the domainname needs a uts namespace")
+
+
+def _check_weight_devices(linux: dict) -> None:
+    """Each blockIO.weightDevice entry needs weight or leafWeight (config-linux.md)."""
+    blkio = (linux.get("resources") or {}).get("blockIO") or {}
+    for i, dev in enumerate(blkio.get("weightDevice") or []):
+        if dev.get("weight") is None and dev.get("leafWeight") is None:
+            raise ConfigError(f"config.json: linux.resources.blockIO.weightDevice[{i}]: "
+                              "needs weight or leafWeight")
 
 
 def _check_sysctl(sysctl: dict, ns: set) -> None:

@@ -25,8 +25,12 @@ def _cgroup_facts() -> dict:
     v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
     unified = os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers")
     v1 = not v2 and os.path.isdir("/sys/fs/cgroup/memory")
+    rdma = os.path.isdir("/sys/fs/cgroup/rdma")   # the v1 controller, or v2's when offered
+    if v2:
+        with open("/sys/fs/cgroup/cgroup.controllers") as f:
+            rdma = "rdma" in f.read().split()
     return {"v1": v1, "v2": v2 or unified, "systemd": os.path.isdir("/run/systemd/system"),
-            "systemdUser": False, "rdma": os.path.isdir("/sys/fs/cgroup/rdma") or v2}
+            "systemdUser": False, "rdma": rdma}
 
 
 def features() -> dict:

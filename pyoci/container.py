@@ -524,9 +524,9 @@ def destroy(st) -> None:
                 cg.kill_all(_signal.SIGKILL)
             cg.destroy()
         except Exception as e:  # noqa: BLE001 - reported, deletion goes on
-            import logging
+            from pyoci import log
 
-            logging.getLogger("pyoci").warning("cgroup cleanup: %s", e)
+            log.warning("cgroup cleanup: %s", e)
     try:
         cfg = st_mod.load_config(st)
     except (OSError, ValueError):

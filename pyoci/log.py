@@ -1,16 +1,18 @@
 """Logging as runc writes it: --log FILE, --log-format text|json (one object per line with
-level, msg, time), --debug. Errors also go to stderr, one line."""
+level, msg, time), --debug. Errors also go to stderr, one line.
+
+Written directly, without the `logging` package: its import alone costs several ms on every
+command. `warning`/`info`/`debug` take printf-style arguments as logging's methods do."""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 import time
 
 _fmt = "text"
 _fd = -1
+_debug = False
 
 
 def _now() -> str:
@@ -19,38 +21,51 @@ def _now() -> str:
 
 
 def _line(level: str, msg: str) -> bytes:
+    import json
+
     if _fmt == "json":
         return (json.dumps({"level": level, "msg": msg, "time": _now()}) + "\n").encode()
     return f'time="{_now()}" level={level} msg={json.dumps(msg)}\n'.encode()
 
 
-class _Handler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        level = {"WARNING": "warning", "ERROR": "error", "DEBUG": "debug",
-                 "INFO": "info", "CRITICAL": "fatal"}.get(record.levelname, "info")
-        msg = record.getMessage()
-        if _fd >= 0:
-            try:
-                os.write(_fd, _line(level, msg))
-            except OSError:
-                pass
-        elif record.levelno >= logging.WARNING:
-            sys.stderr.write(_line(level, msg).decode())
+def _emit(level: str, msg: str, args: tuple, to_stderr: bool) -> None:
+    if args:
+        msg = msg % args
+    if _fd >= 0:
+        try:
+            os.write(_fd, _line(level, msg))
+        except OSError:
+            pass
+    elif to_stderr:
+        sys.stderr.write(_line(level, msg).decode())
 
 
 def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
-    global _fmt, _fd
+    global _fmt, _fd, _debug
     _fmt = fmt
+    _debug = debug
     if path:
         try:
             _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             sys.stderr.write(f"pyoci: cannot open log file {path}: {e.strerror}\n")
             _fd = -1
-    logger = logging.getLogger("pyoci")
-    logger.handlers[:] = [_Handler()]
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def warning(msg: str, *args: object) -> None:
+    """A warning: to the log file, else to stderr."""
+    _emit("warning", msg, args, True)
+
+
+def info(msg: str, *args: object) -> None:
+    """Information: to the log file only."""
+    _emit("info", msg, args, False)
+
+
+def debug(msg: str, *args: object) -> None:
+    """Debug output (with --debug): to the log file only."""
+    if _debug:
+        _emit("debug", msg, args, False)
 
 
 def error(msg: str) -> None:

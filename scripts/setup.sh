@@ -27,6 +27,27 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
 fi
-# Byte-compile pyoci ahead of time: every invocation would otherwise compile its modules
-# again where PYTHONDONTWRITEBYTECODE is set.
+# Byte-compile pyoci and the venv's packages ahead of time: every invocation would
+# otherwise compile its modules again where PYTHONDONTWRITEBYTECODE is set.
 .venv/bin/python -m compileall -q pyoci >/dev/null
+.venv/bin/python -m compileall -q "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+# .venv/bin/pyoci: a launcher that starts the interpreter isolated and without `site` (-IS:
+# no .pth files, no editable-install finder, no PYTHON* variables) and puts the repository
+# and the venv's packages on sys.path itself; pyoci.fastpath serves state/start/kill/delete
+# on built-in modules only and hands everything else to pyoci.cli.
+.venv/bin/python - <<'PY'
+import os, sys, sysconfig
+
+repo, venv = os.getcwd(), os.path.abspath(".venv")
+text = (f"#!{venv}/bin/python -IS\n"
+        "import sys\n"
+        f"sys.path.insert(0, {repo!r})\n"
+        f"sys.path.append({sysconfig.get_paths()['purelib']!r})\n"
+        "from pyoci.fastpath import main\n"
+        "sys.exit(main())\n")
+path = os.path.join(venv, "bin", "pyoci")
+with open(path + ".tmp", "w") as f:
+    f.write(text)
+os.chmod(path + ".tmp", 0o755)
+os.replace(path + ".tmp", path)
+PY

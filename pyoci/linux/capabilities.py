@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import errno
 import functools
-import logging
 import os
 
+from pyoci import log
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import syscalls
 
-log = logging.getLogger("pyoci")
 
 # Index = capability number (include/uapi/linux/capability.h).
 _NAMES = (

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import time
 
+from pyoci import log
 from pyoci.errors import HookError
 
-log = logging.getLogger("pyoci")
 
 HOOK_STATUS = {
     # The status each hook kind sees (runtime-spec v1.3.0 lifecycle): the first three run

@@ -1,0 +1,490 @@
+"""The common case of `state`, `start`, `kill` and `delete`, on built-in modules only.
+
+Clients (containerd, podman/conmon) call these per container, often several times, and for
+them the interpreter's start-up is most of the cost: importing `os`, `json`, `signal`, `re`,
+`dataclasses` or `typing` would each cost about as much as the command's work itself. This
+module uses only what a bare `python -I -S` has already loaded or builds in (`posix`, `sys`,
+`time`, `_signal`, `_json`, `fcntl`) and mirrors pyoci.state / pyoci.container for the plain
+path: a valid id and state.json, no hooks to run, no flags beyond `--force`.
+
+Anything else (an error to report, hooks, `kill --all`, a paused or possibly paused
+container, an unusual cgroup) raises `_Fallback` *before* anything was changed, and
+pyoci.cli handles the command from the start, so its behaviour and messages stay the only
+reference. Keep the mirrored pieces in step with pyoci/state.py (public_state, proc_stat,
+status) and pyoci/container.py (start, kill, delete).
+"""
+
+import posix
+import sys
+import time
+
+_O_RDONLY, _O_WRONLY, _O_NONBLOCK, _O_CLOEXEC = 0, 1, 0o4000, 0o2000000
+_O_DIRECTORY, _O_APPEND, _O_CREAT = 0o200000, 0o2000, 0o100
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+_GLOBAL_VALUE_FLAGS = {"root": "root", "log": "log", "log-format": "log_format"}
+_GLOBAL_BOOL_FLAGS = ("debug", "systemd-cgroup")
+_CMD_BOOL_FLAGS = {"delete": ("force", "f")}
+
+
+class _Fallback(Exception):
+    """Not the common case: let pyoci.cli handle the command (nothing was done yet)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pyoci` launcher: the fast path, else pyoci.cli.main."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _fast(argv)
+    except _Reported as r:
+        return _report(r.args[0])
+    except _Fallback:
+        pass
+    except Exception:  # noqa: BLE001 - anything odd: the full implementation decides
+        pass
+    from pyoci.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+_log_args: list = [None, "text", False]   # pyoci.log.setup's, once the flags are parsed
+
+
+def _fast(argv: list[str]) -> int:
+    gopts, cmd, opts, pos = _parse(argv)
+    root = gopts.get("root") or "/run/pyoci"
+    if gopts.get("log_format", "text") not in ("text", "json"):
+        raise _Fallback
+    log = gopts.get("log")
+    if log:   # as pyoci.log.setup: the log file exists after any command
+        try:
+            posix.close(posix.open(log, _O_WRONLY | _O_APPEND | _O_CREAT | _O_CLOEXEC, 0o600))
+        except OSError:
+            raise _Fallback from None
+    _log_args[:] = [log, gopts.get("log_format", "text"), bool(gopts.get("debug"))]
+    if cmd == "state":
+        if len(pos) != 1:
+            raise _Fallback
+        return _state(root, pos[0])
+    if cmd == "start":
+        if len(pos) != 1:
+            raise _Fallback
+        return _start(root, pos[0])
+    if cmd == "kill":
+        if not 1 <= len(pos) <= 2:
+            raise _Fallback
+        return _kill(root, pos[0], _signal_number(pos[1] if len(pos) > 1 else None))
+    if cmd == "delete":
+        if len(pos) != 1:
+            raise _Fallback
+        return _delete(root, pos[0])
+    raise _Fallback
+
+
+def _log():
+    """pyoci.log, set up as pyoci.cli would have (for warnings and errors)."""
+    from pyoci import log
+
+    log.setup(*_log_args)
+    return log
+
+
+def _report(e) -> int:
+    """pyoci.cli.main's report of a PyociError: one line, its exit code."""
+    _log().error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return e.exit_code
+
+
+def _parse(argv: list[str]) -> tuple[dict, str, dict, list[str]]:
+    """The subset of pyoci.cli's grammar the fast path takes; anything else falls back."""
+    gopts: dict = {}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        name, eq, value = argv[i].lstrip("-").partition("=")
+        if name in _GLOBAL_VALUE_FLAGS:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise _Fallback
+                value = argv[i]
+            gopts[_GLOBAL_VALUE_FLAGS[name]] = value
+        elif name in _GLOBAL_BOOL_FLAGS and not eq:
+            gopts[name] = True
+        else:
+            raise _Fallback
+        i += 1
+    if i >= len(argv):
+        raise _Fallback
+    cmd = argv[i]
+    opts: dict = {}
+    pos: list[str] = []
+    for a in argv[i + 1:]:
+        if a.startswith("-"):
+            if a.lstrip("-") not in _CMD_BOOL_FLAGS.get(cmd, ()) or a.startswith("---"):
+                raise _Fallback
+            opts["force"] = True
+        else:
+            pos.append(a)
+    return gopts, cmd, opts, pos
+
+
+# --- state.json, /proc ----------------------------------------------------------------------
+
+def _read(path: str) -> bytes:
+    fd = posix.open(path, _O_RDONLY | _O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            b = posix.read(fd, 65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        posix.close(fd)
+
+
+class _ScanContext:
+    """The decoder settings _json's scanner reads (those of json.loads' defaults)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return float({"-Infinity": "-inf", "Infinity": "inf", "NaN": "nan"}[name])
+
+
+def _loads(data: bytes):
+    import _json
+
+    s = data.decode()
+    start = len(s) - len(s.lstrip(" \t\n\r"))
+    obj, end = _json.make_scanner(_ScanContext)(s, start)
+    if s[end:].strip(" \t\n\r"):
+        raise _Fallback
+    return obj
+
+
+def _check_id(cid: str) -> None:
+    if not cid or cid in (".", "..") or len(cid) > 1024 or not _ID_CHARS.issuperset(cid):
+        raise _Fallback
+
+
+def _load(root: str, cid: str) -> tuple[str, dict]:
+    """(container directory, state.json) or _Fallback (unknown id, corrupt state...)."""
+    _check_id(cid)
+    d = f"{root}/{cid}" if not root.endswith("/") else root + cid
+    try:
+        doc = _loads(_read(d + "/state.json"))
+    except OSError:
+        raise _Fallback from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) \
+            or not isinstance(doc.get("bundle"), str):
+        raise _Fallback
+    return d, doc
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    try:
+        data = _read(f"/proc/{pid}/stat")
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    return rest[0].decode(), int(rest[19])
+
+
+def _init_alive(doc: dict) -> bool:
+    pid = doc.get("pid", 0)
+    if pid <= 0:
+        return False
+    ps = _proc_stat(pid)
+    return ps is not None and ps[1] == doc.get("startTime", 0) and ps[0] not in ("Z", "X", "x")
+
+
+def _exists(path: str) -> bool:
+    try:
+        posix.stat(path)
+    except OSError:
+        return False
+    return True
+
+
+def _status(d: str, doc: dict) -> str:
+    if not _init_alive(doc):
+        return "stopped"
+    if _exists(d + "/exec.fifo"):
+        return "created"
+    if doc.get("cgroup") and _maybe_frozen(doc["cgroup"]):
+        raise _Fallback   # paused, or a cgroup this path does not read: pyoci.state decides
+    return "running"
+
+
+def _maybe_frozen(cg: dict) -> bool:
+    """False when the container's cgroup is certainly not frozen (the drivers' frozen())."""
+    try:
+        driver = cg.get("driver")
+        if driver == "v1":
+            freezer = (cg.get("paths") or {}).get("freezer")
+            if freezer:
+                return _read_opt(freezer + "/freezer.state") not in (None, "THAWED")
+            if cg.get("unified"):
+                events = _read_opt(cg["unified"] + "/cgroup.events")
+                return events is not None and "frozen 0" not in events.splitlines()
+            return False
+        if driver == "v2":
+            return _read_opt(cg["path"] + "/cgroup.freeze") == "1"
+    except (OSError, TypeError, AttributeError, KeyError):
+        pass
+    return True
+
+
+def _read_opt(path: str) -> str | None:
+    try:
+        return _read(path).decode().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _public_state(doc: dict, status: str) -> dict:
+    """pyoci.state.public_state of the stored state."""
+    d = {
+        "ociVersion": doc.get("ociVersion", "1.3.0"), "id": doc["id"],
+        "pid": doc.get("pid", 0) if status != "stopped" else 0,
+        "status": status, "bundle": doc["bundle"], "rootfs": doc.get("rootfs", ""),
+        "created": doc.get("created", ""), "owner": doc.get("owner", ""),
+    }
+    if doc.get("annotations"):
+        d["annotations"] = doc["annotations"]
+    return d
+
+
+def _dumps(obj, level: int = 0) -> str:
+    """json.dumps(obj, indent=2) for the types a state holds."""
+    import _json
+
+    if isinstance(obj, str):
+        return _json.encode_basestring_ascii(obj)
+    if obj is True or obj is False or obj is None:
+        return {True: "true", False: "false", None: "null"}[obj]
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    inner = "\n" + "  " * (level + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        if not all(isinstance(k, str) for k in obj):
+            raise _Fallback
+        items = [_json.encode_basestring_ascii(k) + ": " + _dumps(v, level + 1)
+                 for k, v in obj.items()]
+        return "{" + inner + ("," + inner).join(items) + "\n" + "  " * level + "}"
+    if isinstance(obj, list):
+        if not obj:
+            return "[]"
+        return ("[" + inner + ("," + inner).join(_dumps(v, level + 1) for v in obj)
+                + "\n" + "  " * level + "]")
+    raise _Fallback
+
+
+def _lock(d: str) -> int:
+    """pyoci.state.Lock: an exclusive flock on the container directory (fd to close)."""
+    import fcntl
+
+    try:
+        fd = posix.open(d, _O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    except OSError:
+        raise _Fallback from None
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _config_mentions(d: str, key: bytes) -> bool:
+    """Whether the stored config.json may have this hook (a cheap, conservative test)."""
+    try:
+        return key in _read(d + "/config.json")
+    except OSError:
+        return False   # as pyoci.container: an unreadable config has no hooks
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def _state(root: str, cid: str) -> int:
+    d, doc = _load(root, cid)
+    out = _dumps(_public_state(doc, _status(d, doc))) + "\n"
+    sys.stdout.write(out)
+    return 0
+
+
+def _start(root: str, cid: str) -> int:
+    d, doc = _load(root, cid)
+    if _config_mentions(d, b'"poststart"'):
+        raise _Fallback
+    fd = _lock(d)
+    try:
+        if _status(d, doc) != "created":
+            raise _Fallback
+        _release(d, doc)
+    finally:
+        posix.close(fd)
+    return 0
+
+
+def _release(d: str, doc: dict) -> None:
+    """pyoci.container._release: open exec.fifo, read the init's byte ("0", or "1" and a
+    message when a startContainer hook failed), remove the fifo."""
+    fifo = d + "/exec.fifo"
+    try:
+        fd = posix.open(fifo, _O_RDONLY | _O_NONBLOCK | _O_CLOEXEC)
+    except OSError:
+        raise _Fallback from None
+    try:
+        delay = 0.0002
+        while True:
+            alive = _init_alive(doc)              # before the read: a last byte is not lost
+            try:
+                data = posix.read(fd, 1)
+            except BlockingIOError:
+                data = None
+            if data:
+                break
+            if not alive:
+                from pyoci.errors import StateError
+
+                raise _Reported(StateError("container init exited before it could be started"))
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+        failure = b""
+        if data != b"0":
+            try:
+                failure = posix.read(fd, 4096)
+            except BlockingIOError:
+                pass
+    finally:
+        posix.close(fd)
+    posix.unlink(fifo)
+    if data != b"0":
+        from pyoci.errors import HookError
+
+        raise _Reported(HookError(failure.decode(errors="replace")
+                                  or "a startContainer hook failed"))
+
+
+class _Reported(_Fallback):
+    """An error found after something was done: reported here as pyoci.cli would."""
+
+
+def _signal_number(s: str | None) -> int:
+    """pyoci.container.parse_signal for numbers and plain names (no SIGRTMIN+N)."""
+    import _signal
+
+    if s is None or s == "":
+        return _signal.SIGTERM
+    if s.isdigit():
+        n = int(s)
+        if 0 < n < _signal.NSIG:
+            return n
+        raise _Fallback
+    name = s.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    n = getattr(_signal, name, None)
+    if name.startswith(("SIG_", "SIGRT")) or type(n) is not int:
+        raise _Fallback
+    return n
+
+
+def _kill(root: str, cid: str, sig: int) -> int:
+    import _signal
+
+    d, doc = _load(root, cid)
+    if not _init_alive(doc):
+        raise _Fallback
+    try:
+        pidfd = posix.pidfd_open(doc["pid"])
+    except OSError:
+        raise _Fallback from None
+    try:
+        if not _init_alive(doc):
+            raise _Fallback
+        _signal.pidfd_send_signal(pidfd, sig)
+    except OSError:
+        raise _Fallback from None
+    finally:
+        posix.close(pidfd)
+    return 0
+
+
+def _delete(root: str, cid: str) -> int:
+    d, doc = _load(root, cid)
+    if _config_mentions(d, b'"poststop"'):
+        raise _Fallback
+    cg = doc.get("cgroup")
+    if cg and not _plain_cgroup(cg):
+        raise _Fallback
+    fd = _lock(d)
+    try:
+        if _init_alive(doc):
+            raise _Fallback          # not stopped: refused, or --force kills it first
+        if cg:
+            _destroy_cgroup(cg)
+        _remove_state_dir(d)
+    finally:
+        posix.close(fd)
+    return 0
+
+
+def _plain_cgroup(cg: dict) -> bool:
+    """A cgroupfs driver's state this path can remove (pyoci.cgroups v1/v2 destroy())."""
+    created = cg.get("created")
+    if not isinstance(created, list) or not all(isinstance(x, str) and x.startswith("/")
+                                                for x in created):
+        return False
+    if cg.get("driver") == "v1":
+        return isinstance(cg.get("paths"), dict)
+    return cg.get("driver") == "v2" and isinstance(cg.get("path"), str)
+
+
+def _destroy_cgroup(cg: dict) -> None:
+    """rmdir what create made, deepest first; a busy or non-empty container cgroup (tasks
+    draining, cgroups made inside) goes to the driver's destroy(), which waits and recurses;
+    an ancestor still in use stays, as the drivers do."""
+    leaves = set(cg["paths"].values()) if cg["driver"] == "v1" else {cg["path"]}
+    if cg.get("unified"):
+        leaves.add(cg["unified"])
+    for path in sorted(cg["created"], key=lambda s: s.count("/"), reverse=True):
+        try:
+            posix.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if path in leaves or e.errno not in (16, 39):   # EBUSY, ENOTEMPTY
+                _driver_destroy(cg)
+                return
+
+
+def _driver_destroy(cg: dict) -> None:
+    """pyoci.container.destroy's cgroup step, with the full driver."""
+    import signal
+
+    from pyoci import cgroups
+
+    try:
+        mgr = cgroups.from_state(cg)
+        if mgr.pids():                 # leftovers when the container shared a pid ns
+            mgr.kill_all(signal.SIGKILL)
+        mgr.destroy()
+    except Exception as e:  # noqa: BLE001 - reported, deletion goes on
+        _log().warning("cgroup cleanup: %s", e)
+
+
+def _remove_state_dir(d: str) -> None:
+    """shutil.rmtree(d, ignore_errors=True) for the flat state directory."""
+    try:
+        for name in posix.listdir(d):
+            posix.unlink(f"{d}/{name}")
+        posix.rmdir(d)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,172 @@
+"""pyoci.fastpath (state/start/kill/delete on built-in modules) against the full
+implementation (pyoci.cli): same outputs, same effects, and the full path for anything else."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from pyoci import container, fastpath
+from support.harness import REPO, reap_zombies
+
+VENV_PY = os.path.join(REPO, ".venv", "bin", "python")
+PY = VENV_PY if os.path.exists(VENV_PY) else sys.executable
+
+# Runs fastpath.main(args) in a fresh isolated interpreter, as the launcher does, and says on
+# stderr's last line whether it had to hand the command to pyoci.cli.
+_PROBE = ("import sys; sys.path.insert(0, {repo!r}); from pyoci import fastpath; "
+          "rc = fastpath.main({args!r}); sys.stdout.flush(); "
+          "print('path=' + ('full' if 'pyoci.cli' in sys.modules else 'fast'), "
+          "file=sys.stderr); sys.exit(rc)")
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=60)
+        out.seek(0)
+        err.seek(0)
+        r = subprocess.CompletedProcess(argv, p.returncode, out.read().decode(),
+                                        err.read().decode())
+    reap_zombies()
+    return r
+
+
+def fast(root: str, *args: str) -> tuple[subprocess.CompletedProcess, str]:
+    """(result, "fast" or "full") of the launcher's entry point."""
+    r = _run([PY, "-IS", "-c", _PROBE.format(repo=REPO, args=["--root", root, *args])])
+    lines = r.stderr.splitlines()
+    assert lines and lines[-1].startswith("path="), r.stderr
+    r.stderr = "\n".join(lines[:-1]) + ("\n" if lines[:-1] else "")
+    return r, lines[-1][5:]
+
+
+def full(root: str, *args: str) -> subprocess.CompletedProcess:
+    """The same command through pyoci.cli (python -m pyoci)."""
+    return _run([PY, "-m", "pyoci", "--root", root, *args])
+
+
+# --- units ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("obj", [
+    {}, [], {"a": 1}, {"ociVersion": "1.3.0", "id": "x", "pid": 0, "status": "stopped",
+                       "annotations": {"k": "v", "ü": "é\n\"\\", "e": ""}},
+    {"n": [1, -2, True, False, None, "s", {"x": []}, []], "d": {"y": {}}},
+])
+def test_dumps_is_json_dumps_indent_2(obj):
+    assert fastpath._dumps(obj) == json.dumps(obj, indent=2)
+
+
+@pytest.mark.parametrize("text", [None, "", "KILL", "kill", "SIGKILL", "9", "15", "1",
+                                  "SIGUSR1", "hup", "TERM", "SIGIOT", "CHLD"])
+def test_signal_number_is_parse_signal(text):
+    assert fastpath._signal_number(text) == container.parse_signal(text)
+
+
+@pytest.mark.parametrize("text", ["RTMIN", "SIGRTMIN+2", "RTMAX-1", "SIGFOO", "0", "999",
+                                  "-1", "_DFL", "SIG_IGN"])
+def test_signal_number_leaves_the_rest_to_the_full_path(text):
+    with pytest.raises(fastpath._Fallback):
+        fastpath._signal_number(text)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--version"], ["-h"], ["state"], ["--root"], ["--nope", "state", "x"],
+    ["list"], ["kill", "--all", "x"], ["state", "--", "x"], ["--debug=true", "state", "x"],
+])
+def test_other_command_lines_fall_back(argv):
+    with pytest.raises(fastpath._Fallback):
+        fastpath._fast(argv)
+
+
+def test_parse_takes_both_flag_forms():
+    g, cmd, o, pos = fastpath._parse(["-root", "/r", "--log=/l", "--log-format", "json",
+                                      "--debug", "--systemd-cgroup", "delete", "-f", "x"])
+    assert g == {"root": "/r", "log": "/l", "log_format": "json", "debug": True,
+                 "systemd-cgroup": True}
+    assert (cmd, o, pos) == ("delete", {"force": True}, ["x"])
+
+
+# --- real containers ------------------------------------------------------------------------
+
+
+def _wait_stopped(root: str, cid: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        r, _ = fast(root, "state", cid)
+        s = json.loads(r.stdout)["status"]
+        if s == "stopped" or time.monotonic() > deadline:
+            return s
+        time.sleep(0.02)
+
+
+@pytest.mark.integration
+def test_lifecycle_fast_and_full_agree(pyoci, bundle_factory, config, tmp_path):
+    config["process"]["args"] = ["sleep", "100"]
+    config["annotations"] = {"org.example/ü": "x\ty"}
+    b = bundle_factory(config)
+    root = pyoci.root
+    pyoci("create", "--bundle", b, "c1", check=True)
+    log = str(tmp_path / "log")
+
+    for status in ("created", "running", "stopped"):
+        r, path = fast(root, "--log", log, "state", "c1")
+        assert (r.returncode, path) == (0, "fast"), r.stderr
+        assert r.stdout == full(root, "state", "c1").stdout
+        assert json.loads(r.stdout)["status"] == status
+        if status == "created":
+            r, path = fast(root, "start", "c1")
+            assert (r.returncode, path, r.stderr) == (0, "fast", "")
+        elif status == "running":
+            r, path = fast(root, "kill", "c1", "KILL")
+            assert (r.returncode, path, r.stderr) == (0, "fast", "")
+            assert _wait_stopped(root, "c1") == "stopped"
+    assert os.path.exists(log)
+
+    # errors are the full path's, message and exit code
+    for args in (["kill", "c1"], ["start", "c1"], ["state", "nope"], ["delete", "nope"]):
+        r, path = fast(root, *args)
+        want = full(root, *args)
+        assert (path, r.returncode, r.stderr) == ("full", want.returncode, want.stderr)
+
+    with open(os.path.join(root, "c1", "state.json")) as f:
+        cgroup = json.load(f).get("cgroup") or {}
+    made = [d for d in cgroup.get("created", []) if os.path.isdir(d)]
+    assert made, cgroup
+    r, path = fast(root, "delete", "c1")
+    assert (r.returncode, path, r.stderr) == (0, "fast", "")
+    assert not os.path.exists(os.path.join(root, "c1"))
+    assert [d for d in made if os.path.isdir(d)] == []
+
+
+@pytest.mark.integration
+def test_delete_of_a_created_container_is_the_full_paths(pyoci, bundle_factory, config):
+    config["process"]["args"] = ["sleep", "100"]
+    b = bundle_factory(config)
+    pyoci("create", "--bundle", b, "c2", check=True)
+    r, path = fast(pyoci.root, "delete", "c2")
+    assert path == "full" and r.returncode == 1 and "created" in r.stderr
+    r, path = fast(pyoci.root, "delete", "--force", "c2")
+    assert (r.returncode, path) == (0, "full"), r.stderr
+    assert not os.path.exists(os.path.join(pyoci.root, "c2"))
+
+
+@pytest.mark.integration
+def test_poststart_hooks_run_through_the_full_path(pyoci, bundle_factory, config, tmp_path):
+    mark = tmp_path / "poststart"
+    config["process"]["args"] = ["sleep", "100"]
+    config["hooks"] = {"poststart": [{"path": "/bin/sh", "args": ["sh", "-c",
+                                                                  f"echo ran > {mark}"]}]}
+    b = bundle_factory(config)
+    pyoci("create", "--bundle", b, "c3", check=True)
+    r, path = fast(pyoci.root, "start", "c3")
+    assert (r.returncode, path) == (0, "full"), r.stderr
+    assert mark.read_text() == "ran\n"
+    pid = json.loads(fast(pyoci.root, "state", "c3")[0].stdout)["pid"]
+    os.kill(pid, signal.SIGKILL)

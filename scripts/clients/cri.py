@@ -2,7 +2,7 @@
 without crictl: gRPC from python3-grpcio, the protobuf messages encoded by hand.
 
 Run with the system python (python3-grpcio): python3 cri.py SOCKET CALL JSON_ARGS
-prints a JSON result. Calls: runp, create, start, status, exec, stop, rm, stopp, rmp.
+prints a JSON result. Calls: runp, create, start, status, exec, update, stop, rm, stopp, rmp.
 """
 
 from __future__ import annotations
@@ -139,6 +139,10 @@ def run(sock: str, what: str, a: dict) -> dict:
             return {"stdout": r.get(1, [b""])[0].decode(errors="replace"),
                     "stderr": r.get(2, [b""])[0].decode(errors="replace"),
                     "exit_code": _signed32(r.get(3, [0])[0])}
+        if what == "update":
+            res = f_int(3, a.get("cpu_shares", 0)) + f_int(4, a.get("memory", 0))
+            call(ch, "UpdateContainerResources", f_bytes(1, a["id"]) + f_msg(2, res))
+            return {}
         if what == "stop":
             call(ch, "StopContainer", f_bytes(1, a["id"]) + f_int(2, a.get("timeout", 0)))
             return {}

@@ -52,6 +52,12 @@ def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
             _fd = -1
 
 
+def line(level: str, msg: str, *args: object) -> None:
+    """A non-fatal line at level "error", "warning", "info" or "debug" (logging's methods)."""
+    if level != "debug" or _debug:
+        _emit(level, msg, args, level in ("error", "warning"))
+
+
 def warning(msg: str, *args: object) -> None:
     """A warning: to the log file, else to stderr."""
     _emit("warning", msg, args, True)

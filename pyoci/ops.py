@@ -322,9 +322,9 @@ def update(root: str, cid: str, opts: dict) -> None:
             try:
                 cg.apply(applicable(old))
             except PyociError as e2:
-                import logging
+                from pyoci import log
 
-                logging.getLogger("pyoci").warning(
+                log.warning(
                     "setting back cgroup configs failed: %s; the cgroup and the stored "
                     "resources may differ", e2)
             raise
@@ -387,9 +387,10 @@ def events(root: str, cid: str, stats_once: bool, interval_s: str) -> int:
 def _stream(st: st_mod.State, cg, interval: float) -> None:
     """Stats every interval and oom events as they happen, until the init exits (its
     pidfd becomes readable) or the cgroup is gone."""
-    import logging
     import select
     import time
+
+    from pyoci import log
 
     try:
         pidfd = os.pidfd_open(st.pid)
@@ -416,7 +417,7 @@ def _stream(st: st_mod.State, cg, interval: float) -> None:
                 try:
                     data = cg.stats()
                 except PyociError as e:
-                    logging.getLogger("pyoci").error("%s", e)
+                    log.line("error", "%s", e)
                     continue
                 _emit({"type": "stats", "id": st.id, "data": data})
     finally:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from clientlib import cgroup_file, needs, ok, read, sh, skip_without_exec, unique
+from clientlib import (RUNTIMES, cgroup_file, needs, ok, pyoci_has_exec, read, sh,
+                       skip_without_exec, unique)
 
 import daemons
 
@@ -141,3 +142,35 @@ def test_exec_tty_and_detach(podman, rt, name):
         time.sleep(0.05)
     else:
         raise AssertionError("the detached exec never wrote its file")
+
+
+def test_runtime_calls_all_succeed(podman, rt, name, tmp_path):
+    """Every call podman and conmon make to the runtime (named so podman finds it in
+    runtime_supports_json) exits 0, none with --root; conmon's pass --log-format=json."""
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / rt
+    wrapper.write_text(f'#!/bin/sh\n"{RUNTIMES[rt]}" "$@"\nrc=$?\n'
+                       f'echo "$rc $*" >> "{calls}"\nexit $rc\n')
+    wrapper.chmod(0o755)
+    pm_ok(podman, "run", "--runtime", str(wrapper), "-d", "--name", name, IMG, "sleep", "1000")
+    if pyoci_has_exec() or rt == "runc":
+        assert pm_ok(podman, "exec", "-t", name, "tty").startswith("/dev/pts/")
+    pm_ok(podman, "pause", name)
+    pm_ok(podman, "unpause", name)
+    pm_ok(podman, "update", "--memory", "64m", name)
+    pm_ok(podman, "kill", "--signal", "9", name)
+    pm_ok(podman, "wait", name)
+    pm_ok(podman, "rm", "--force", name)
+    lines = calls.read_text().splitlines()
+    assert all(line.startswith("0 ") for line in lines), lines
+    verbs, logged = set(), False
+    for line in lines:
+        argv = line.split()[1:]
+        if argv == ["--version"]:
+            continue
+        assert "--root" not in argv, argv
+        logged = logged or "--log-format=json" in argv
+        verbs.add(next(a for i, a in enumerate(argv)
+                       if not a.startswith("-") and argv[i - 1] not in ("--log", "--root")))
+    assert {"create", "start", "pause", "resume", "update", "kill", "delete"} <= verbs, verbs
+    assert logged, lines  # conmon's create and exec

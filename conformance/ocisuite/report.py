@@ -8,7 +8,7 @@ import platform
 import subprocess
 
 from .catalogue import PACKAGE, SPEC_VERSION, Requirement
-from .checks import KNOWN_DEPARTURES, NOT_TESTABLE, Check
+from .checks import CHECK_NOTES, KNOWN_DEPARTURES, NOT_TESTABLE, Check
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 COVERED_PASS = "covered, passing"
@@ -174,6 +174,11 @@ def markdown(docs: list[dict], catalogue: list[Requirement], checks: list[Check]
                 out.append(f"  - known departure: {note}")
         for n, r in sorted(skipped.items()):
             out.append(f"- skip `{n}`: {_esc(r['message'])}")
+    ran = {n for d in docs for n in d["checks"]}
+    notes = [(n, note) for n, note in CHECK_NOTES.items() if n in ran]
+    if notes:
+        out += ["", "## Notes on checks", ""]
+        out += [f"- `{n}`: {_esc(note)}" for n, note in notes]
     nt = [(req, docs[0]["codes"][req.code]["reason"]) for req in catalogue
           if docs[0]["codes"][req.code]["verdict"] == NOT_TESTABLE_HERE]
     out += ["", "## Not testable", "", "| Code | Level | Reason |", "|---|---|---|"]

@@ -1,0 +1,710 @@
+"""`pyoci exec`: run a new process inside an existing container (runc's `exec`).
+
+The process is built from `--process FILE` (a runtime-spec `process` object) or from the
+container's stored config with the command line's overrides, and validated like at create.
+Then three processes take part:
+
+* the caller (this process, on the host) builds the seccomp program (libseccomp is a host
+  library), opens the container init's namespace files and forks the *joiner*;
+* the joiner makes itself non-dumpable, is put into the container's cgroup by the caller,
+  joins the namespaces (user first, mount last) and forks the *process*, which is the first
+  one to be inside the container's PID namespace; the joiner reports its pid and exits, so
+  the process is reparented to the caller (a subreaper) or, once the caller exits, to the
+  caller's own subreaper;
+* the process waits for the caller's go, applies the process attributes (terminal, rlimits,
+  AppArmor, no_new_privs, seccomp, user and capabilities), keeps only stdio and the
+  preserved fds, and executes the program. It stays non-dumpable until the execve, so
+  nothing in the container can open /proc/PID/exe (the host's interpreter) or ptrace it.
+
+Joiner and process talk to the caller over one SOCK_SEQPACKET socketpair, one JSON object
+per message: {"t": "join"} (ready for the cgroup), {"t": "pid", "pid": N},
+{"t": "seccomp"} (the notify fd attached), {"t": "error", "msg": "..."}; the caller answers
+{"t": "ok"} / {"t": "go"}. A clean execve closes the socket (close-on-exec): the caller
+reads EOF and the process counts as started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+from pyoci import state as st_mod
+from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
+from pyoci.linux import namespaces as nsmod
+from pyoci.linux import syscalls as sc
+
+COMMAND_FLAGS = {"exec": {
+    "process": ("process", True), "p": ("process", True),
+    "detach": ("detach", False), "d": ("detach", False),
+    "pid-file": ("pid_file", True),
+    "console-socket": ("console_socket", True),
+    "tty": ("tty", False), "t": ("tty", False),
+    "preserve-fds": ("preserve_fds", True),
+    "env": ("env", "list"), "e": ("env", "list"),
+    "user": ("user", True), "u": ("user", True),
+    "additional-gids": ("additional_gids", "list"), "g": ("additional_gids", "list"),
+    "cwd": ("cwd", True),
+    "cap": ("cap", "list"), "c": ("cap", "list"),
+    "no-new-privs": ("no_new_privs", False),
+    "apparmor": ("apparmor", True),
+    "process-label": ("process_label", True),
+    "ignore-paused": ("ignore_paused", False),
+}}
+
+# flags that build the process: not allowed together with --process FILE
+_PROCESS_FLAGS = ("tty", "env", "user", "additional_gids", "cwd", "cap", "no_new_privs",
+                  "apparmor", "process_label")
+# signals the foreground caller forwards to the process
+_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH,
+                  signal.SIGTTIN, signal.SIGTTOU}
+
+
+def run_command(cmd: str, root: str, global_opts: dict, opts: dict,
+                positionals: list[str]) -> int:
+    if not positionals:
+        raise UsageError("exec: requires a container id (pyoci exec [options] ID [ARGS...])")
+    cid, args = positionals[0], positionals[1:]
+    preserve = _preserve_fds(opts.get("preserve_fds"))
+    st = st_mod.load(root, cid)
+    check_status(st, bool(opts.get("ignore_paused")))
+    cfg = st_mod.load_config(st)
+    proc = build_process(cfg, opts, args)
+    check_process(proc, cfg, opts)
+    return execute(st, cfg, proc, opts, preserve)
+
+
+def _preserve_fds(value: str | None) -> int:
+    try:
+        n = int(value or 0)
+        if n < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--preserve-fds: invalid value {value!r}") from None
+    return n
+
+
+def check_status(st: st_mod.State, ignore_paused: bool) -> None:
+    status = st_mod.status(st)
+    if status == "stopped":
+        raise StateError("cannot exec in a stopped container")
+    if status == "paused" and not ignore_paused:
+        raise StateError("cannot exec in a paused container (use --ignore-paused to override)")
+
+
+# --- building and checking the process ----------------------------------------------------
+
+def build_process(cfg: dict, opts: dict, args: list[str]) -> dict:
+    """The process to run: --process FILE, or the container's process with the overrides."""
+    if opts.get("process"):
+        # the process-building flags are ignored with --process, as runc does: podman
+        # passes --tty along with --process (the file's "terminal" decides)
+        if args:
+            raise UsageError("exec: command arguments cannot be used with --process")
+        return read_process_file(opts["process"])
+    if not args:
+        raise UsageError("exec: args cannot be empty (give a command or --process FILE)")
+    proc = json.loads(json.dumps(cfg.get("process") or {}))   # a deep copy
+    proc["args"] = list(args)
+    proc["terminal"] = bool(opts.get("tty"))
+    proc.pop("consoleSize", None)
+    if opts.get("cwd"):
+        proc["cwd"] = opts["cwd"]
+    if opts.get("apparmor"):
+        proc["apparmorProfile"] = opts["apparmor"]
+    if opts.get("process_label"):
+        proc["selinuxLabel"] = opts["process_label"]
+    if "no_new_privs" in opts:
+        proc["noNewPrivileges"] = bool(opts["no_new_privs"])
+    proc["env"] = list(proc.get("env") or []) + list(opts.get("env") or [])
+    if opts.get("cap"):
+        _add_caps(proc, opts["cap"])
+    user = dict(proc.get("user") or {})
+    if opts.get("user"):
+        user.update(parse_user(opts["user"]))
+    gids = [parse_gid(g) for g in opts.get("additional_gids") or []]
+    if gids:
+        user["additionalGids"] = list(user.get("additionalGids") or []) + gids
+    proc["user"] = user
+    return proc
+
+
+def _add_caps(proc: dict, names: list[str]) -> None:
+    """--cap: add each capability to the bounding, effective and permitted sets, and to the
+    ambient set only when the process has an inheritable set at all (runc since the fix of
+    CVE-2022-29162: exec --cap never grants inheritable capabilities)."""
+    from pyoci.linux import capabilities
+
+    capabilities.parse(names, "--cap")
+    caps = proc.get("capabilities")
+    caps = {} if not isinstance(caps, dict) else caps
+    sets = ["bounding", "effective", "permitted"]
+    if caps.get("inheritable") is not None:
+        sets.append("ambient")
+    for s in sets:
+        have = list(caps.get(s) or [])
+        caps[s] = have + [n for n in names if n not in have]
+    proc["capabilities"] = caps
+
+
+def parse_user(value: str) -> dict:
+    """--user UID[:GID] (numeric, as runc)."""
+    uid, sep, gid = value.partition(":")
+    out = {"uid": _uint32(uid, "--user", "uid")}
+    if sep:
+        out["gid"] = _uint32(gid, "--user", "gid")
+    return out
+
+
+def parse_gid(value: str) -> int:
+    return _uint32(value, "--additional-gids", "gid")
+
+
+def _uint32(value: str, flag: str, what: str) -> int:
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise UsageError(f"{flag}: parsing {value!r} as int for {what} failed") from None
+    if not 0 <= n < 1 << 32:
+        raise UsageError(f"{flag}: {what} {n} is out of range")
+    return n
+
+
+def read_process_file(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except OSError as e:
+        raise ConfigError(f"--process {path}: {e.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--process {path}: invalid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--process {path}: must be a JSON object (a runtime-spec process)")
+    return doc
+
+
+def check_process(proc: dict, cfg: dict, opts: dict) -> None:
+    """Refuse, before anything is started, what the process could not do."""
+    from pyoci.linux import process as procmod
+
+    args = proc.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+        raise ConfigError("process.args: must be a non-empty list of strings")
+    env = proc.get("env") or []
+    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
+        raise ConfigError("process.env: must be a list of strings")
+    cwd = proc.get("cwd")
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        raise ConfigError(f"process.cwd: {cwd!r} is not an absolute path")
+    linux = cfg.get("linux") or {}
+    procmod.check(proc, linux.get("personality"))
+    if proc.get("apparmorProfile"):
+        from pyoci.linux import apparmor
+
+        apparmor.check(proc["apparmorProfile"])
+    if proc.get("selinuxLabel") and not os.path.exists("/sys/fs/selinux/enforce"):
+        raise PyociError("process.selinuxLabel: SELinux is not enabled on this host")
+    tty = bool(proc.get("terminal"))
+    if tty and opts.get("detach") and not opts.get("console_socket"):
+        raise UsageError("exec: cannot allocate a tty when detached without --console-socket")
+    if opts.get("console_socket") and not tty:
+        raise UsageError("exec: --console-socket given but no tty is allocated (use --tty)")
+
+
+# --- the caller's side ---------------------------------------------------------------------
+
+def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) -> int:
+    """Start proc in the container; detached: return 0 once it runs; else wait for it."""
+    linux = cfg.get("linux") or {}
+    seccomp = linux.get("seccomp")
+    prog = None
+    if seccomp:
+        from pyoci.linux import seccomp as seccomp_mod
+
+        prog = seccomp_mod.build(seccomp)
+    _preload(proc)
+    pid_file = os.path.abspath(opts["pid_file"]) if opts.get("pid_file") else None
+    sc.set_child_subreaper()      # the process is reparented to us when the joiner exits
+    forward = _Forwarder() if not opts.get("detach") else None
+    res: dict = {"socks": [], "fds": [], "joiner": 0, "pid": 0}
+    try:
+        master = _start(st, cfg, proc, prog, opts, preserve, res)
+    except BaseException as e:
+        _abort(res)
+        if forward:
+            forward.restore()
+        if isinstance(e, KeyboardInterrupt):
+            raise PyociError("interrupted") from None
+        raise
+    finally:
+        for s in res["socks"]:
+            s.close()
+        for fd in res["fds"]:
+            os.close(fd)
+    pid = res["pid"]
+    if pid_file:
+        st_mod.write_atomic(pid_file, str(pid).encode(), 0o644)
+    if forward is None:
+        return 0
+    try:
+        forward.to(pid)
+        if master is not None:
+            from pyoci.linux import terminal
+
+            terminal.proxy(master, lambda: _alive(pid))
+        return _wait_exit(pid)
+    finally:
+        forward.restore()
+        if master is not None:
+            os.close(master)
+
+
+def _preload(proc: dict) -> None:
+    """Import now what the joiner and the process use after setns(mount): imports there
+    would resolve in the container's root filesystem."""
+    import prctl  # noqa: F401 - used by capabilities/process
+
+    from pyoci.linux import apparmor, capabilities, process, rlimits  # noqa: F401
+
+    if proc.get("terminal"):
+        import termios  # noqa: F401
+
+        from pyoci.linux import terminal  # noqa: F401
+
+
+def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
+    """Fork the joiner, put it in the cgroup, let the process go; returns the pty master to
+    proxy in the foreground (else None). Fills res with what to clean up."""
+    floor = 3 + preserve            # our fds must not land on a preserved fd number
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    res["socks"].append(parent)
+    child = _above(child, floor, res)
+    console_fd, console_parent = -1, None
+    if proc.get("terminal"):
+        if opts.get("console_socket"):
+            from pyoci.linux import terminal
+
+            cs = terminal.connect_console_socket(opts["console_socket"])
+            res["socks"].append(cs)
+            console_fd = _above(cs, floor, res).fileno()
+        else:                       # foreground: the master comes to us, we proxy it
+            console_parent, cs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            res["socks"] += [console_parent, cs]
+            console_fd = _above(cs, floor, res).fileno()
+    listener = None
+    seccomp = (cfg.get("linux") or {}).get("seccomp") or {}
+    if prog and seccomp.get("listenerPath"):
+        from pyoci.linux import seccomp as seccomp_mod
+
+        listener = seccomp_mod.connect_listener(seccomp["listenerPath"])
+        res["socks"].append(listener)
+    ns_fds = _open_namespaces(st, floor, res)
+    job = {"proc": proc, "linux": cfg.get("linux") or {}, "prog": prog, "preserve": preserve,
+           "sock": child.fileno(), "console": console_fd, "ns": ns_fds,
+           "notify": listener is not None}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _joiner(job)                # never returns
+        os._exit(1)
+    res["joiner"] = pid
+    for _, fd in ns_fds:
+        os.close(fd)
+    res["fds"] = [fd for fd in res["fds"] if fd not in {f for _, f in ns_fds}]
+    child.close()                   # EOF on parent once the process has executed
+    _expect(parent, "join")
+    if st.cgroup:
+        from pyoci import cgroups
+
+        cgroups.from_state(st.cgroup).add(pid)
+    _send(parent, {"t": "ok"})
+    msg, _ = _recv(parent)
+    if msg.get("t") != "pid":
+        raise SysError(f"exec: unexpected message {msg.get('t')!r} from the joining process")
+    res["pid"] = msg["pid"]
+    os.waitpid(pid, 0)
+    res["joiner"] = 0
+    _send(parent, {"t": "go"})
+    while True:
+        msg, fds = _recv(parent, eof_ok=True)
+        if msg is None:
+            break
+        if msg.get("t") == "seccomp" and fds:
+            from pyoci.linux import seccomp as seccomp_mod
+
+            public = st_mod.public_state(st, "running")
+            try:
+                seccomp_mod.send_listener(listener, fds[0], public,
+                                          seccomp.get("listenerMetadata", ""), pid=res["pid"])
+            finally:
+                os.close(fds[0])
+            _send(parent, {"t": "ok"})
+        else:
+            for fd in fds:
+                os.close(fd)
+            raise SysError(f"exec: unexpected message {msg.get('t')!r} from the process")
+    if console_parent is not None:
+        from pyoci.linux import terminal
+
+        return terminal.recv_master(console_parent)
+    return None
+
+
+def _above(s: socket.socket, floor: int, res: dict) -> socket.socket:
+    """s itself, or a close-on-exec duplicate numbered >= floor (s is then closed)."""
+    if s.fileno() >= floor:
+        return s
+    import fcntl
+
+    fd = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, floor)
+    dup = socket.socket(fileno=fd)
+    res["socks"].append(dup)
+    s.close()
+    return dup
+
+
+def _open_namespaces(st, floor: int, res: dict) -> list[tuple[str, int]]:
+    """Open the init's namespaces that differ from ours, in join order (user first, mount
+    last), then make sure the init is still the container's (not a reused PID)."""
+    import fcntl
+
+    paths: dict[str, str | None] = {}
+    for t in st.namespaces:
+        name = nsmod.PROC_NAME.get(t)
+        if name is None:
+            continue
+        path = f"/proc/{st.pid}/ns/{name}"
+        try:
+            theirs, ours = os.stat(path), os.stat(f"/proc/self/ns/{name}")
+        except FileNotFoundError:
+            continue                # a namespace type this kernel lacks
+        except OSError as e:
+            raise SysError(f"exec: {t} namespace of the container: {e.strerror}") from None
+        if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+            paths[t] = path
+    fds = nsmod.open_paths(paths)
+    out = []
+    for t, fd in fds:
+        if fd < floor:
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+            os.close(fd)
+            fd = high
+        res["fds"].append(fd)
+        out.append((t, fd))
+    if not st_mod.init_alive(st):
+        raise StateError("cannot exec in a stopped container")
+    return out
+
+
+def _abort(res: dict) -> None:
+    """A failed exec leaves no process behind: kill the joiner and the process, reap them."""
+    for key in ("joiner", "pid"):
+        pid = res.get(key)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for key in ("joiner", "pid"):
+        pid = res.get(key)
+        if pid:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _send(sock: socket.socket, msg: dict) -> None:
+    sock.send(json.dumps(msg).encode())
+
+
+def _recv(sock: socket.socket, eof_ok: bool = False) -> tuple[dict | None, list[int]]:
+    data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
+    if not data:
+        if eof_ok:
+            return None, fds
+        raise SysError("exec: the joining process exited during setup")
+    msg = json.loads(data)
+    if msg.get("t") == "error":
+        for fd in fds:
+            os.close(fd)
+        raise SysError(msg.get("msg") or "exec: the process failed to start")
+    return msg, fds
+
+
+def _expect(sock: socket.socket, t: str) -> None:
+    msg, fds = _recv(sock)
+    for fd in fds:
+        os.close(fd)
+    if msg.get("t") != t:
+        raise SysError(f"exec: unexpected message {msg.get('t')!r} from the joining process")
+
+
+def _alive(pid: int) -> bool:
+    ps = st_mod.proc_stat(pid)
+    return ps is not None and ps[0] not in ("Z", "X", "x")
+
+
+def _wait_exit(pid: int) -> int:
+    """Wait for the process (reaping whatever else is reparented to us); its exit code,
+    128+N if it was killed by signal N."""
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+        if wpid == pid:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.waitstatus_to_exitcode(status)
+
+
+class _Forwarder:
+    """Forward the signals the foreground caller gets to the process (queued until its pid
+    is known); restore() puts the previous handlers back."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.pending: list[int] = []
+        self.old: dict[int, object] = {}
+        for s in signal.Signals:
+            if s in _NOT_FORWARDED:
+                continue
+            try:
+                self.old[s] = signal.signal(s, self._on_signal)
+            except (OSError, ValueError):
+                pass
+
+    def _on_signal(self, n: int, _frame: object) -> None:
+        if self.pid:
+            _kill(self.pid, n)
+        else:
+            self.pending.append(n)
+
+    def to(self, pid: int) -> None:
+        self.pid = pid
+        while self.pending:
+            _kill(pid, self.pending.pop(0))
+
+    def restore(self) -> None:
+        for s, h in self.old.items():
+            try:
+                signal.signal(s, h)
+            except (OSError, ValueError, TypeError):
+                pass
+        self.old = {}
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+# --- the joiner (first child) ----------------------------------------------------------------
+
+def _joiner(job: dict) -> None:
+    """Join the container and fork the process; never returns."""
+    sock = socket.socket(fileno=job["sock"])
+    try:
+        # Nothing in the container may ptrace us or open /proc/PID/exe (the host's
+        # interpreter): non-dumpable before any setns, until the program's execve.
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        _default_signals()
+        _close_other_fds(job)
+        proc = job["proc"]
+        if proc.get("execCPUAffinity"):
+            from pyoci.linux import process as procmod
+
+            procmod.apply_exec_cpu_affinity(proc, "initial")   # before the cgroup
+        _send(sock, {"t": "join"})
+        msg, _ = _recv(sock)        # the caller has put us in the container's cgroup
+        if msg.get("t") != "ok":
+            raise SysError("exec: setup aborted by the runtime")
+        fds = job["ns"]
+        nsmod.join(fds, only=("user",))
+        if any(t == "user" for t, _ in fds):
+            _become_root()
+        nsmod.join([(t, fd) for t, fd in fds if t != "user"])   # mount last
+        pid = os.fork()             # the pid and time namespaces apply to children
+        if pid == 0:
+            _process(job, sock)     # never returns
+        _send(sock, {"t": "pid", "pid": pid})
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 - reported to the caller
+        _fail(sock, e)
+
+
+def _default_signals() -> None:
+    """Drop the caller's forwarding handlers; SIGPIPE/SIGXFSZ back from Python's SIG_IGN
+    (ignored signals would stay ignored across execve)."""
+    for s in signal.Signals:
+        if s in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if s in (signal.SIGPIPE, signal.SIGXFSZ) or callable(signal.getsignal(s)):
+                signal.signal(s, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+
+def _close_other_fds(job: dict) -> None:
+    """Close whatever else the caller had open (state files, its own stray fds)."""
+    keep = {0, 1, 2, job["sock"], job["console"]}
+    keep.update(range(3, 3 + job["preserve"]))
+    keep.update(fd for _, fd in job["ns"])
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _become_root() -> None:
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError as e:
+        raise SysError(f"exec: cannot become root in the container's user namespace: "
+                       f"{e.strerror}") from None
+
+
+def _fail(sock: socket.socket, e: BaseException) -> None:
+    """Report e to the caller and exit: a child never returns into the caller's code."""
+    if isinstance(e, PyociError):
+        msg = str(e)
+    elif isinstance(e, OSError):
+        msg = f"{e.filename}: {e.strerror}" if e.filename else f"{e.strerror or e}"
+    else:
+        msg = f"{type(e).__name__}: {e}"
+    try:
+        _send(sock, {"t": "error", "msg": msg.splitlines()[0] if msg else "exec failed"})
+    except OSError:
+        pass
+    os._exit(1)
+
+
+# --- the process (second child, inside the container) ---------------------------------------
+
+def _process(job: dict, sock: socket.socket) -> None:
+    """Set up the process and execve the program; never returns."""
+    try:
+        _exec_process(job, sock)
+    except BaseException as e:  # noqa: BLE001 - reported to the caller
+        _fail(sock, e)
+
+
+def _exec_process(job: dict, sock: socket.socket) -> None:
+    from pyoci.linux import process as procmod
+
+    proc, linux = job["proc"], job["linux"]
+    msg, _ = _recv(sock)            # the caller knows our pid
+    if msg.get("t") != "go":
+        raise SysError("exec: setup aborted by the runtime")
+    os.setsid()
+    env = _process_env(proc)
+    if proc.get("terminal"):
+        from pyoci.linux import terminal
+
+        master, slave = terminal.open_pty(proc.get("consoleSize"))
+        terminal.send_master(job["console"], master)
+        os.close(master)
+        terminal.become_controlling(slave)
+    if job["console"] >= 0:
+        os.close(job["console"])
+    if proc.get("apparmorProfile"):
+        from pyoci.linux import apparmor
+
+        apparmor.apply_on_exec(proc["apparmorProfile"])
+    if proc.get("rlimits"):
+        from pyoci.linux import rlimits
+
+        rlimits.apply(proc["rlimits"])
+    if proc.get("oomScoreAdj") is not None:
+        procmod.set_oom_score_adj(proc["oomScoreAdj"])
+    if linux.get("personality"):
+        procmod.apply_personality(linux["personality"])
+    if proc.get("ioPriority"):
+        procmod.apply_io_priority(proc["ioPriority"])
+    if proc.get("scheduler"):
+        procmod.apply_scheduler(proc["scheduler"])
+    nnp = bool(proc.get("noNewPrivileges"))
+    if nnp:
+        procmod.set_no_new_privileges()
+    prog = job["prog"]
+    if prog and not nnp:
+        _install_seccomp(prog, job, sock)       # needs CAP_SYS_ADMIN: before caps drop
+    os.environ["HOME"] = env["HOME"]          # finalize would look it up in /etc/passwd again
+    procmod.finalize(proc)
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)             # a uid change resets it to suid_dumpable
+    path = find_executable(proc["args"][0], env)
+    if proc.get("execCPUAffinity"):
+        procmod.apply_exec_cpu_affinity(proc, "final")
+    if prog and nnp:
+        _install_seccomp(prog, job, sock)       # as close to execve as possible
+    _prepare_fds(job["preserve"])
+    try:
+        os.execve(path, proc["args"], env)
+    except OSError as e:
+        raise SysError(f"process.args[0]: exec {proc['args'][0]!r}: {e.strerror}") from None
+
+
+def _install_seccomp(prog: tuple[bytes, int], job: dict, sock: socket.socket) -> None:
+    from pyoci.linux import seccomp as seccomp_mod
+
+    notify_fd = seccomp_mod.install(*prog)
+    if notify_fd is None:
+        return
+    if job["notify"]:               # the caller passes it on to the seccomp agent
+        socket.send_fds(sock, [json.dumps({"t": "seccomp"}).encode()], [notify_fd])
+        msg, _ = _recv(sock)
+        if msg.get("t") != "ok":
+            raise SysError("linux.seccomp.listenerPath: the runtime did not pass the fd on")
+    os.close(notify_fd)
+
+
+def _process_env(proc: dict) -> dict[str, str]:
+    from pyoci.linux import process as procmod
+
+    env: dict[str, str] = {}
+    for item in proc.get("env") or []:
+        k, sep, v = item.partition("=")
+        if sep:
+            env[k] = v
+    if "HOME" not in env:
+        env["HOME"] = procmod.home_dir(int((proc.get("user") or {}).get("uid", 0)))
+    return env
+
+
+def find_executable(arg0: str, env: dict[str, str]) -> str:
+    """process.args[0] resolved in the container (PATH of the process's environment)."""
+    if "/" in arg0:
+        candidates = [arg0]
+    else:
+        candidates = [os.path.join(d or ".", arg0)
+                      for d in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")]
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    if "/" in arg0:
+        raise SysError(f"process.args[0]: exec {arg0!r}: no such executable file")
+    raise SysError(f"process.args[0]: exec {arg0!r}: executable file not found in $PATH")
+
+
+def _prepare_fds(preserve: int) -> None:
+    """Only stdio and fds 3..3+preserve-1 survive the execve (the rest is close-on-exec)."""
+    keep = 3 + preserve
+    for fd in range(3, keep):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    sc.close_range(keep, 0xFFFFFFFF, 4)   # CLOSE_RANGE_CLOEXEC

@@ -52,9 +52,21 @@ def sh(argv: list[str], env: dict | None = None, stdin: str | None = None,
         p = subprocess.run(argv, stdin=inp, stdout=out, stderr=err, env=env, timeout=timeout)
         out.seek(0)
         err.seek(0)
+        reap_zombies()
         return subprocess.CompletedProcess(argv, p.returncode,
                                            out.read().decode(errors="replace"),
                                            err.read().decode(errors="replace"))
+
+
+def reap_zombies() -> None:
+    """Reap the clients' helpers (shims, conmon) that died reparented to this subreaper."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def ok(argv: list[str], env: dict | None = None, **kw) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from clientlib import RUNTIMES, daemons, image, ok, sh  # noqa: E402
+from clientlib import RUNTIMES, daemons, image, ok, reap_zombies, sh  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +36,7 @@ def containerd(image_archive):
         yield d
     finally:
         daemons.stop(d)
+        reap_zombies()
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,7 @@ def dockerd(image_archive):
         yield d
     finally:
         daemons.stop(d)
+        reap_zombies()
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +59,4 @@ def podman(image_archive):
     finally:
         sh(daemons.podman(d, "rm", "--all", "--force", "--time", "0"), d.env)
         daemons.stop(d)
+        reap_zombies()

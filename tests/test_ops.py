@@ -360,10 +360,11 @@ def test_events_reports_oom(pyoci, bundle_factory, config, tmp_path):
                              tmp_path, start=False)
     out = tmp_path / "events.out"
     with open(out, "w") as o, open(tmp_path / "events.err", "w") as e:
-        p = subprocess.Popen(pyoci.argv("events", cid), stdout=o, stderr=e,
-                             stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(pyoci.argv("events", "--interval", "100ms", cid), stdout=o,
+                             stderr=e, stdin=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)    # let events read the starting OOM count (a created container)
+        # a first stats event shows events has read the starting OOM count
+        poll(lambda: out.read_text().strip(), "a first stats event")
         pyoci("start", cid, check=True)
         assert p.wait(timeout=60) == 0
     finally:
@@ -371,7 +372,7 @@ def test_events_reports_oom(pyoci, bundle_factory, config, tmp_path):
             p.kill()
             p.wait()
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert {"type": "oom", "id": cid} in lines, lines
+    assert [e for e in lines if e["type"] == "oom"] == [{"type": "oom", "id": cid}]
 
 
 def test_events_bad_interval_matches_runc(pyoci, runc):

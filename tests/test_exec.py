@@ -175,15 +175,32 @@ def test_exec_process_file(runtime, bundle_factory, config, tmp_path):
     assert r.stdout.split() == ["from-file", "/tmp", "1000", "CapEff:", "0000000000000000"]
 
 
-def test_exec_process_file_excludes_process_flags(pyoci, bundle_factory, config, tmp_path):
-    start_container(pyoci, bundle_factory, config)
+def test_exec_process_file_decides_over_process_flags(runtime, bundle_factory, config,
+                                                     tmp_path):
+    """With --process the file is the whole process: --tty, --env... are ignored, as runc
+    does (conmon passes --tty along with --process)."""
+    start_container(runtime, bundle_factory, config)
     pf = tmp_path / "process.json"
-    pf.write_text(json.dumps({"args": ["true"], "cwd": "/"}))
-    r = pyoci("exec", "--process", str(pf), "-e", "A=1", "x1")
-    assert r.returncode == 1 and "--env" in r.stderr and len(r.stderr.splitlines()) == 1
-    pf.write_text("{not json")
-    r = pyoci("exec", "--process", str(pf), "x1")
-    assert r.returncode == 1 and "--process" in r.stderr
+    pf.write_text(json.dumps({"args": ["sh", "-c", "echo A=$A; tty || true"],
+                              "env": ["PATH=/bin"], "cwd": "/", "terminal": False}))
+    r = runtime("exec", "--process", str(pf), "-e", "A=1", "--tty", "x1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["A=", "not a tty"]
+
+
+def test_exec_process_file_errors(pyoci, bundle_factory, config, tmp_path):
+    init = start_container(pyoci, bundle_factory, config)
+    pf = tmp_path / "process.json"
+    for doc, word in (("{not json", "--process"), ("[]", "--process"),
+                      (json.dumps({"args": [], "cwd": "/"}), "process.args"),
+                      (json.dumps({"args": ["true"], "cwd": "tmp"}), "process.cwd")):
+        pf.write_text(doc)
+        r = pyoci("exec", "--process", str(pf), "x1")
+        assert r.returncode == 1 and word in r.stderr, (doc, r.stderr)
+        assert len(r.stderr.splitlines()) == 1
+    r = pyoci("exec", "--process", str(pf), "x1", "true")     # a command too
+    assert r.returncode == 1
+    assert pids_in_pid_ns(init) == [init]
 
 
 def test_exec_detach_pid_file(runtime, bundle_factory, config, tmp_path):

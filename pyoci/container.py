@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal as _signal
 import time
-from dataclasses import dataclass
+from pyoci.record import dataclass
 
 from pyoci import state as st_mod
 from pyoci.errors import (ContainerExists, ContainerNotFound, PyociError, StateError,
@@ -111,6 +110,12 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
         raise PyociError("linux.intelRdt: Intel RDT (resctrl) is not supported or not "
                          "mounted on this host")
     return rootfs
+
+
+def _rmtree(path: str) -> None:
+    import shutil   # only when removing: shutil is slow to import
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # --- create ---------------------------------------------------------------------------------
@@ -318,7 +323,7 @@ def _abort_create(st, spec, cg, rs) -> None:
 
         run_hooks(spec.get("hooks"), "poststop", st_mod.public_state(st, "stopped"),
                   warn_only=True)
-    shutil.rmtree(st.dir, ignore_errors=True)
+    _rmtree(st.dir)
 
 
 def _wait_dead(pid: int, start_time: int, timeout: float) -> bool:
@@ -476,7 +481,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         if force:
             d = st_mod.container_dir(root, cid)
             if os.path.isdir(d):          # a half-created leftover without state.json
-                shutil.rmtree(d, ignore_errors=True)
+                _rmtree(d)
             return
         raise
     with st_mod.Lock(st.dir):
@@ -536,7 +541,7 @@ def destroy(st) -> None:
         from pyoci.linux.hooks import run_hooks
 
         run_hooks(hooks, "poststop", st_mod.public_state(st, "stopped"), warn_only=True)
-    shutil.rmtree(st.dir, ignore_errors=True)
+    _rmtree(st.dir)
 
 
 # --- run ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
+from pyoci.record import dataclass, field
 
 from pyoci.errors import PyociError, SysError
 from pyoci.linux import namespaces as nsmod

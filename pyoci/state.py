@@ -12,8 +12,10 @@ import fcntl
 import json
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from pyoci.record import dataclass, field
+TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 from pyoci.errors import ContainerNotFound, PyociError
 

@@ -13,7 +13,9 @@ Drivers are imported lazily; importing this package costs nothing.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 from pyoci.cgroups.base import Manager
 from pyoci.errors import SysError

@@ -8,7 +8,9 @@ touching the filesystem, so `state`/`kill` stay cheap).
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Manager:

@@ -13,7 +13,7 @@ caller's cgroup with "..".
 from __future__ import annotations
 
 import posixpath
-from typing import NamedTuple
+from collections import namedtuple
 
 from pyoci.errors import ConfigError
 
@@ -24,11 +24,10 @@ V1_SUBSYSTEMS: tuple[str, ...] = (
 )
 
 
-class CgroupMount(NamedTuple):
-    mountpoint: str
-    root: str                 # the cgroup path mounted there ("/" on the host)
-    fstype: str               # "cgroup" or "cgroup2"
-    controllers: frozenset    # v1: {"cpu", "cpuacct"} or {"name=systemd"}; v2: empty
+# mountpoint; root: the cgroup path mounted there ("/" on the host); fstype: "cgroup" or
+# "cgroup2"; controllers: v1 {"cpu", "cpuacct"} or {"name=systemd"}, v2 empty (a frozenset).
+# collections.namedtuple rather than typing.NamedTuple: typing is slow to import.
+CgroupMount = namedtuple("CgroupMount", ("mountpoint", "root", "fstype", "controllers"))
 
 
 def clean_path(p: str | None) -> str:

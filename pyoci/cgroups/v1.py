@@ -16,7 +16,9 @@ import os
 import re
 import signal
 import time
-from typing import Any
+TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 from pyoci.cgroups import common as c
 from pyoci.cgroups.base import Manager

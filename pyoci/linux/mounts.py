@@ -27,7 +27,7 @@ import ctypes
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from pyoci.record import dataclass, field
 
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import syscalls as sc

@@ -254,8 +254,8 @@ def resources_exist_after_create(ctx: Ctx) -> None:
     for ns in ("pid", "net", "ipc", "uts", "mnt"):
         expect(os.readlink(f"/proc/{pid}/ns/{ns}") != host_ns(ns),
                f"container process is still in the host {ns} namespace after create")
-    d = cgroup_dir("pids", ctx.cgroups_path(cid))
-    expect(d is not None and os.path.isdir(d), f"no pids cgroup {d} after create")
+    d = cgroup_dir(placement_controllers()[-1], ctx.cgroups_path(cid))
+    expect(d is not None and os.path.isdir(d), f"no cgroup {d} after create")
     with open(os.path.join(d, "cgroup.procs")) as f:
         expect(str(pid) in f.read().split(), f"pid {pid} not in {d}/cgroup.procs")
 

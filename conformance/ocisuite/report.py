@@ -83,16 +83,48 @@ def host_info() -> dict:
 
 
 def results_document(runtime: dict, catalogue: list[Requirement], checks: list[Check],
-                     results: dict[str, dict], command: str, date: str) -> dict:
+                     results: dict[str, dict], command: str, date: str,
+                     notes: list[str] = (), host: dict | None = None) -> dict:
     verdicts = code_verdicts(catalogue, checks, results)
     vcount: dict[str, int] = {}
     for v in verdicts.values():
         vcount[v["verdict"]] = vcount.get(v["verdict"], 0) + 1
-    return {"runtime": runtime["name"], "binary": runtime["binary"], "version": runtime["version"],
-            "date": date, "command": command, "host": host_info(),
-            "summary": {**{k + "ed" if k != SKIP else "skipped": v for k, v in count(results).items()},
-                        "codes": vcount},
-            "checks": results, "codes": verdicts}
+    doc = {"runtime": runtime["name"], "binary": runtime["binary"], "version": runtime["version"],
+           "date": date, "command": command, "host": host or host_info(),
+           "summary": {**{k + "ed" if k != SKIP else "skipped": v
+                          for k, v in count(results).items()}, "codes": vcount},
+           "checks": results, "codes": verdicts}
+    if runtime.get("oci_version"):
+        doc["oci_version"] = runtime["oci_version"]
+    if notes:
+        doc["notes"] = list(notes)
+    return doc
+
+
+def merge_documents(parts: list[dict], catalogue: list[Requirement], checks: list[Check],
+                    notes: list[str] = (), command: str | None = None) -> list[dict]:
+    """One document per runtime (in first-seen order) from results documents of several runs;
+    a check's result comes from the last part that ran it. Date: the latest part's."""
+    order: list[str] = []
+    merged: dict[str, dict] = {}
+    for part in parts:
+        name = part["runtime"]
+        if name not in merged:
+            order.append(name)
+            merged[name] = {"part": part, "checks": {}}
+        merged[name]["checks"].update(part.get("checks", {}))
+    date = max(p.get("date", "") for p in parts)
+    out = []
+    for name in order:
+        part = merged[name]["part"]
+        runtime = {"name": name, "binary": part["binary"], "version": part["version"],
+                   "oci_version": part.get("oci_version")}
+        ordered = {c.name: merged[name]["checks"][c.name] for c in checks
+                   if c.name in merged[name]["checks"]}
+        out.append(results_document(runtime, catalogue, checks, ordered,
+                                    command or part.get("command", ""), date,
+                                    list(notes) or part.get("notes", []), part.get("host")))
+    return out
 
 
 def write_json(path: str, doc: dict) -> None:
@@ -131,8 +163,11 @@ def markdown(docs: list[dict], catalogue: list[Requirement], checks: list[Check]
            f"- Requirement catalogue: `specerror` package of {host['catalogue']}, "
            f"{len(catalogue)} codes",
            ]
+    out += [f"- {note}" for note in docs[0].get("notes", [])]
     for d in docs:
-        out.append(f"- Runtime `{d['runtime']}`: {d['version']} (`{d['binary']}`)")
+        out.append(f"- Runtime `{d['runtime']}`: {d['version']} (`{d['binary']}`)"
+                   + (f"; its configs are labelled ociVersion {d['oci_version']} "
+                      f"(it refuses {host['spec'].lstrip('v')})" if d.get("oci_version") else ""))
     out += ["", "Verdicts per code: **pass** = covered and every covering check passes; "
             "**FAIL** = a covering check fails; n/t = not testable on this host or on Linux "
             "(reason given); — = not yet covered.", "",

@@ -198,3 +198,93 @@ def test_run_check_cleans_up_after_a_failure(tmp_path):
     assert not os.path.isdir(seen["cgroup"])
     assert not os.path.exists(f"/proc/{seen['pid']}") or \
         open(f"/proc/{seen['pid']}/stat").read().split()[2] == "Z"
+
+
+def test_configs_carry_the_runtimes_oci_version(tmp_path):
+    from ocisuite.cli import oci_versions
+    plain = harness.Ctx("/bin/true", str(tmp_path), "plain", tmp_base=str(tmp_path))
+    crun = harness.Ctx("/bin/true", str(tmp_path), "crun", tmp_base=str(tmp_path),
+                       oci_version="1.0.2")
+    assert plain.config("a")["ociVersion"] == "1.3.0"
+    assert crun.config("a")["ociVersion"] == "1.0.2"
+    assert oci_versions([])["crun"] == "1.0.2" and "pyoci" not in oci_versions([])
+    assert oci_versions(["crun=1.2.0", "x=1.1.0"]) == {"crun": "1.2.0", "x": "1.1.0"}
+    with pytest.raises(ValueError, match="NAME=VERSION"):
+        oci_versions(["crun"])
+
+
+def test_select_by_check_name():
+    from ocisuite.cli import select
+    assert [c.name for c in select(CHECKS, None, ["start_twice", "state_fields"])] == \
+        ["state_fields", "start_twice"]  # suite order
+    assert [c.name for c in select(CHECKS, "^start", ["start_twice", "state_fields"])] == \
+        ["start_twice"]
+    with pytest.raises(ValueError, match="no_such_check"):
+        select(CHECKS, None, ["no_such_check"])
+
+
+def test_merge_documents_joins_split_runs():
+    reqs = [catalogue.Requirement(c, i, "MUST", "t", "runtime.go", "runtime.md#x")
+            for i, c in enumerate(("A", "B"))]
+    checks = [harness_check("c1", ("A",)), harness_check("c2", ("B",))]
+
+    def part(name, results, oci=None):
+        return report.results_document(
+            {"name": name, "binary": f"/bin/{name}", "version": f"{name} 1", "oci_version": oci},
+            reqs, checks, results, "cmd", "2026-01-01 00:00 UTC",
+            host={"kernel": "6.1", "machine": "x86_64", "catalogue": "c", "spec": "v1.3.0"})
+    ok = {"result": "pass", "message": "", "codes": []}
+    bad = {"result": "fail", "message": "boom", "codes": ["B"]}
+    parts = [part("pyoci", {"c2": bad}), part("crun", {"c2": ok}, "1.0.2"),
+             part("pyoci", {"c1": ok}), part("crun", {"c1": ok}, "1.0.2")]
+    docs = report.merge_documents(parts, reqs, checks, ["Where: a lane"], "lane-report")
+    assert [d["runtime"] for d in docs] == ["pyoci", "crun"]
+    py, cr = docs
+    assert list(py["checks"]) == ["c1", "c2"] and py["summary"]["failed"] == 1
+    assert py["codes"]["A"]["verdict"] == report.COVERED_PASS
+    assert py["codes"]["B"]["verdict"] == report.COVERED_FAIL
+    assert cr["oci_version"] == "1.0.2" and "oci_version" not in py
+    assert py["command"] == "lane-report" and py["host"]["kernel"] == "6.1"
+    md = report.markdown(docs, reqs, checks)
+    assert "- Where: a lane" in md
+    assert "Runtime `crun`: crun 1 (`/bin/crun`); its configs are labelled ociVersion 1.0.2" in md
+    assert "| c2 | B | **FAIL** | pass |" in md
+
+
+def load_lane_report():
+    import importlib.machinery
+    import importlib.util
+    path = os.path.join(CONFORMANCE, "lane-report")
+    loader = importlib.machinery.SourceFileLoader("lane_report", path)
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("lane_report", loader))
+    loader.exec_module(mod)
+    return mod
+
+
+def test_lane_report_shards_and_parses_guest_output():
+    lr = load_lane_report()
+    assert lr.shards(["a", "b", "c"], 2) == [["a", "c"], ["b"]]
+    assert lr.shards(["a"], 2) == [["a"]]
+    assert set(lr.LANE_CHECKS) <= {c.name for c in CHECKS}
+    assert len(set(lr.LANE_CHECKS)) == len(lr.LANE_CHECKS)
+    out = 'ok 1 - x\n# results {"runtime": "pyoci"}\n# runtime runc\n# results {"runtime": "runc"}\n'
+    assert [d["runtime"] for d in lr.parse_output(out)] == ["pyoci", "runc"]
+    argv = lr.guest_argv(["pyoci", "crun"], ["state_fields"], 30, 600)
+    assert argv[argv.index("--") + 1:][-6:] == ["--runtime", "pyoci", "--runtime", "crun",
+                                                "--check", "state_fields"]
+
+
+@needs_catalogue
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_emit_results_prints_each_runtimes_document(tmp_path):
+    fake = tmp_path / "crun"
+    fake.write_text("#!/bin/sh\necho broken >&2\nexit 1\n")
+    fake.chmod(0o755)
+    r = run("--runtime", str(fake), "--check", "state_without_id", "--emit-results",
+            "--oci-version", "crun=1.0.1")
+    docs = [json.loads(ln[len("# results "):]) for ln in r.stdout.splitlines()
+            if ln.startswith("# results ")]
+    assert len(docs) == 1, r.stdout + r.stderr
+    assert docs[0]["runtime"] == "crun" and docs[0]["oci_version"] == "1.0.1"
+    assert docs[0]["checks"]["state_without_id"]["result"] == "pass"
+    assert "configs labelled ociVersion 1.0.1" in r.stdout

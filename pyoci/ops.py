@@ -106,9 +106,10 @@ def resume(root: str, cid: str) -> None:
 # --- update ---------------------------------------------------------------------------
 
 # the parts of linux.resources `update` changes (runc copies exactly these), with their types:
-# "u" unsigned, "i" signed, "s" string, "mem" signed (flags take sizes)
+# "u" unsigned, "i" signed, "s" string, "b" boolean (checkBeforeUpdate: runc >= 1.2 reads it)
 _UPDATE_FIELDS: dict[str, dict[str, str]] = {
-    "memory": {"limit": "i", "reservation": "i", "swap": "i", "kernel": "i", "kernelTCP": "i"},
+    "memory": {"limit": "i", "reservation": "i", "swap": "i", "kernel": "i", "kernelTCP": "i",
+               "checkBeforeUpdate": "b"},
     "cpu": {"shares": "u", "quota": "i", "period": "u", "realtimeRuntime": "i",
             "realtimePeriod": "u", "cpus": "s", "mems": "s", "idle": "i"},
     "blockIO": {"weight": "u"},
@@ -221,6 +222,9 @@ def update_from_json(data: bytes, source: str) -> dict[str, dict[str, Any]]:
             if kind == "s":
                 if not isinstance(v, str):
                     raise ConfigError(f"{f}: must be a string, not {v!r}")
+            elif kind == "b":
+                if not isinstance(v, bool):
+                    raise ConfigError(f"{f}: must be a boolean, not {v!r}")
             else:
                 lo, hi = _UINT64 if kind == "u" else _INT64
                 if key == "weight":
@@ -239,8 +243,8 @@ def update_from_json(data: bytes, source: str) -> dict[str, dict[str, Any]]:
 
 def merge_resources(current: dict | None, delta: dict[str, dict[str, Any]]) -> dict:
     """current linux.resources with the update's values laid over it: a zero or empty value
-    leaves the current one unchanged (cpu.idle, where 0 is meaningful, always applies);
-    unified keys are added/replaced one by one."""
+    leaves the current one unchanged (cpu.idle, where 0 is meaningful, and booleans always
+    apply); unified keys are added/replaced one by one."""
     import copy
 
     merged = copy.deepcopy(current or {})
@@ -249,7 +253,8 @@ def merge_resources(current: dict | None, delta: dict[str, dict[str, Any]]) -> d
         if not isinstance(sec, dict):
             sec = merged[section] = {}
         for key, v in values.items():
-            if v in (0, "") and not (section == "cpu" and key == "idle"):
+            if v in (0, "") and not isinstance(v, bool) and \
+                    not (section == "cpu" and key == "idle"):
                 continue
             sec[key] = v
     return merged

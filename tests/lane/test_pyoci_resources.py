@@ -227,7 +227,8 @@ def test_systemd_update_pause_kill_all_delete(pyoci_systemd, config, bundle_fact
     assert len(json.loads(rt("ps", "--format", "json", cid, check=True).stdout)) >= 1
     rt("kill", "--all", cid, "KILL", check=True)
     wait_stopped(rt, cid)
-    assert read(f"{cg}/cgroup.procs") == ""
+    # systemd stops a scope whose last process is gone and removes its cgroup itself
+    assert not os.path.exists(cg) or read(f"{cg}/cgroup.procs") == ""
     rt("delete", cid, check=True)
     assert not os.path.exists(cg)
     assert unit_props(unit, "LoadState")["LoadState"] == "not-found"

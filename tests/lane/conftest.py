@@ -19,6 +19,9 @@ from lanekit import (CGROUP_ROOT, HERE, IN_LANE, PARENT, SYSTEMD_PID1,  # noqa: 
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:               # everything here is a lane test (`-m lane` selects it)
+        if str(item.fspath).startswith(HERE + os.sep):
+            item.add_marker(pytest.mark.lane)
     if IN_LANE:
         return
     skip = pytest.mark.skip(reason="needs a pure cgroup v2 host with the memory controller "

@@ -33,6 +33,7 @@ import sys
 
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
+from pyoci.linux import child
 from pyoci.linux import namespaces as nsmod
 from pyoci.linux import syscalls as sc
 
@@ -530,7 +531,7 @@ def _joiner(job: dict) -> None:
         fds = job["ns"]
         nsmod.join(fds, only=("user",))
         if any(t == "user" for t, _ in fds):
-            _become_root()
+            child.become_root("exec")
         nsmod.join([(t, fd) for t, fd in fds if t != "user"])   # mount last
         pid = os.fork()             # the pid and time namespaces apply to children
         if pid == 0:
@@ -559,34 +560,13 @@ def _close_other_fds(job: dict) -> None:
     keep = {0, 1, 2, job["sock"], job["console"]}
     keep.update(range(3, 3 + job["preserve"]))
     keep.update(fd for _, fd in job["ns"])
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-def _become_root() -> None:
-    try:
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
-    except OSError as e:
-        raise SysError(f"exec: cannot become root in the container's user namespace: "
-                       f"{e.strerror}") from None
+    child.close_fds_except(keep)
 
 
 def _fail(sock: socket.socket, e: BaseException) -> None:
     """Report e to the caller and exit: a child never returns into the caller's code."""
-    if isinstance(e, PyociError):
-        msg = str(e)
-    elif isinstance(e, OSError):
-        msg = f"{e.filename}: {e.strerror}" if e.filename else f"{e.strerror or e}"
-    else:
-        msg = f"{type(e).__name__}: {e}"
     try:
-        _send(sock, {"t": "error", "msg": msg.splitlines()[0] if msg else "exec failed"})
+        _send(sock, {"t": "error", "msg": child.error_message(e)})
     except OSError:
         pass
     os._exit(1)
@@ -610,7 +590,7 @@ def _exec_process(job: dict, sock: socket.socket) -> None:
     if msg.get("t") != "go":
         raise SysError("exec: setup aborted by the runtime")
     os.setsid()
-    env = _process_env(proc)
+    env = child.process_env(proc)
     if proc.get("terminal"):
         from pyoci.linux import terminal
 
@@ -620,22 +600,7 @@ def _exec_process(job: dict, sock: socket.socket) -> None:
         terminal.become_controlling(slave)
     if job["console"] >= 0:
         os.close(job["console"])
-    if proc.get("apparmorProfile"):
-        from pyoci.linux import apparmor
-
-        apparmor.apply_on_exec(proc["apparmorProfile"])
-    if proc.get("rlimits"):
-        from pyoci.linux import rlimits
-
-        rlimits.apply(proc["rlimits"])
-    if proc.get("oomScoreAdj") is not None:
-        procmod.set_oom_score_adj(proc["oomScoreAdj"])
-    if linux.get("personality"):
-        procmod.apply_personality(linux["personality"])
-    if proc.get("ioPriority"):
-        procmod.apply_io_priority(proc["ioPriority"])
-    if proc.get("scheduler"):
-        procmod.apply_scheduler(proc["scheduler"])
+    child.apply_attributes(proc, linux)
     nnp = bool(proc.get("noNewPrivileges"))
     if nnp:
         procmod.set_no_new_privileges()
@@ -645,12 +610,12 @@ def _exec_process(job: dict, sock: socket.socket) -> None:
     os.environ["HOME"] = env["HOME"]          # finalize would look it up in /etc/passwd again
     procmod.finalize(proc)
     sc.prctl(sc.PR_SET_DUMPABLE, 0)             # a uid change resets it to suid_dumpable
-    path = find_executable(proc["args"][0], env)
+    path = child.find_executable(proc["args"][0], env)
     if proc.get("execCPUAffinity"):
         procmod.apply_exec_cpu_affinity(proc, "final")
     if prog and nnp:
         _install_seccomp(prog, job, sock)       # as close to execve as possible
-    _prepare_fds(job["preserve"])
+    child.keep_fds_across_exec(job["preserve"])
     try:
         os.execve(path, proc["args"], env)
     except OSError as e:
@@ -669,42 +634,3 @@ def _install_seccomp(prog: tuple[bytes, int], job: dict, sock: socket.socket) ->
         if msg.get("t") != "ok":
             raise SysError("linux.seccomp.listenerPath: the runtime did not pass the fd on")
     os.close(notify_fd)
-
-
-def _process_env(proc: dict) -> dict[str, str]:
-    from pyoci.linux import process as procmod
-
-    env: dict[str, str] = {}
-    for item in proc.get("env") or []:
-        k, sep, v = item.partition("=")
-        if sep:
-            env[k] = v
-    if "HOME" not in env:
-        env["HOME"] = procmod.home_dir(int((proc.get("user") or {}).get("uid", 0)))
-    return env
-
-
-def find_executable(arg0: str, env: dict[str, str]) -> str:
-    """process.args[0] resolved in the container (PATH of the process's environment)."""
-    if "/" in arg0:
-        candidates = [arg0]
-    else:
-        candidates = [os.path.join(d or ".", arg0)
-                      for d in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")]
-    for c in candidates:
-        if os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    if "/" in arg0:
-        raise SysError(f"process.args[0]: exec {arg0!r}: no such executable file")
-    raise SysError(f"process.args[0]: exec {arg0!r}: executable file not found in $PATH")
-
-
-def _prepare_fds(preserve: int) -> None:
-    """Only stdio and fds 3..3+preserve-1 survive the execve (the rest is close-on-exec)."""
-    keep = 3 + preserve
-    for fd in range(3, keep):
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            pass
-    sc.close_range(keep, 0xFFFFFFFF, 4)   # CLOSE_RANGE_CLOEXEC

@@ -21,6 +21,7 @@ import sys
 from pyoci.record import dataclass, field
 
 from pyoci.errors import PyociError, SysError
+from pyoci.linux import child
 from pyoci.linux import namespaces as nsmod
 from pyoci.linux import syscalls as sc
 
@@ -66,16 +67,8 @@ def _expect_ok(sock: socket.socket) -> None:
 
 def _fail(ctx: InitContext, e: BaseException) -> None:
     """Report e to the parent and exit: the child must never return into the caller."""
-    if isinstance(e, PyociError):
-        msg = str(e)
-    elif isinstance(e, OSError):
-        msg = f"{e.strerror or e}" if not e.filename else f"{e.filename}: {e.strerror}"
-        if e.args and isinstance(e.args[-1], str) and not e.filename:
-            msg = e.args[-1]
-    else:
-        msg = f"{type(e).__name__}: {e}"
     try:
-        send(ctx.sock, {"t": "error", "msg": msg})
+        send(ctx.sock, {"t": "error", "msg": child.error_message(e)})
     except OSError:
         pass
     os._exit(1)
@@ -90,6 +83,7 @@ def bootstrap(ctx: InitContext) -> None:
         # interpreter) while we are still pyoci: stay non-dumpable until the execve.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         _close_other_fds(ctx)
+        _preload(ctx.spec)                        # while the parent's cgroup.procs write waits
         _expect_ok(ctx.sock)                      # the parent has put us in the cgroup
         linux = ctx.spec.get("linux") or {}
         fds = nsmod.open_paths(ctx.ns)
@@ -99,7 +93,7 @@ def bootstrap(ctx: InitContext) -> None:
             send(ctx.sock, {"t": "userns"})
             _expect_ok(ctx.sock)                  # the parent wrote uid_map/gid_map
         if "user" in ctx.ns:
-            _become_root()
+            child.become_root("linux.uidMappings")
         nsmod.join(fds)                           # every other path, mount last
         flags = nsmod.new_flags(ctx.ns, exclude=("user",))
         if flags:
@@ -124,22 +118,7 @@ def _close_other_fds(ctx: InitContext) -> None:
     keep.update(range(3, 3 + ctx.extra_fds))
     if ctx.listener_sock is not None:
         keep.add(ctx.listener_sock.fileno())
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-def _become_root() -> None:
-    try:
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
-    except OSError as e:
-        raise SysError(f"linux.uidMappings: cannot become root in the user namespace: "
-                       f"{e.strerror}") from None
+    child.close_fds_except(keep)
 
 
 # --- container init (second child, PID 1 in a new pid namespace) --------------------------
@@ -222,10 +201,6 @@ def _container_init(ctx: InitContext) -> None:
         _write_sysctl(key, value)
     if "mount" in ctx.ns:
         mounts.finish_rootfs(spec)
-    if proc.get("apparmorProfile"):
-        from pyoci.linux import apparmor
-
-        apparmor.apply_on_exec(proc["apparmorProfile"])
     if not ctx.no_new_keyring:
         from pyoci.linux import keyring
 
@@ -234,28 +209,17 @@ def _container_init(ctx: InitContext) -> None:
         from pyoci.linux import mempolicy
 
         mempolicy.apply(linux["memoryPolicy"])
-    if proc.get("rlimits"):
-        from pyoci.linux import rlimits
-
-        rlimits.apply(proc["rlimits"])
-    if proc.get("oomScoreAdj") is not None:
-        procmod.set_oom_score_adj(proc["oomScoreAdj"])
-    if linux.get("personality"):
-        procmod.apply_personality(linux["personality"])
-    if proc.get("ioPriority"):
-        procmod.apply_io_priority(proc["ioPriority"])
-    if proc.get("scheduler"):
-        procmod.apply_scheduler(proc["scheduler"])
+    child.apply_attributes(proc, linux)
     nnp = bool(proc.get("noNewPrivileges"))
     if nnp:
         sc.set_no_new_privs()
     notify_fd = None
     if seccomp_prog and not nnp:
         notify_fd = seccomp_mod.install(*seccomp_prog)  # needs CAP_SYS_ADMIN: before caps drop
-    env = _process_env(proc, ctx)
+    env = child.process_env(proc, ctx.extra_env)
     procmod.finalize(proc)
-    path = _find_executable(proc["args"][0], env)
-    _prepare_fds(ctx)
+    path = child.find_executable(proc["args"][0], env)
+    child.keep_fds_across_exec(ctx.extra_fds)
     send(ctx.sock, {"t": "ready"})
     ctx.sock.close()
     # Block until `pyoci start` opens the fifo for reading (re-open the O_PATH fd through
@@ -324,56 +288,3 @@ def _write_sysctl(key: str, value: str) -> None:
             os.close(fd)
     except OSError as e:
         raise SysError(f"linux.sysctl: {key}={value}: {e.strerror}") from None
-
-
-def _process_env(proc: dict, ctx: InitContext) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for item in proc.get("env") or []:
-        k, sep, v = item.partition("=")
-        if sep:
-            env[k] = v
-    for item in ctx.extra_env:
-        k, _, v = item.partition("=")
-        env[k] = v
-    if "HOME" not in env:
-        env["HOME"] = _home_of(int((proc.get("user") or {}).get("uid", 0)))
-    return env
-
-
-def _home_of(uid: int) -> str:
-    try:
-        with open("/etc/passwd", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":")
-                if len(parts) >= 6 and parts[2] == str(uid):
-                    return parts[5] or "/"
-    except OSError:
-        pass
-    return "/"
-
-
-def _find_executable(arg0: str, env: dict[str, str]) -> str:
-    """Resolve process.args[0] now, so a missing binary is a create-time error (as runc)."""
-    if "/" in arg0:
-        candidates = [arg0]
-    else:
-        candidates = [os.path.join(d or ".", arg0)
-                      for d in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")]
-    for c in candidates:
-        if os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    if "/" in arg0:
-        raise SysError(f"process.args[0]: exec {arg0!r}: no such executable file")
-    raise SysError(f"process.args[0]: exec {arg0!r}: executable file not found in $PATH")
-
-
-def _prepare_fds(ctx: InitContext) -> None:
-    """Only stdio and the preserved fds (3..3+N-1) survive execve: everything else is marked
-    close-on-exec, so no host fd (a directory, a state file) leaks into the container."""
-    keep = 3 + ctx.extra_fds
-    for fd in range(3, keep):
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            pass
-    sc.close_range(keep, 0xFFFFFFFF, 4)   # CLOSE_RANGE_CLOEXEC

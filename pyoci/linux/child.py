@@ -1,0 +1,113 @@
+"""What every process pyoci starts inside a container (the init, an exec'd process) does
+before its execve: report errors to the runtime as one line, close inherited fds, become root
+in a user namespace, apply the process attributes, build the environment, resolve the
+executable, and keep only stdio and the preserved fds across the execve."""
+
+from __future__ import annotations
+
+import os
+
+from pyoci.errors import PyociError, SysError
+from pyoci.linux import syscalls as sc
+
+
+def error_message(e: BaseException) -> str:
+    """One line describing e, for the runtime to report."""
+    if isinstance(e, PyociError):
+        msg = str(e)
+    elif isinstance(e, OSError):
+        if e.filename:
+            msg = f"{e.filename}: {e.strerror}"
+        elif e.args and isinstance(e.args[-1], str):
+            msg = e.args[-1]
+        else:
+            msg = f"{e.strerror or e}"
+    else:
+        msg = f"{type(e).__name__}: {e}"
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every open fd not in keep (the caller's strays, state files, locks)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def become_root(what: str) -> None:
+    """setres[ug]id(0) after entering a user namespace (0 must be mapped)."""
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError as e:
+        raise SysError(f"{what}: cannot become root in the user namespace: "
+                       f"{e.strerror}") from None
+
+
+def apply_attributes(proc: dict, linux: dict) -> None:
+    """AppArmor (on exec), rlimits, oom_score_adj, personality, I/O priority, scheduler:
+    everything set while still privileged, before the user switch."""
+    from pyoci.linux import process as procmod
+
+    if proc.get("apparmorProfile"):
+        from pyoci.linux import apparmor
+
+        apparmor.apply_on_exec(proc["apparmorProfile"])
+    if proc.get("rlimits"):
+        from pyoci.linux import rlimits
+
+        rlimits.apply(proc["rlimits"])
+    if proc.get("oomScoreAdj") is not None:
+        procmod.set_oom_score_adj(proc["oomScoreAdj"])
+    if linux.get("personality"):
+        procmod.apply_personality(linux["personality"])
+    if proc.get("ioPriority"):
+        procmod.apply_io_priority(proc["ioPriority"])
+    if proc.get("scheduler"):
+        procmod.apply_scheduler(proc["scheduler"])
+
+
+def process_env(proc: dict, extra: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """process.env (+ extra K=V) as a dict, with HOME from the container's /etc/passwd."""
+    from pyoci.linux import process as procmod
+
+    env: dict[str, str] = {}
+    for item in list(proc.get("env") or []) + list(extra):
+        k, sep, v = item.partition("=")
+        if sep:
+            env[k] = v
+    if "HOME" not in env:
+        env["HOME"] = procmod.home_dir(int((proc.get("user") or {}).get("uid", 0)))
+    return env
+
+
+def find_executable(arg0: str, env: dict[str, str]) -> str:
+    """process.args[0] resolved in the container (PATH of the process's environment), so a
+    missing binary is an error before the process is reported started (as runc)."""
+    if "/" in arg0:
+        candidates = [arg0]
+    else:
+        candidates = [os.path.join(d or ".", arg0)
+                      for d in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")]
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    if "/" in arg0:
+        raise SysError(f"process.args[0]: exec {arg0!r}: no such executable file")
+    raise SysError(f"process.args[0]: exec {arg0!r}: executable file not found in $PATH")
+
+
+def keep_fds_across_exec(extra: int) -> None:
+    """Only stdio and fds 3..3+extra-1 survive the execve: everything else is marked
+    close-on-exec, so no host fd (a directory, a state file) leaks into the container."""
+    keep = 3 + extra
+    for fd in range(3, keep):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    sc.close_range(keep, 0xFFFFFFFF, 4)   # CLOSE_RANGE_CLOEXEC

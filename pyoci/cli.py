@@ -7,7 +7,6 @@ call the runtime several times per container.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from pyoci import SPEC_VERSION, __version__

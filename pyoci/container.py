@@ -198,7 +198,6 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
         socks.append(listener)
     listen = _listen_fds()
     ns = spec_load.namespaces(spec)
-    proc = spec["process"]
     extra_env = []
     if listen:
         extra_env = [f"LISTEN_FDS={listen}", "LISTEN_PID=1"]
@@ -569,36 +568,16 @@ def run(opts: CreateOptions) -> int:
         import socket
 
         console_parent, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    forwarded = [s for s in _signal.Signals
-                 if s not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD,
-                              _signal.SIGWINCH, _signal.SIGTTIN, _signal.SIGTTOU)]
-    pending: list[int] = []
-    target = [0]
+    from pyoci.foreground import Forwarder, wait_exit
 
-    def on_signal(n, _frame):
-        if target[0]:
-            try:
-                os.kill(target[0], n)
-            except ProcessLookupError:
-                pass
-        else:
-            pending.append(n)
-
-    old = {}
-    for s in forwarded:
-        try:
-            old[s] = _signal.signal(s, on_signal)
-        except (OSError, ValueError):
-            pass
+    forward = Forwarder()
     try:
         st = create(opts, foreground_console=console_child)
     except BaseException:
-        for s, h in old.items():
-            _signal.signal(s, h)
+        forward.restore()
         raise
     master = None
-    target[0] = st.pid
-    _forward(pending, st.pid)
+    forward.to(st.pid)
     try:
         if console_child is not None:
             console_child.close()
@@ -610,13 +589,9 @@ def run(opts: CreateOptions) -> int:
             from pyoci.linux import terminal
 
             terminal.proxy(master, lambda: st_mod.init_alive(st))
-        code = _wait_exit(st.pid)
+        code = wait_exit(st.pid)
     finally:
-        for s, h in old.items():
-            try:
-                _signal.signal(s, h)
-            except (OSError, ValueError):
-                pass
+        forward.restore()
         if master is not None:
             os.close(master)
         if console_parent is not None:
@@ -626,28 +601,6 @@ def run(opts: CreateOptions) -> int:
         except PyociError:
             pass
     return code
-
-
-def _forward(pending: list[int], pid: int) -> None:
-    while pending:
-        try:
-            os.kill(pid, pending.pop(0))
-        except ProcessLookupError:
-            pass
-
-
-def _wait_exit(pid: int) -> int:
-    while True:
-        try:
-            wpid, status = os.waitpid(-1, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return 255
-        if wpid == pid:
-            if os.WIFSIGNALED(status):
-                return 128 + os.WTERMSIG(status)
-            return os.waitstatus_to_exitcode(status)
 
 
 # --- state / list ---------------------------------------------------------------------------

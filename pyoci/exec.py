@@ -33,6 +33,7 @@ import sys
 
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
+from pyoci.foreground import Forwarder, wait_exit
 from pyoci.linux import child
 from pyoci.linux import namespaces as nsmod
 from pyoci.linux import syscalls as sc
@@ -59,10 +60,6 @@ COMMAND_FLAGS = {"exec": {
 _PROCESS_FLAGS = ("tty", "env", "user", "additional_gids", "cwd", "cap", "no_new_privs",
                   "apparmor", "process_label")
 # signals the foreground caller forwards to the process
-_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH,
-                  signal.SIGTTIN, signal.SIGTTOU}
-
-
 def run_command(cmd: str, root: str, global_opts: dict, opts: dict,
                 positionals: list[str]) -> int:
     if not positionals:
@@ -228,7 +225,7 @@ def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) 
     _preload(proc)
     pid_file = os.path.abspath(opts["pid_file"]) if opts.get("pid_file") else None
     sc.set_child_subreaper()      # the process is reparented to us when the joiner exits
-    forward = _Forwarder() if not opts.get("detach") else None
+    forward = Forwarder() if not opts.get("detach") else None
     res: dict = {"socks": [], "fds": [], "joiner": 0, "pid": 0}
     try:
         master = _start(st, cfg, proc, prog, opts, preserve, res)
@@ -255,7 +252,7 @@ def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) 
             from pyoci.linux import terminal
 
             terminal.proxy(master, lambda: _alive(pid))
-        return _wait_exit(pid)
+        return wait_exit(pid)
     finally:
         forward.restore()
         if master is not None:
@@ -447,65 +444,6 @@ def _expect(sock: socket.socket, t: str) -> None:
 def _alive(pid: int) -> bool:
     ps = st_mod.proc_stat(pid)
     return ps is not None and ps[0] not in ("Z", "X", "x")
-
-
-def _wait_exit(pid: int) -> int:
-    """Wait for the process (reaping whatever else is reparented to us); its exit code,
-    128+N if it was killed by signal N."""
-    while True:
-        try:
-            wpid, status = os.waitpid(-1, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return 255
-        if wpid == pid:
-            if os.WIFSIGNALED(status):
-                return 128 + os.WTERMSIG(status)
-            return os.waitstatus_to_exitcode(status)
-
-
-class _Forwarder:
-    """Forward the signals the foreground caller gets to the process (queued until its pid
-    is known); restore() puts the previous handlers back."""
-
-    def __init__(self) -> None:
-        self.pid = 0
-        self.pending: list[int] = []
-        self.old: dict[int, object] = {}
-        for s in signal.Signals:
-            if s in _NOT_FORWARDED:
-                continue
-            try:
-                self.old[s] = signal.signal(s, self._on_signal)
-            except (OSError, ValueError):
-                pass
-
-    def _on_signal(self, n: int, _frame: object) -> None:
-        if self.pid:
-            _kill(self.pid, n)
-        else:
-            self.pending.append(n)
-
-    def to(self, pid: int) -> None:
-        self.pid = pid
-        while self.pending:
-            _kill(pid, self.pending.pop(0))
-
-    def restore(self) -> None:
-        for s, h in self.old.items():
-            try:
-                signal.signal(s, h)
-            except (OSError, ValueError, TypeError):
-                pass
-        self.old = {}
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 # --- the joiner (first child) ----------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""A process run in the foreground (`pyoci run`, `pyoci exec` without --detach): the signals
+the caller gets are forwarded to it, and its exit status becomes ours."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH,
+                 signal.SIGTTIN, signal.SIGTTOU}
+
+
+class Forwarder:
+    """Forward the signals we get to the process (queued until its pid is known);
+    restore() puts the previous handlers back."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.pending: list[int] = []
+        self.old: dict[int, object] = {}
+        for s in signal.Signals:
+            if s in NOT_FORWARDED:
+                continue
+            try:
+                self.old[s] = signal.signal(s, self._on_signal)
+            except (OSError, ValueError):
+                pass
+
+    def _on_signal(self, n: int, _frame: object) -> None:
+        if self.pid:
+            _kill(self.pid, n)
+        else:
+            self.pending.append(n)
+
+    def to(self, pid: int) -> None:
+        self.pid = pid
+        while self.pending:
+            _kill(pid, self.pending.pop(0))
+
+    def restore(self) -> None:
+        for s, h in self.old.items():
+            try:
+                signal.signal(s, h)
+            except (OSError, ValueError, TypeError):
+                pass
+        self.old = {}
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_exit(pid: int) -> int:
+    """Wait for pid (reaping whatever else is reparented to us, a subreaper); its exit code,
+    128+N if it was killed by signal N."""
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+        if wpid == pid:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.waitstatus_to_exitcode(status)

@@ -249,6 +249,9 @@ def test_merge_documents_joins_split_runs():
     assert "- Where: a lane" in md
     assert "Runtime `crun`: crun 1 (`/bin/crun`); its configs are labelled ociVersion 1.0.2" in md
     assert "| c2 | B | **FAIL** | pass |" in md
+    assert "## `pyoci` against `crun`" in md
+    assert "- `c2`: boom (passes with crun)" in md
+    assert "Checks no runtime passes:\n\nNone." in md
 
 
 def load_lane_report():

@@ -196,6 +196,8 @@ def markdown(docs: list[dict], catalogue: list[Requirement], checks: list[Check]
         cells = [{PASS: "pass", FAIL: "**FAIL**", SKIP: "skip"}.get(
             d["checks"].get(ch.name, {}).get("result"), "—") for d in docs]
         out.append(f"| {ch.name} | {', '.join(ch.codes)} | " + " | ".join(cells) + " |")
+    if len(docs) > 1:
+        out += disagreements(docs)
     for d in docs:
         failed = {n: r for n, r in d["checks"].items() if r["result"] == FAIL}
         skipped = {n: r for n, r in d["checks"].items() if r["result"] == SKIP}
@@ -219,3 +221,28 @@ def markdown(docs: list[dict], catalogue: list[Requirement], checks: list[Check]
     out += ["", "## Not testable", "", "| Code | Level | Reason |", "|---|---|---|"]
     out += [f"| {req.code} | {req.level} | {_esc(reason)} |" for req, reason in nt]
     return "\n".join(out) + "\n"
+
+
+def disagreements(docs: list[dict]) -> list[str]:
+    """Checks the first runtime (the subject) fails while a control passes, and checks that
+    no runtime passes: the cells a reader must look at."""
+    subject, controls = docs[0], docs[1:]
+    names = [n for n in subject["checks"]]
+    worse, nobody = [], []
+    for n in names:
+        res = {d["runtime"]: d["checks"].get(n, {}).get("result") for d in docs}
+        passing = [r for r, v in res.items() if v == PASS]
+        if res[subject["runtime"]] == FAIL and passing:
+            worse.append(f"- `{n}`: {_esc(subject['checks'][n]['message'])} "
+                         f"(passes with {', '.join(passing)})")
+        elif not passing and all(v in (FAIL, SKIP) for v in res.values()):
+            why = "; ".join(sorted({f"{r}: {d['checks'][n]['result']}: {d['checks'][n]['message']}"
+                                    for d in docs for r in [d["runtime"]] if n in d["checks"]}))
+            nobody.append(f"- `{n}`: {_esc(why)}")
+    out = ["", f"## `{subject['runtime']}` against "
+           + ", ".join(f"`{d['runtime']}`" for d in controls), "",
+           f"Checks `{subject['runtime']}` fails while another runtime passes:", ""]
+    out += worse or ["None."]
+    out += ["", "Checks no runtime passes:", ""]
+    out += nobody or ["None."]
+    return out

@@ -339,6 +339,10 @@ def _release(d: str, doc: dict) -> None:
     except OSError:
         raise _Fallback from None
     try:
+        # A blocking read: the init, blocked in its open() for writing, already counts as
+        # a writer, so the read returns its byte as soon as it is written, or EOF (b"") when
+        # there is no writer (not yet at its open, or gone): then poll as pyoci.container.
+        posix.set_blocking(fd, True)
         delay = 0.0002
         while True:
             alive = _init_alive(doc)              # before the read: a last byte is not lost
@@ -356,6 +360,7 @@ def _release(d: str, doc: dict) -> None:
             delay = min(delay * 2, 0.01)
         failure = b""
         if data != b"0":
+            posix.set_blocking(fd, False)
             try:
                 failure = posix.read(fd, 4096)
             except BlockingIOError:

@@ -374,6 +374,9 @@ def _release(st) -> None:
     fifo = os.path.join(st.dir, st_mod.FIFO)
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
+        # Blocking reads: the init blocked in its open() for writing already counts as a
+        # writer, so a read returns its byte at once; b"" (no writer yet, or gone) polls.
+        os.set_blocking(fd, True)
         delay = 0.0002
         while True:
             alive = st_mod.init_alive(st)         # before the read: a last byte is not lost
@@ -387,6 +390,7 @@ def _release(st) -> None:
                 raise StateError("container init exited before it could be started")
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
+        os.set_blocking(fd, False)
         failure = b"" if data == b"0" else _read_available(fd)
     finally:
         os.close(fd)

@@ -238,7 +238,8 @@ def disagreements(docs: list[dict]) -> list[str]:
         elif not passing and all(v in (FAIL, SKIP) for v in res.values()):
             why = "; ".join(sorted({f"{r}: {d['checks'][n]['result']}: {d['checks'][n]['message']}"
                                     for d in docs for r in [d["runtime"]] if n in d["checks"]}))
-            nobody.append(f"- `{n}`: {_esc(why)}")
+            note = CHECK_NOTES.get(n)
+            nobody.append(f"- `{n}`: {_esc(why)}" + (f". Why: {_esc(note)}" if note else ""))
     out = ["", f"## `{subject['runtime']}` against "
            + ", ".join(f"`{d['runtime']}`" for d in controls), "",
            f"Checks `{subject['runtime']}` fails while another runtime passes:", ""]

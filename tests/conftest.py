@@ -3,24 +3,21 @@ with their own state roots that are cleaned up even when a test fails."""
 
 from __future__ import annotations
 
-import ctypes
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from support.rootfs import base_config, build_rootfs, make_bundle  # noqa: E402
 
 from support.harness import (IS_ROOT, PYOCI, REPO, Runtime, needs_root,  # noqa: E402,F401
                              reap_zombies)
+
 
 @pytest.fixture(scope="session")
 def rootfs_cache(tmp_path_factory):

@@ -19,6 +19,8 @@ from pyoci.cgroups.common import CGROUP2_SUPER_MAGIC, fs_magic, read_procs, rmdi
 from pyoci.cgroups.v2 import V2Manager
 from pyoci.errors import ConfigError, UnsupportedError
 
+from support.harness import kill_and_reap
+
 UNIFIED = "/sys/fs/cgroup/unified"
 HYBRID_V2 = os.geteuid() == 0 and fs_magic(UNIFIED) == CGROUP2_SUPER_MAGIC
 PURE_V2 = os.geteuid() == 0 and fs_magic("/sys/fs/cgroup") == CGROUP2_SUPER_MAGIC
@@ -183,14 +185,7 @@ def child():
 
     yield spawn
     for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        kill_and_reap(pid)
 
 
 @needs_cgroup2

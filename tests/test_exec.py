@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from support.harness import reap_zombies
+from support.harness import kill_and_reap, reap_zombies
 from support.rootfs import PASSWD
 
 pytestmark = pytest.mark.integration
@@ -76,17 +76,6 @@ def ns_pid(pid: int) -> int:
             if line.startswith("NSpid:"):
                 return int(line.split()[-1])
     raise AssertionError(f"no NSpid for {pid}")
-
-
-def kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def popen(rt, *args, out=None):

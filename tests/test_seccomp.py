@@ -23,6 +23,8 @@ from pyoci.errors import ConfigError, PyociError, UnsupportedError
 from pyoci.linux import seccomp
 from pyoci.linux import syscalls
 
+from support.harness import kill_and_reap
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
 X86_64 = os.uname().machine == "x86_64"
@@ -43,14 +45,7 @@ def children():
     pids: list[int] = []
     yield pids
     for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        kill_and_reap(pid)
 
 
 def run_child(children: list[int], body) -> tuple[int, object]:

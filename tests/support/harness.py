@@ -7,6 +7,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -84,3 +85,15 @@ class Runtime:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a child this test started and wait for it (gone already is fine)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

@@ -224,7 +224,10 @@ def _container_init(ctx: InitContext) -> None:
     ctx.sock.close()
     # Block until `pyoci start` opens the fifo for reading (re-open the O_PATH fd through
     # /proc: the fifo's host path is not reachable from inside the rootfs).
+    old = _die_on_termination_signals()
     fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    for sig, handler in old:
+        signal.signal(sig, handler)
     os.close(ctx.fifo_fd)
     _start_container_hooks(hooks, ctx.state, fd)
     os.write(fd, b"0")                            # `start` succeeds
@@ -239,6 +242,17 @@ def _container_init(ctx: InitContext) -> None:
         os.close(notify_fd)
         ctx.listener_sock.close()
     os.execve(path, proc["args"], env)
+
+
+def _die_on_termination_signals() -> list:
+    """While the init waits for `start`, a terminating signal ends it, as it ends runc's
+    waiting init: as PID 1 of its namespace with default handlers the kernel would drop
+    SIGTERM & co., and `kill ID TERM` of a created container would do nothing."""
+    old = []
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+                signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        old.append((sig, signal.signal(sig, lambda n, _f: os._exit(128 + n))))
+    return old
 
 
 def _start_container_hooks(hooks: dict | None, state: dict, fifo: int) -> None:

@@ -313,3 +313,14 @@ def test_run_forwards_signals(runtime, bundle_factory, config, tmp_path):
     reap_zombies()
     assert code == 7
     assert "got-term" in out_path.read_text()
+
+
+def test_sigterm_ends_a_created_container(runtime, bundle_factory, config):
+    """containerd and podman stop a never-started container with SIGTERM first: the waiting
+    init must die of it as runc's does (PID 1 of a namespace ignores default-handled
+    signals)."""
+    b = bundle_factory(cfg_with(config, ["sleep", "100"]))
+    runtime("create", "-b", b, "t1", check=True)
+    runtime("kill", "t1", "TERM", check=True)
+    assert wait_status(runtime, "t1", "stopped") == "stopped"
+    runtime("delete", "t1", check=True)

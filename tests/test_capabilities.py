@@ -3,7 +3,6 @@ forked child really ends up with (read back from /proc/self/status, also across 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -12,49 +11,12 @@ import pytest
 from pyoci.errors import ConfigError
 from pyoci.linux import capabilities, process
 
+from support.harness import ChildError, in_child
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 # runc's default capability set ("runc spec").
 DEFAULT = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-
-
-def in_child(fn, *args):
-    """Run fn(*args) in a forked child; return its JSON result, or re-raise its error as
-    (type name, message). The child always leaves with os._exit."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 0
-        try:
-            os.close(r)
-            try:
-                out = {"ok": fn(*args)}
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                out = {"error": type(e).__name__, "message": str(e)}
-            data = json.dumps(out).encode()
-            while data:
-                data = data[os.write(w, data):]
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    with os.fdopen(r, "rb") as f:
-        chunks.append(f.read())
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "child failed to report"
-    out = json.loads(b"".join(chunks))
-    if "error" in out:
-        raise ChildError(out["error"], out["message"])
-    return out["ok"]
-
-
-class ChildError(Exception):
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
 
 
 def status() -> dict[str, str]:

@@ -5,7 +5,6 @@ sched_getattr, /proc/self/personality, umask); check() rejects bad configs namin
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import tempfile
@@ -15,45 +14,9 @@ import pytest
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import process, rlimits, syscalls
 
+from support.harness import ChildError, in_child
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-class ChildError(Exception):
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
-
-
-def in_child(fn, *args):
-    """Run fn(*args) in a forked child and return its JSON result; an exception in the
-    child is raised here as ChildError. The child always leaves with os._exit."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 0
-        try:
-            os.close(r)
-            try:
-                out = {"ok": fn(*args)}
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                out = {"error": type(e).__name__, "message": str(e)}
-            data = json.dumps(out).encode()
-            while data:
-                data = data[os.write(w, data):]
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        raw = f.read()
-    _, st = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(st) == 0, "child failed to report"
-    out = json.loads(raw)
-    if "error" in out:
-        raise ChildError(out["error"], out["message"])
-    return out["ok"]
 
 
 def status() -> dict[str, str]:

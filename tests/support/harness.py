@@ -97,3 +97,43 @@ def kill_and_reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+class ChildError(Exception):
+    """An exception raised by fn in in_child, re-raised in the test process."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+def in_child(fn, *args):
+    """Run fn(*args) in a forked child and return its JSON result; an exception in the
+    child is raised here as ChildError. The child always leaves with os._exit."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.close(r)
+            try:
+                out = {"ok": fn(*args)}
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                out = {"error": type(e).__name__, "message": str(e)}
+            data = json.dumps(out).encode()
+            while data:
+                data = data[os.write(w, data):]
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        raw = f.read()
+    _, st = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(st) == 0, "child failed to report"
+    out = json.loads(raw)
+    if "error" in out:
+        raise ChildError(out["error"], out["message"])
+    return out["ok"]

@@ -1039,16 +1039,16 @@ def set_readonly(fd: int, recursive: bool = False) -> None:
 # (or none at all): they work purely on fds opened with O_PATH|O_NOFOLLOW and
 # RESOLVE_NO_SYMLINKS, using open_tree/fsmount/move_mount/mount_setattr, never a path.
 
-def readonly_path(path: str, what: str = "linux.readonlyPaths") -> None:
-    """Bind path on itself read-only (submounts too), keeping nosuid/nodev/noexec."""
+def _cover(path: str, what: str, make_tree) -> None:
+    """Mount make_tree(fd of path) over path, where path is opened without following any
+    symlink (a missing path is skipped): the race-free way to mask or protect it."""
     try:
         fd = _open_nofollow(path)
         if fd is None:
             return
         try:
-            tree = clone_tree(fd)
+            tree = make_tree(fd)
             try:
-                set_readonly(tree, recursive=True)
                 move_onto(tree, fd)
             finally:
                 os.close(tree)
@@ -1056,6 +1056,21 @@ def readonly_path(path: str, what: str = "linux.readonlyPaths") -> None:
             os.close(fd)
     except OSError as e:
         raise SysError(f"{what}: {path}: {_why(e)}") from e
+
+
+def _readonly_tree(fd: int) -> int:
+    tree = clone_tree(fd)
+    try:
+        set_readonly(tree, recursive=True)
+    except BaseException:
+        os.close(tree)
+        raise
+    return tree
+
+
+def readonly_path(path: str, what: str = "linux.readonlyPaths") -> None:
+    """Bind path on itself read-only (submounts too), keeping nosuid/nodev/noexec."""
+    _cover(path, what, _readonly_tree)
 
 
 def _dev_null() -> int:
@@ -1069,29 +1084,19 @@ def _dev_null() -> int:
     return fd
 
 
+def _mask_tree(fd: int) -> int:
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        return fsmount_new("tmpfs", sc.MOUNT_ATTR_RDONLY)
+    null = _dev_null()
+    try:
+        return clone_tree(null, recursive=False)
+    finally:
+        os.close(null)
+
+
 def mask_path(path: str, what: str = "linux.maskedPaths") -> None:
     """Hide path: a read-only empty tmpfs over a directory, /dev/null over anything else."""
-    try:
-        fd = _open_nofollow(path)
-        if fd is None:
-            return
-        try:
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                tree = fsmount_new("tmpfs", sc.MOUNT_ATTR_RDONLY)
-            else:
-                null = _dev_null()
-                try:
-                    tree = clone_tree(null, recursive=False)
-                finally:
-                    os.close(null)
-            try:
-                move_onto(tree, fd)
-            finally:
-                os.close(tree)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise SysError(f"{what}: {path}: {_why(e)}") from e
+    _cover(path, what, _mask_tree)
 
 
 def set_root_readonly() -> None:

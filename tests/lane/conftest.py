@@ -8,6 +8,8 @@ parametrised over the runtimes present: runc and crun as controls, pyoci as the 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import uuid
 
@@ -88,3 +90,22 @@ def lane_config(config, cid):
     return config
 
 
+@pytest.fixture
+def loop_device(tmp_path):
+    """A loop block device backed by a file on the guest's tmpfs; yields (major, minor)."""
+    losetup = shutil.which("losetup")
+    if not losetup or not os.path.exists("/dev/loop-control"):
+        pytest.skip("io.max needs a block device: no losetup or loop driver here")
+    backing = tmp_path / "loop.img"
+    with open(backing, "wb") as f:
+        f.truncate(16 << 20)
+    r = subprocess.run([losetup, "--find", "--show", str(backing)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"io.max needs a block device: losetup failed: {r.stderr.strip()}")
+    dev = r.stdout.strip()
+    try:
+        st = os.stat(dev)
+        yield os.major(st.st_rdev), os.minor(st.st_rdev)
+    finally:
+        subprocess.run([losetup, "--detach", dev], check=False)

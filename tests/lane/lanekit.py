@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,6 +9,8 @@ import tempfile
 import time
 
 import pytest
+
+from support.harness import Runtime, reap_zombies
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -30,8 +31,9 @@ IN_LANE = "memory" in cgroup2_controllers()
 SYSTEMD_PID1 = os.path.isdir("/run/systemd/system")
 
 
-class LaneRuntime:
-    """One runtime binary with a private --root (and optionally the systemd cgroup driver)."""
+class LaneRuntime(Runtime):
+    """One runtime binary with a private --root (and optionally the systemd cgroup driver);
+    state() and cleanup() are support.harness.Runtime's."""
 
     def __init__(self, name: str, binary: str, root: str, systemd: bool = False):
         self.name = name
@@ -71,29 +73,6 @@ class LaneRuntime:
             raise AssertionError(f"{self.name} {' '.join(args)} exited {r.returncode}: "
                                  f"{r.stderr}")
         return r
-
-    def state(self, cid: str) -> dict:
-        return json.loads(self("state", cid, check=True).stdout)
-
-    def cleanup(self) -> None:
-        if os.path.isdir(self.root):
-            for cid in os.listdir(self.root):
-                try:
-                    self("delete", "--force", cid, timeout=60)
-                except Exception:
-                    pass
-        reap_zombies()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def reap_zombies() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def runtime_binary(name: str) -> str | None:

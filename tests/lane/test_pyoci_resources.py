@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -81,27 +80,6 @@ def test_fields_written_ignored_and_check_before_update(pyoci, lane_config, bund
     assert read(f"{cg}/memory.max") == str(64 * MiB)
     assert pyoci.state(cid)["status"] == "running"
     assert keyed(f"{cg}/memory.events")["oom_kill"] == "0"
-
-
-@pytest.fixture
-def loop_device(tmp_path):
-    """A loop block device backed by a file on the guest's tmpfs; yields (major, minor)."""
-    losetup = shutil.which("losetup")
-    if not losetup or not os.path.exists("/dev/loop-control"):
-        pytest.skip("io.max needs a block device: no losetup or loop driver here")
-    backing = tmp_path / "loop.img"
-    with open(backing, "wb") as f:
-        f.truncate(16 * MiB)
-    r = subprocess.run([losetup, "--find", "--show", str(backing)], capture_output=True,
-                       text=True)
-    if r.returncode != 0:
-        pytest.skip(f"io.max needs a block device: losetup failed: {r.stderr.strip()}")
-    dev = r.stdout.strip()
-    try:
-        st = os.stat(dev)
-        yield os.major(st.st_rdev), os.minor(st.st_rdev)
-    finally:
-        subprocess.run([losetup, "--detach", dev], check=False)
 
 
 def test_io_max_every_key_and_weight_device(pyoci, lane_config, bundle_factory, cid, tmp_path,

@@ -207,6 +207,7 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
         fifo_fd=fifo_fd, console_fd=console_fd, listener_sock=listener,
         extra_fds=listen + opts.preserve_fds, extra_env=extra_env, no_pivot=opts.no_pivot,
         no_new_keyring=opts.no_new_keyring,
+        cgroup_later=bool(cg is not None and getattr(cg, "join_in_background", False)),
         state=public)
     if cg is not None:
         cg.create()
@@ -220,9 +221,18 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
     rs["bootstrap"] = pid
     child_sock.close()
     os.close(fifo_fd)
+    # The first cgroup.procs write of a while waits for an RCU grace period (the kernel's
+    # cgroup_threadgroup_rwsem: ~10 ms here). With a driver whose add() is a plain write, it
+    # runs in a thread while the children set up namespaces and the rootfs; the init is
+    # added once its pid is known (fast then) and told before anything needs the cgroup.
+    joiner = None
     if cg is not None:
-        cg.add(pid)
-        cg.apply(linux.get("resources"))
+        if getattr(cg, "join_in_background", False):
+            joiner = _Joiner(cg, pid)
+            rs["joiner"] = joiner
+        else:
+            cg.add(pid)
+            cg.apply(linux.get("resources"))
     init_mod.send(parent_sock, {"t": "ok"})
     hooks = spec.get("hooks") or {}
     while True:
@@ -249,10 +259,16 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
                 moved = netdev.move_devices(linux["netDevices"], init_pid)
             idmap = _idmapped_mounts(spec, init_pid, st.bundle, "user" in ns)
             socket.send_fds(parent_sock, [json.dumps({
-                "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap)}).encode()],
+                "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap),
+                "cgroup_later": joiner is not None}).encode()],
                 list(idmap.values()))
             for fd in idmap.values():
                 os.close(fd)
+            if joiner is not None:
+                joiner.finish(init_pid)           # the bootstrap's write paid the wait
+                rs["joiner"] = None
+                cg.apply(linux.get("resources"))
+                init_mod.send(parent_sock, {"t": "cgroup"})
         elif t == "hooks":
             from pyoci.linux.hooks import run_hooks
 
@@ -272,6 +288,36 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
     st_mod.save(st)
     if opts.pid_file:
         _write_pid_file(opts.pid_file, st.pid)
+
+
+class _Joiner:
+    """cgroup.procs writes in a thread: add(bootstrap) starts at once (and takes the grace
+    period); finish(init) waits for it and adds the init, which the bootstrap may have forked
+    before it was moved."""
+
+    def __init__(self, cg, bootstrap: int) -> None:
+        import _thread
+
+        self.cg, self.error = cg, None
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        _thread.start_new_thread(self._run, (bootstrap,))
+
+    def _run(self, pid: int) -> None:
+        try:
+            self.cg.add(pid)
+        except BaseException as e:  # noqa: BLE001 - the bootstrap may have exited: ESRCH
+            self.error = e
+        finally:
+            self.done.release()
+
+    def wait(self) -> None:
+        self.done.acquire()
+        self.done.release()
+
+    def finish(self, init_pid: int) -> None:
+        self.wait()
+        self.cg.add(init_pid)
 
 
 def _idmapped_mounts(spec: dict, pid: int, bundle: str, userns: bool) -> dict[int, int]:
@@ -298,6 +344,8 @@ def _recv_child(sock) -> dict:
 
 def _abort_create(st, spec, cg, rs) -> None:
     """Undo a failed create: kill what was started, remove cgroup and state dir."""
+    if rs.get("joiner") is not None:
+        rs["joiner"].wait()               # no cgroup.procs write may race the rmdir
     for key in ("bootstrap", "init"):
         pid = rs.get(key)
         if pid:

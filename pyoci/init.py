@@ -43,6 +43,7 @@ class InitContext:
     extra_env: list[str] = field(default_factory=list)
     no_pivot: bool = False
     no_new_keyring: bool = False
+    cgroup_later: bool = False                # the parent adds the init to its cgroup late
     state: dict = field(default_factory=dict)  # public state skeleton for hooks/listener
 
 
@@ -95,7 +96,10 @@ def bootstrap(ctx: InitContext) -> None:
         if "user" in ctx.ns:
             child.become_root("linux.uidMappings")
         nsmod.join(fds)                           # every other path, mount last
-        flags = nsmod.new_flags(ctx.ns, exclude=("user",))
+        # a new cgroup namespace is rooted at the cgroup of its creator: when the parent
+        # joins the cgroup late, the init creates it once it is in (_await_cgroup)
+        flags = nsmod.new_flags(ctx.ns, exclude=("user", "cgroup") if ctx.cgroup_later
+                                else ("user",))
         if flags:
             sc.unshare(flags)
         if ctx.ns.get("time", 1) is None and linux.get("timeOffsets"):
@@ -144,6 +148,7 @@ def _container_init(ctx: InitContext) -> None:
     if msg.get("t") != "ok":
         raise SysError(msg.get("msg", "container setup aborted by the runtime"))
     ctx.state["pid"] = msg["pid"]                 # as seen by the host, for hooks
+    pending = [bool(msg.get("cgroup_later"))]
     netdev_addrs = msg.get("netdev")
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(s, signal.SIG_DFL)
@@ -161,8 +166,11 @@ def _container_init(ctx: InitContext) -> None:
     from pyoci.linux import mounts
 
     if "mount" in ctx.ns:
+        if any(m.get("type") == "cgroup" for m in spec.get("mounts") or []):
+            _await_cgroup(ctx, pending)           # a cgroup mount shows the init's cgroup
         mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns,
                               mount_fds=mount_fds, bundle=ctx.bundle)
+    _await_cgroup(ctx, pending)                   # before hooks and anything forked
     send(ctx.sock, {"t": "hooks"})
     _expect_ok(ctx.sock)                          # prestart + createRuntime ran
     hooks = spec.get("hooks")
@@ -242,6 +250,19 @@ def _container_init(ctx: InitContext) -> None:
         os.close(notify_fd)
         ctx.listener_sock.close()
     os.execve(path, proc["args"], env)
+
+
+def _await_cgroup(ctx: InitContext, pending: list) -> None:
+    """Wait for the parent's word that the init is in the container's cgroup (sent once, when
+    the join overlapped the setup), then create the cgroup namespace if one is wanted."""
+    if not pending[0]:
+        return
+    pending[0] = False
+    msg = recv(ctx.sock)
+    if msg.get("t") != "cgroup":
+        raise SysError(msg.get("msg", "container setup aborted by the runtime"))
+    if ctx.ns.get("cgroup", 1) is None:
+        sc.unshare(sc.CLONE_NEWCGROUP)
 
 
 def _die_on_termination_signals() -> list:

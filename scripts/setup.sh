@@ -43,8 +43,8 @@ text = (f"#!{venv}/bin/python -IS\n"
         "import sys\n"
         f"sys.path.insert(0, {repo!r})\n"
         f"sys.path.append({sysconfig.get_paths()['purelib']!r})\n"
-        "from pyoci.fastpath import main\n"
-        "sys.exit(main())\n")
+        "from pyoci.fastpath import launch\n"
+        "launch()\n")
 path = os.path.join(venv, "bin", "pyoci")
 with open(path + ".tmp", "w") as f:
     f.write(text)

@@ -17,6 +17,9 @@ class Manager:
     """Interface; drivers subclass it. All paths are absolute filesystem paths."""
 
     driver: str = "base"
+    # add() is a plain, stateless cgroup.procs write that may run in a thread and be
+    # repeated (create overlaps it with the children's setup); systemd's is not.
+    join_in_background: bool = False
 
     @classmethod
     def for_container(cls, cgroups_path: str | None, cid: str) -> "Manager":

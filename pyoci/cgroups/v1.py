@@ -44,6 +44,7 @@ class V1Manager(Manager):
     """
 
     driver = "v1"
+    join_in_background = True
 
     def __init__(self, paths: dict[str, str], unified: str | None = None,
                  created: list[str] | None = None, devices_set: bool = False):

@@ -162,6 +162,7 @@ def _omit_zero(d: dict) -> dict:
 
 class V2Manager(Manager):
     driver = "v2"
+    join_in_background = True
 
     def __init__(self, path: str, mountpoint: str = DEFAULT_MOUNTPOINT,
                  created: list[str] | None = None):

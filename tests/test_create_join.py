@@ -1,0 +1,115 @@
+"""The container's cgroup join overlaps its setup (pyoci.container._Joiner, the cgroup-attach
+warm-up of pyoci.warmup): whatever the timing, the init, its hooks and its cgroup namespace
+must see the container's cgroup, and nothing of the warm-up may be left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from support.harness import reap_zombies
+
+
+def cfg_with(config: dict, args: list[str]) -> dict:
+    config["process"]["args"] = args
+    return config
+
+
+def _own_cgroup2() -> str | None:
+    for line in open("/proc/self/cgroup").read().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    return None
+
+
+def _cgroup2_mount() -> str | None:
+    for mnt in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if os.path.exists(mnt + "/cgroup.controllers"):
+            return mnt
+    return None
+
+
+def _host_cgroups(pid: int) -> dict[str, str]:
+    out = {}
+    for line in open(f"/proc/{pid}/cgroup").read().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        out[ctrls] = path
+    return out
+
+
+@pytest.mark.parametrize("cgroupns", [False, True])
+def test_init_is_in_its_cgroup_with_a_cgroup_mount(pyoci, bundle_factory, config, cgroupns):
+    config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup",
+                             "source": "cgroup", "options": ["nosuid", "noexec", "nodev",
+                                                             "relatime", "ro"]})
+    if cgroupns:
+        config["linux"]["namespaces"].append({"type": "cgroup"})
+    b = bundle_factory(cfg_with(config, ["sh", "-c", "cat /proc/self/cgroup; sleep 60"]))
+    out = os.path.join(b, "out")
+    with open(out, "w") as f:
+        pyoci("create", "--bundle", b, "c1", stdout=f, check=True)
+    try:
+        pid = pyoci.state("c1")["pid"]
+        host = _host_cgroups(pid)
+        # every hierarchy of the host: the init is in the container's cgroup (named after it)
+        for ctrls, path in host.items():
+            assert path.rstrip("/").endswith("/c1"), (ctrls, path)
+        pyoci("start", "c1", check=True)
+        for _ in range(200):
+            text = open(out).read()
+            if text.count("\n") >= len(host):
+                break
+            import time
+
+            time.sleep(0.05)
+        inside = dict(line.split(":", 2)[1:] for line in text.splitlines())
+        for ctrls, path in inside.items():
+            if cgroupns:
+                assert path == "/", (ctrls, path)       # the namespace is rooted at c1
+            else:
+                assert path == host[ctrls], (ctrls, path)
+    finally:
+        pyoci("delete", "--force", "c1")
+
+
+def test_create_container_hook_runs_in_the_cgroup(pyoci, bundle_factory, config, tmp_path):
+    out = tmp_path / "hook.out"
+    config["hooks"] = {"createContainer": [{
+        "path": "/bin/sh", "args": ["sh", "-c", f"cat /proc/self/cgroup > {out}"]}]}
+    # createContainer hooks run in the container's mount namespace before pivot_root:
+    # the host's paths are still visible there
+    b = bundle_factory(config)
+    pyoci("create", "--bundle", b, "c1", check=True)
+    try:
+        text = out.read_text()
+        assert text
+        for line in text.splitlines():
+            assert line.split(":", 2)[2].rstrip("/").endswith("/c1"), line
+    finally:
+        pyoci("delete", "--force", "c1")
+
+
+def test_warmup_leaves_nothing(pyoci, bundle_factory, config):
+    mnt, own = _cgroup2_mount(), _own_cgroup2()
+    if mnt is None or own is None:
+        pytest.skip("no cgroup2 mount")
+    base = mnt + own.rstrip("/")
+    before = set(os.listdir(base))
+    b = bundle_factory(cfg_with(config, ["true"]))
+    for i in range(3):
+        r = pyoci("run", "--bundle", b, f"w{i}")
+        assert r.returncode == 0, r.stderr
+    r = pyoci("create", "--bundle", b, "w9")
+    assert r.returncode == 0, r.stderr
+    pyoci("delete", "--force", "w9", check=True)
+    # a failing create (bad config) warms up too and must clean up as well
+    bad = bundle_factory(json.loads(json.dumps({**config, "ociVersion": "9.0.0"})))
+    assert pyoci("create", "--bundle", bad, "w10").returncode == 1
+    reap_zombies()
+    after = set(os.listdir(base))
+    assert not [d for d in after - before if d.startswith("pyoci-warmup")], after - before
+    # no placeholder survives as a child of ours (the test is a subreaper)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

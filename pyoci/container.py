@@ -113,9 +113,16 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
 
 
 def _rmtree(path: str) -> None:
-    import shutil   # only when removing: shutil is slow to import
+    """Remove the (flat) state directory; shutil only for anything unexpected in it."""
+    try:
+        for name in os.listdir(path):
+            os.unlink(os.path.join(path, name))
+        os.rmdir(path)
+    except OSError:
+        if os.path.lexists(path):
+            import shutil   # slow to import: only when the directory is not flat
 
-    shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --- create ---------------------------------------------------------------------------------

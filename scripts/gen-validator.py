@@ -11,12 +11,18 @@ stops generation, so a schema edit can never be silently ignored by the fast pat
 follow jsonschema's Draft4Validator: "integer" excludes bool and float, "pattern" and
 "patternProperties" use re.search, keyword siblings of "$ref" are ignored.
 
+The generated module does not import `re` (~5 ms with what it pulls in, on every create): the
+patterns the schemas use have hand-written equivalents (PATTERN_CHECKS), which generation
+compares with re.search on a corpus of strings around each pattern and refuses to emit on any
+disagreement; any other pattern is compiled with `re` on its first use.
+
 Usage: gen-validator.py [--check]   (--check: exit 1 if the committed modules are stale)
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import pprint
@@ -54,6 +60,148 @@ TYPE_CHECKS = {
 }
 NUMBER_GUARD = "(isinstance({v}, (int, float)) and not isinstance({v}, bool))"
 
+# pattern -> (function name, source of a function equal to `re.search(pattern, s) is not
+# None` for every str s). Under re's rules: `$` also matches before a final "\n" (none of
+# these patterns can match a "\n" otherwise, so the functions drop one first), character
+# ranges such as [0-9] and [A-Z] are ASCII only. _verify_pattern_check holds them to it.
+_DIGITS = "frozenset('0123456789')"
+PATTERN_CHECKS = {
+    "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)(-(0|[1-9][0-9]*|[0-9]*[A-Za-z-]"
+    "[0-9A-Za-z-]*)(\\.(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?(\\+[0-9A-Za-z-]+"
+    "(\\.[0-9A-Za-z-]+)*)?$": ("_semver", f'''\
+_SEMVER_DIGITS = {_DIGITS}
+_SEMVER_IDENT = frozenset('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-')
+
+
+def _semver_number(p):
+    return p == '0' or (p[:1] in '123456789' and p != '' and _SEMVER_DIGITS.issuperset(p))
+
+
+def _semver(s):
+    """SemVer 2.0.0: MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]."""
+    if s[-1:] == '\\n': s = s[:-1]
+    s, plus, build = s.partition('+')
+    s, dash, pre = s.partition('-')
+    core = s.split('.')
+    if len(core) != 3 or not all(_semver_number(p) for p in core): return False
+    if dash:
+        for p in pre.split('.'):
+            if not (_semver_number(p) or (p != '' and _SEMVER_IDENT.issuperset(p)
+                                          and not _SEMVER_DIGITS.issuperset(p))):
+                return False
+    if plus:
+        for p in build.split('.'):
+            if p == '' or not _SEMVER_IDENT.issuperset(p): return False
+    return True
+'''),
+    "^MB:[^\\n]*$": ("_mb_schema", '''\
+def _mb_schema(s):
+    if s[-1:] == '\\n': s = s[:-1]
+    return s[:3] == 'MB:' and '\\n' not in s
+'''),
+    "^CAP_[A-Z_]+$": ("_cap_name", '''\
+_CAP_CHARS = frozenset('ABCDEFGHIJKLMNOPQRSTUVWXYZ_')
+
+
+def _cap_name(s):
+    if s[-1:] == '\\n': s = s[:-1]
+    return len(s) > 4 and s[:4] == 'CAP_' and _CAP_CHARS.issuperset(s[4:])
+'''),
+    "^RLIMIT_[A-Z]+$": ("_rlimit_name", '''\
+_RLIMIT_CHARS = frozenset('ABCDEFGHIJKLMNOPQRSTUVWXYZ')
+
+
+def _rlimit_name(s):
+    if s[-1:] == '\\n': s = s[:-1]
+    return len(s) > 7 and s[:7] == 'RLIMIT_' and _RLIMIT_CHARS.issuperset(s[7:])
+'''),
+    "^[0-9, -]*$": ("_cpu_list", '''\
+_CPU_LIST_CHARS = frozenset('0123456789, -')
+
+
+def _cpu_list(s):
+    if s[-1:] == '\\n': s = s[:-1]
+    return _CPU_LIST_CHARS.issuperset(s)
+'''),
+    "^[bcpu]$": ("_device_type", '''\
+def _device_type(s):
+    if s[-1:] == '\\n': s = s[:-1]
+    return s in ('b', 'c', 'p', 'u')
+'''),
+    "^[1-9][0-9]*[KMG]B$": ("_page_size", f'''\
+_PAGE_SIZE_DIGITS = {_DIGITS}
+
+
+def _page_size(s):
+    if s[-1:] == '\\n': s = s[:-1]
+    return (len(s) >= 3 and s[0] in '123456789' and s[-2] in 'KMG' and s[-1] == 'B'
+            and _PAGE_SIZE_DIGITS.issuperset(s[1:-2]))
+'''),
+}
+
+# Valid strings for each hand-written pattern: the corpus is built around them.
+PATTERN_SEEDS = {
+    "_semver": ("1.0.0", "10.20.30-rc.1+b.7", "0.0.0-0a-.x+0-"),
+    "_mb_schema": ("MB:0=70;1=70", "MB:"),
+    "_cap_name": ("CAP_SYS_ADMIN", "CAP_X"),
+    "_rlimit_name": ("RLIMIT_NOFILE", "RLIMIT_X"),
+    "_cpu_list": ("0-3, 5", ""),
+    "_device_type": ("c", "u"),
+    "_page_size": ("2MB", "1024KB"),
+}
+
+# Search code for a pattern without a hand-written check: `re` on first use only.
+SEARCH_CLASS = '''\
+class _Search:
+    """re.search(pattern, s) is not None; re is imported on the first call (it is slow to
+    import, and most configs never reach a pattern without a hand-written check)."""
+
+    __slots__ = ("pattern", "rx")
+
+    def __init__(self, pattern):
+        self.pattern, self.rx = pattern, None
+
+    def __call__(self, s):
+        if self.rx is None:
+            import re
+
+            self.rx = re.compile(self.pattern)
+        return self.rx.search(s) is not None
+'''
+
+
+def _verify_pattern_check(pattern: str, name: str, source: str) -> None:
+    """Compare the hand-written check with re.search on every string of up to 3 characters
+    from the pattern's own characters and some others, and on every string one or two edits
+    away from the pattern's seeds; ValueError on the first disagreement."""
+    namespace: dict = {}
+    exec(compile(source, f"<check for {pattern}>", "exec"), namespace)  # noqa: S102
+    check, rx = namespace[name], re.compile(pattern)
+    alphabet = sorted(set(pattern) | set("09aZ_-.+ \n\u00e9\u0663"))
+    seeds = PATTERN_SEEDS[name]
+    corpus = {""} | set(seeds)
+    for n in (1, 2, 3):
+        corpus |= {"".join(t) for t in itertools.product(alphabet[:24], repeat=n)}
+
+    def edits(s: str) -> set[str]:
+        out = {s[:i] + s[i + 1:] for i in range(len(s))}
+        for i in range(len(s) + 1):
+            out |= {s[:i] + c + s[i:] for c in alphabet}
+            if i < len(s):
+                out |= {s[:i] + c + s[i + 1:] for c in alphabet}
+        return out
+
+    for seed in seeds:
+        once = edits(seed)
+        corpus |= once
+        if seed == seeds[0]:
+            for s in once:
+                corpus |= edits(s)
+    for s in sorted(corpus):
+        if check(s) != (rx.search(s) is not None):
+            raise ValueError(f"hand-written check {name} disagrees with pattern {pattern!r} "
+                             f"on {s!r}")
+
 
 def load_schemas(schema_dir: str = SCHEMA_DIR) -> dict[str, dict]:
     """Every *.json file of schema_dir, keyed by file name, in sorted order."""
@@ -81,6 +229,8 @@ class _Compiler:
         self.constants: dict[str, str] = {}  # python expression -> constant name
         self.functions: list[str] = []
         self.inline_count = 0
+        self.pattern_sources: dict[str, str] = {}   # hand-written pattern checks used
+        self.used_names.update(name for name, _ in PATTERN_CHECKS.values())
 
     # ---- names and shared constants -------------------------------------------------------
 
@@ -98,7 +248,14 @@ class _Compiler:
         return self.constants[expr]
 
     def regex(self, pattern: str) -> str:
-        return self.constant("RE", f"_re.compile({pattern!r})")
+        """The name of a function: does re.search(pattern, s) find a match."""
+        if pattern in PATTERN_CHECKS:
+            name, source = PATTERN_CHECKS[pattern]
+            if name not in self.pattern_sources:
+                _verify_pattern_check(pattern, name, source)
+                self.pattern_sources[name] = source
+            return name
+        return self.constant("RE", f"_Search({pattern!r})")
 
     def string_set(self, values) -> str:
         return self.constant("SET", f"frozenset({tuple(values)!r})")
@@ -233,7 +390,7 @@ class _Compiler:
         for pattern, sub in patterns.items():
             body = self.checks(sub, w, file, ind + 2, depth + 1)
             rx = self.regex(pattern)
-            loop.append(f"{pad}    if {rx}.search({k}) is not None:")
+            loop.append(f"{pad}    if {rx}({k}):")
             loop += [f"{pad}        matched = True"] if track else []
             loop += body or [f"{pad}        pass"]
         if additional is not None:
@@ -276,7 +433,7 @@ class _Compiler:
         if "maxLength" in schema:
             out.append(f"{pad}if len({v}) > {int(schema['maxLength'])}: return False")
         if "pattern" in schema:
-            out.append(f"{pad}if {self.regex(schema['pattern'])}.search({v}) is None: return False")
+            out.append(f"{pad}if not {self.regex(schema['pattern'])}({v}): return False")
         return out
 
     def number_checks(self, schema: dict, v: str, file: str, ind: int, depth: int) -> list[str]:
@@ -308,14 +465,15 @@ def generate(schemas: dict[str, dict], roots: dict[str, str] = ROOTS) -> dict[st
         "Plain Python compiled from the schemas (draft-04 semantics, as jsonschema's Draft4Validator);\n"
         'it answers only yes/no. pyoci.spec.validate asks jsonschema to explain a "no"."""',
         "",
-        "import re as _re",
-        "",
         f"SCHEMAS_SHA256 = {digest!r}",
         f"ROOTS = {roots!r}",
         "",
     ]
+    if any(expr.startswith("_Search(") for expr in comp.constants):
+        lines += ["", SEARCH_CLASS]
     lines += [f"{name} = {expr}" for expr, name in comp.constants.items()]
     lines += ["", "", ""]
+    lines += [source + "\n\n" for source in comp.pattern_sources.values()]
     text = "\n".join(lines) + "".join(comp.functions)
     for kind, fn in entry.items():
         text += (

@@ -6,36 +6,103 @@
 Plain Python compiled from the schemas (draft-04 semantics, as jsonschema's Draft4Validator);
 it answers only yes/no. pyoci.spec.validate asks jsonschema to explain a "no"."""
 
-import re as _re
-
 SCHEMAS_SHA256 = '629d4d3ba25e4b807acddb60ba955103f163d79b78bcdcbcbfe911de7b6afe6f'
 ROOTS = {'config': 'config-schema.json', 'state': 'state-schema.json', 'features': 'features-schema.json'}
 
 _SET0 = frozenset(('creating', 'created', 'running', 'stopped'))
-_RE1 = _re.compile('^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)(-(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)(\\.(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?(\\+[0-9A-Za-z-]+(\\.[0-9A-Za-z-]+)*)?$')
-_RE2 = _re.compile('^MB:[^\\n]*$')
-_SET3 = frozenset(('class',))
-_SET4 = frozenset(('qcow2', 'raw', 'vdi', 'vhd', 'vmdk'))
-_SET5 = frozenset(('ipc', 'mount', 'pid', 'uts'))
-_RE6 = _re.compile('^CAP_[A-Z_]+$')
-_RE7 = _re.compile('^RLIMIT_[A-Z]+$')
-_SET8 = frozenset(('IOPRIO_CLASS_BE', 'IOPRIO_CLASS_IDLE', 'IOPRIO_CLASS_RT'))
-_RE9 = _re.compile('^[0-9, -]*$')
-_RE10 = _re.compile('^[bcpu]$')
-_RE11 = _re.compile('^[1-9][0-9]*[KMG]B$')
-_SET12 = frozenset(('private', 'shared', 'slave', 'unbindable'))
-_SET13 = frozenset(('LINUX', 'LINUX32'))
-_SET14 = frozenset(('MPOL_BIND', 'MPOL_DEFAULT', 'MPOL_INTERLEAVE', 'MPOL_LOCAL', 'MPOL_PREFERRED', 'MPOL_PREFERRED_MANY', 'MPOL_WEIGHTED_INTERLEAVE'))
-_SET15 = frozenset(('MPOL_F_NUMA_BALANCING', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_STATIC_NODES'))
-_SET16 = frozenset(('inherit', 'new'))
-_SET17 = frozenset(('disable', 'inherit', 'new'))
-_SET18 = frozenset(('cgroup', 'ipc', 'mount', 'network', 'pid', 'time', 'user', 'uts'))
-_SET19 = frozenset(('SCMP_ACT_ALLOW', 'SCMP_ACT_ERRNO', 'SCMP_ACT_KILL', 'SCMP_ACT_KILL_PROCESS', 'SCMP_ACT_KILL_THREAD', 'SCMP_ACT_LOG', 'SCMP_ACT_NOTIFY', 'SCMP_ACT_TRACE', 'SCMP_ACT_TRAP'))
-_SET20 = frozenset(('SCMP_CMP_EQ', 'SCMP_CMP_GE', 'SCMP_CMP_GT', 'SCMP_CMP_LE', 'SCMP_CMP_LT', 'SCMP_CMP_MASKED_EQ', 'SCMP_CMP_NE'))
-_SET21 = frozenset(('SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM', 'SCMP_ARCH_LOONGARCH64', 'SCMP_ARCH_M68K', 'SCMP_ARCH_MIPS', 'SCMP_ARCH_MIPS64', 'SCMP_ARCH_MIPS64N32', 'SCMP_ARCH_MIPSEL', 'SCMP_ARCH_MIPSEL64', 'SCMP_ARCH_MIPSEL64N32', 'SCMP_ARCH_PARISC', 'SCMP_ARCH_PARISC64', 'SCMP_ARCH_PPC', 'SCMP_ARCH_PPC64', 'SCMP_ARCH_PPC64LE', 'SCMP_ARCH_RISCV64', 'SCMP_ARCH_S390', 'SCMP_ARCH_S390X', 'SCMP_ARCH_SH', 'SCMP_ARCH_SHEB', 'SCMP_ARCH_X32', 'SCMP_ARCH_X86', 'SCMP_ARCH_X86_64'))
-_SET22 = frozenset(('SECCOMP_FILTER_FLAG_LOG', 'SECCOMP_FILTER_FLAG_SPEC_ALLOW', 'SECCOMP_FILTER_FLAG_TSYNC', 'SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV'))
-_SET23 = frozenset(('SCHED_BATCH', 'SCHED_DEADLINE', 'SCHED_FIFO', 'SCHED_IDLE', 'SCHED_ISO', 'SCHED_OTHER', 'SCHED_RR'))
-_SET24 = frozenset(('SCHED_FLAG_DL_OVERRUN', 'SCHED_FLAG_KEEP_PARAMS', 'SCHED_FLAG_KEEP_POLICY', 'SCHED_FLAG_RECLAIM', 'SCHED_FLAG_RESET_ON_FORK', 'SCHED_FLAG_UTIL_CLAMP_MAX', 'SCHED_FLAG_UTIL_CLAMP_MIN'))
+_SET1 = frozenset(('class',))
+_SET2 = frozenset(('qcow2', 'raw', 'vdi', 'vhd', 'vmdk'))
+_SET3 = frozenset(('ipc', 'mount', 'pid', 'uts'))
+_SET4 = frozenset(('IOPRIO_CLASS_BE', 'IOPRIO_CLASS_IDLE', 'IOPRIO_CLASS_RT'))
+_SET5 = frozenset(('private', 'shared', 'slave', 'unbindable'))
+_SET6 = frozenset(('LINUX', 'LINUX32'))
+_SET7 = frozenset(('MPOL_BIND', 'MPOL_DEFAULT', 'MPOL_INTERLEAVE', 'MPOL_LOCAL', 'MPOL_PREFERRED', 'MPOL_PREFERRED_MANY', 'MPOL_WEIGHTED_INTERLEAVE'))
+_SET8 = frozenset(('MPOL_F_NUMA_BALANCING', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_STATIC_NODES'))
+_SET9 = frozenset(('inherit', 'new'))
+_SET10 = frozenset(('disable', 'inherit', 'new'))
+_SET11 = frozenset(('cgroup', 'ipc', 'mount', 'network', 'pid', 'time', 'user', 'uts'))
+_SET12 = frozenset(('SCMP_ACT_ALLOW', 'SCMP_ACT_ERRNO', 'SCMP_ACT_KILL', 'SCMP_ACT_KILL_PROCESS', 'SCMP_ACT_KILL_THREAD', 'SCMP_ACT_LOG', 'SCMP_ACT_NOTIFY', 'SCMP_ACT_TRACE', 'SCMP_ACT_TRAP'))
+_SET13 = frozenset(('SCMP_CMP_EQ', 'SCMP_CMP_GE', 'SCMP_CMP_GT', 'SCMP_CMP_LE', 'SCMP_CMP_LT', 'SCMP_CMP_MASKED_EQ', 'SCMP_CMP_NE'))
+_SET14 = frozenset(('SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM', 'SCMP_ARCH_LOONGARCH64', 'SCMP_ARCH_M68K', 'SCMP_ARCH_MIPS', 'SCMP_ARCH_MIPS64', 'SCMP_ARCH_MIPS64N32', 'SCMP_ARCH_MIPSEL', 'SCMP_ARCH_MIPSEL64', 'SCMP_ARCH_MIPSEL64N32', 'SCMP_ARCH_PARISC', 'SCMP_ARCH_PARISC64', 'SCMP_ARCH_PPC', 'SCMP_ARCH_PPC64', 'SCMP_ARCH_PPC64LE', 'SCMP_ARCH_RISCV64', 'SCMP_ARCH_S390', 'SCMP_ARCH_S390X', 'SCMP_ARCH_SH', 'SCMP_ARCH_SHEB', 'SCMP_ARCH_X32', 'SCMP_ARCH_X86', 'SCMP_ARCH_X86_64'))
+_SET15 = frozenset(('SECCOMP_FILTER_FLAG_LOG', 'SECCOMP_FILTER_FLAG_SPEC_ALLOW', 'SECCOMP_FILTER_FLAG_TSYNC', 'SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV'))
+_SET16 = frozenset(('SCHED_BATCH', 'SCHED_DEADLINE', 'SCHED_FIFO', 'SCHED_IDLE', 'SCHED_ISO', 'SCHED_OTHER', 'SCHED_RR'))
+_SET17 = frozenset(('SCHED_FLAG_DL_OVERRUN', 'SCHED_FLAG_KEEP_PARAMS', 'SCHED_FLAG_KEEP_POLICY', 'SCHED_FLAG_RECLAIM', 'SCHED_FLAG_RESET_ON_FORK', 'SCHED_FLAG_UTIL_CLAMP_MAX', 'SCHED_FLAG_UTIL_CLAMP_MIN'))
+
+
+
+_SEMVER_DIGITS = frozenset('0123456789')
+_SEMVER_IDENT = frozenset('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-')
+
+
+def _semver_number(p):
+    return p == '0' or (p[:1] in '123456789' and p != '' and _SEMVER_DIGITS.issuperset(p))
+
+
+def _semver(s):
+    """SemVer 2.0.0: MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]."""
+    if s[-1:] == '\n': s = s[:-1]
+    s, plus, build = s.partition('+')
+    s, dash, pre = s.partition('-')
+    core = s.split('.')
+    if len(core) != 3 or not all(_semver_number(p) for p in core): return False
+    if dash:
+        for p in pre.split('.'):
+            if not (_semver_number(p) or (p != '' and _SEMVER_IDENT.issuperset(p)
+                                          and not _SEMVER_DIGITS.issuperset(p))):
+                return False
+    if plus:
+        for p in build.split('.'):
+            if p == '' or not _SEMVER_IDENT.issuperset(p): return False
+    return True
+
+
+
+def _mb_schema(s):
+    if s[-1:] == '\n': s = s[:-1]
+    return s[:3] == 'MB:' and '\n' not in s
+
+
+
+_CAP_CHARS = frozenset('ABCDEFGHIJKLMNOPQRSTUVWXYZ_')
+
+
+def _cap_name(s):
+    if s[-1:] == '\n': s = s[:-1]
+    return len(s) > 4 and s[:4] == 'CAP_' and _CAP_CHARS.issuperset(s[4:])
+
+
+
+_RLIMIT_CHARS = frozenset('ABCDEFGHIJKLMNOPQRSTUVWXYZ')
+
+
+def _rlimit_name(s):
+    if s[-1:] == '\n': s = s[:-1]
+    return len(s) > 7 and s[:7] == 'RLIMIT_' and _RLIMIT_CHARS.issuperset(s[7:])
+
+
+
+_CPU_LIST_CHARS = frozenset('0123456789, -')
+
+
+def _cpu_list(s):
+    if s[-1:] == '\n': s = s[:-1]
+    return _CPU_LIST_CHARS.issuperset(s)
+
+
+
+def _device_type(s):
+    if s[-1:] == '\n': s = s[:-1]
+    return s in ('b', 'c', 'p', 'u')
+
+
+
+_PAGE_SIZE_DIGITS = frozenset('0123456789')
+
+
+def _page_size(s):
+    if s[-1:] == '\n': s = s[:-1]
+    return (len(s) >= 3 and s[0] in '123456789' and s[-2] in 'KMG' and s[-1] == 'B'
+            and _PAGE_SIZE_DIGITS.issuperset(s[1:-2]))
 
 
 def _config_root(x):
@@ -92,7 +159,7 @@ def _features_root(x):
 
 def _defs_SemVer(x):
     if not (isinstance(x, str)): return False
-    if _RE1.search(x) is None: return False
+    if not _semver(x): return False
     return True
 
 def _config_Root(x):
@@ -209,7 +276,7 @@ def _config_linux_root(x):
         if 'memBwSchema' in v1:
             v2 = v1['memBwSchema']
             if not (isinstance(v2, str)): return False
-            if _RE2.search(v2) is None: return False
+            if not _mb_schema(v2): return False
         if 'enableMonitoring' in v1 and not (isinstance(v1['enableMonitoring'], bool)): return False
     if 'sysctl' in x and not _defs_StringMap(x['sysctl']): return False
     if 'seccomp' in x and not _config_linux_Seccomp(x['seccomp']): return False
@@ -253,7 +320,7 @@ def _config_other_Windows(x):
             if 'idType' in v2:
                 v3 = v2['idType']
                 if not (isinstance(v3, str)): return False
-                if not (v3 in _SET3): return False
+                if not (v3 in _SET1): return False
     if 'resources' in x:
         v1 = x['resources']
         if not (isinstance(v1, dict)): return False
@@ -340,7 +407,7 @@ def _config_other_VM(x):
         if 'format' in v1:
             v2 = v1['format']
             if not (isinstance(v2, str)): return False
-            if not (v2 in _SET4): return False
+            if not (v2 in _SET2): return False
     if 'hwConfig' in x:
         v1 = x['hwConfig']
         if not (isinstance(v1, dict)): return False
@@ -371,7 +438,7 @@ def _config_other_ZOS(x):
             if 'type' in v2:
                 v3 = v2['type']
                 if not (isinstance(v3, str)): return False
-                if not (v3 in _SET5): return False
+                if not (v3 in _SET3): return False
             if 'path' in v2 and not (isinstance(v2['path'], str)): return False
     return True
 
@@ -432,7 +499,7 @@ def _features_linux_root(x):
         if not (isinstance(v1, list)): return False
         for v2 in v1:
             if not (isinstance(v2, str)): return False
-            if _RE6.search(v2) is None: return False
+            if not _cap_name(v2): return False
     if 'cgroup' in x:
         v1 = x['cgroup']
         if not (isinstance(v1, dict)): return False
@@ -519,14 +586,14 @@ def _config_Rlimit(x):
     if 'type' in x:
         v1 = x['type']
         if not (isinstance(v1, str)): return False
-        if _RE7.search(v1) is None: return False
+        if not _rlimit_name(v1): return False
     if 'soft' in x and not _defs_Uint64(x['soft']): return False
     if 'hard' in x and not _defs_Uint64(x['hard']): return False
     return True
 
 def _defs_linux_IOPriorityClass(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET8): return False
+    if not (x in _SET4): return False
     return True
 
 def _defs_Int32(x):
@@ -552,7 +619,7 @@ def _config_Scheduler(x):
 
 def _config_CPUList(x):
     if not (isinstance(x, str)): return False
-    if _RE9.search(x) is None: return False
+    if not _cpu_list(x): return False
     return True
 
 def _defs_HookList(x):
@@ -581,7 +648,7 @@ def _defs_linux_DeviceNode(x):
     if 'type' in x:
         v1 = x['type']
         if not (isinstance(v1, str)): return False
-        if _RE10.search(v1) is None: return False
+        if not _device_type(v1): return False
     if 'major' in x and not _defs_Int64(x['major']): return False
     if 'minor' in x and not _defs_Int64(x['minor']): return False
     if 'fileMode' in x and not _defs_Mode(x['fileMode']): return False
@@ -643,7 +710,7 @@ def _config_linux_Resources(x):
             if 'pageSize' in v2:
                 v3 = v2['pageSize']
                 if not (isinstance(v3, str)): return False
-                if _RE11.search(v3) is None: return False
+                if not _page_size(v3): return False
             if 'limit' in v2 and not _defs_Uint64(v2['limit']): return False
     if 'network' in x:
         v1 = x['network']
@@ -698,22 +765,22 @@ def _config_linux_Seccomp(x):
 
 def _defs_linux_RootfsPropagation(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET12): return False
+    if not (x in _SET5): return False
     return True
 
 def _defs_linux_PersonalityDomain(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET13): return False
+    if not (x in _SET6): return False
     return True
 
 def _defs_linux_MemoryPolicyMode(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET14): return False
+    if not (x in _SET7): return False
     return True
 
 def _defs_linux_MemoryPolicyFlag(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET15): return False
+    if not (x in _SET8): return False
     return True
 
 def _defs_Uint16(x):
@@ -746,12 +813,12 @@ def _defs_Mode(x):
 
 def _config_other_FreeBSDNewOrInherit(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET16): return False
+    if not (x in _SET9): return False
     return True
 
 def _config_other_FreeBSDSharing(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET17): return False
+    if not (x in _SET10): return False
     return True
 
 def _defs_Uint8(x):
@@ -761,27 +828,27 @@ def _defs_Uint8(x):
 
 def _defs_linux_NamespaceType(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET18): return False
+    if not (x in _SET11): return False
     return True
 
 def _defs_linux_SeccompAction(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET19): return False
+    if not (x in _SET12): return False
     return True
 
 def _defs_linux_SeccompOperator(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET20): return False
+    if not (x in _SET13): return False
     return True
 
 def _defs_linux_SeccompArch(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET21): return False
+    if not (x in _SET14): return False
     return True
 
 def _defs_linux_SeccompFlag(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET22): return False
+    if not (x in _SET15): return False
     return True
 
 def _features_linux_Toggle(x):
@@ -799,12 +866,12 @@ def _defs_IdMapping(x):
 
 def _defs_linux_SchedulerPolicy(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET23): return False
+    if not (x in _SET16): return False
     return True
 
 def _defs_linux_SchedulerFlag(x):
     if not (isinstance(x, str)): return False
-    if not (x in _SET24): return False
+    if not (x in _SET17): return False
     return True
 
 def _defs_Hook(x):

@@ -3,11 +3,17 @@ the caller gets are forwarded to it, and its exit status becomes ours."""
 
 from __future__ import annotations
 
+import _signal   # not `signal`: it imports enum (milliseconds on every `run`)
 import os
-import signal
 
-NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH,
-                 signal.SIGTTIN, signal.SIGTTOU}
+NOT_FORWARDED = {_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, _signal.SIGWINCH,
+                 _signal.SIGTTIN, _signal.SIGTTOU}
+
+
+def _signals() -> list[int]:
+    """Every signal signal.Signals lists (1-31, SIGRTMIN, SIGRTMAX), by number."""
+    return sorted({v for k, v in vars(_signal).items()
+                   if k.startswith("SIG") and not k.startswith("SIG_") and type(v) is int})
 
 
 class Forwarder:
@@ -18,11 +24,11 @@ class Forwarder:
         self.pid = 0
         self.pending: list[int] = []
         self.old: dict[int, object] = {}
-        for s in signal.Signals:
+        for s in _signals():
             if s in NOT_FORWARDED:
                 continue
             try:
-                self.old[s] = signal.signal(s, self._on_signal)
+                self.old[s] = _signal.signal(s, self._on_signal)
             except (OSError, ValueError):
                 pass
 
@@ -40,7 +46,7 @@ class Forwarder:
     def restore(self) -> None:
         for s, h in self.old.items():
             try:
-                signal.signal(s, h)
+                _signal.signal(s, h)
             except (OSError, ValueError, TypeError):
                 pass
         self.old = {}

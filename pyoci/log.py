@@ -21,11 +21,11 @@ def _now() -> str:
 
 
 def _line(level: str, msg: str) -> bytes:
-    import json
+    from pyoci import jsonio
 
     if _fmt == "json":
-        return (json.dumps({"level": level, "msg": msg, "time": _now()}) + "\n").encode()
-    return f'time="{_now()}" level={level} msg={json.dumps(msg)}\n'.encode()
+        return (jsonio.dumps({"level": level, "msg": msg, "time": _now()}) + "\n").encode()
+    return f'time="{_now()}" level={level} msg={jsonio.dumps(msg)}\n'.encode()
 
 
 def _emit(level: str, msg: str, args: tuple, to_stderr: bool) -> None:

@@ -9,9 +9,9 @@ recorded at create (PID reuse), a zombie counts as stopped, exec.fifo marks `cre
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import re
+
+from pyoci import jsonio
 from pyoci.record import dataclass, field
 TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
 if TYPE_CHECKING:
@@ -23,11 +23,12 @@ DEFAULT_ROOT = "/run/pyoci"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 FIFO = "exec.fifo"
-_ID_RE = re.compile(r"^[\w+\-.]+$")
 
 
 def check_id(cid: str) -> None:
-    if not cid or cid in (".", "..") or not _ID_RE.match(cid) or len(cid) > 1024:
+    """Letters, digits (Unicode ones too, as `\\w`), "_", "+", "-" and ".", at most 1024."""
+    if not cid or cid in (".", "..") or len(cid) > 1024 \
+            or not all(c.isalnum() or c in "_+-." for c in cid):
         raise PyociError(f"invalid container id format: {cid!r}")
 
 
@@ -91,7 +92,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
 
 
 def save(st: State) -> None:
-    write_atomic(os.path.join(st.dir, STATE_FILE), json.dumps(st.to_json()).encode())
+    write_atomic(os.path.join(st.dir, STATE_FILE), jsonio.dumps(st.to_json()).encode())
 
 
 def load(root: str, cid: str) -> State:
@@ -99,7 +100,7 @@ def load(root: str, cid: str) -> State:
     d = container_dir(root, cid)
     try:
         with open(os.path.join(d, STATE_FILE), "rb") as f:
-            doc = json.loads(f.read())
+            doc = jsonio.loads(f.read())
     except FileNotFoundError:
         raise ContainerNotFound(cid) from None
     except ValueError:
@@ -109,7 +110,7 @@ def load(root: str, cid: str) -> State:
 
 def load_config(st: State) -> dict:
     with open(os.path.join(st.dir, CONFIG_FILE), "rb") as f:
-        return json.loads(f.read())
+        return jsonio.loads(f.read())
 
 
 class Lock:

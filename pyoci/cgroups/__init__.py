@@ -52,9 +52,8 @@ def _driver(name: str) -> Any:
         modname, clsname = _DRIVERS[name]
     except KeyError:
         raise SysError(f"cgroup state: unknown cgroup driver {name!r}") from None
-    import importlib
-
-    return getattr(importlib.import_module(modname), clsname)
+    # __import__ rather than importlib.import_module: importlib costs an import of its own
+    return getattr(__import__(modname, fromlist=[clsname]), clsname)
 
 
 def new_manager(cgroups_path: str | None, cid: str, *, systemd: bool = False) -> Manager:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import time
 
 from pyoci.errors import ConfigError, SysError
@@ -221,14 +220,39 @@ def want_list(field: str, v: object) -> list:
     return v
 
 
-_CPULIST = re.compile(r"^\s*(\d+(-\d+)?)(\s*,\s*\d+(-\d+)?)*\s*$")
+def _re_end(s: str) -> str:
+    """s without the final newline that `$` of the `re` module matches before."""
+    return s[:-1] if s.endswith("\n") else s
+
+
+def _cpulist_ok(v: str) -> bool:
+    r"""re.match(r"^\s*(\d+(-\d+)?)(\s*,\s*\d+(-\d+)?)*\s*$", v), without `re` (slow
+    to import): \s is str.isspace, \d str.isdecimal."""
+    for item in v.split(","):
+        first, dash, last = item.strip().partition("-")
+        if not first.isdecimal() or (dash and not last.isdecimal()):
+            return False
+    return True
+
+
+def unified_key_ok(k: str) -> bool:
+    r"""re.match(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.\-]+$", k): a cgroup2 file name such as
+    "memory.max" for linux.resources.unified."""
+    head, dot, tail = _re_end(k).partition(".")
+    return (dot != "" and head[:1] in _LOWER and _KEY_HEAD.issuperset(head)
+            and tail != "" and _KEY_TAIL.issuperset(tail))
+
+
+_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_KEY_HEAD = _LOWER | frozenset("0123456789_")
+_KEY_TAIL = _KEY_HEAD | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ.-")
 
 
 def want_cpulist(field: str, v: object) -> str:
     """A cpuset list like "0-3,5" (empty means inherit)."""
     if not isinstance(v, str):
         raise ConfigError(f"{field}: must be a string, not {v!r}")
-    if v.strip() and not _CPULIST.match(v):
+    if v.strip() and not _cpulist_ok(v):
         raise ConfigError(f"{field}: invalid list {v!r}")
     for part in v.split(","):
         if "-" in part:
@@ -238,7 +262,10 @@ def want_cpulist(field: str, v: object) -> str:
     return v
 
 
-_PAGESIZE = re.compile(r"^(\d+)(KB|MB|GB|TB|PB)$")
+def _pagesize_ok(v: str) -> bool:
+    r"""re.match(r"^(\d+)(KB|MB|GB|TB|PB)$", v)."""
+    v = _re_end(v)
+    return v[-2:] in ("KB", "MB", "GB", "TB", "PB") and v[:-2].isdecimal()
 
 
 def hugepage_sizes() -> list[str]:
@@ -248,10 +275,10 @@ def hugepage_sizes() -> list[str]:
     except OSError:
         return []
     out = []
-    for n in sorted(names, key=lambda s: int(re.sub(r"\D", "", s) or 0)):
-        m = re.match(r"^hugepages-(\d+)kB$", n)
-        if m:
-            out.append(pagesize_name(int(m.group(1)) * 1024))
+    for n in sorted(names, key=lambda s: int("".join(c for c in s if c.isdecimal()) or 0)):
+        kb = _re_end(n)[len("hugepages-"):-len("kB")]      # hugepages-<\d+>kB
+        if n.startswith("hugepages-") and _re_end(n).endswith("kB") and kb.isdecimal():
+            out.append(pagesize_name(int(kb) * 1024))
     return out
 
 
@@ -266,7 +293,7 @@ def pagesize_name(size: int) -> str:
 
 
 def want_pagesize(field: str, v: object) -> str:
-    if not isinstance(v, str) or not _PAGESIZE.match(v):
+    if not isinstance(v, str) or not _pagesize_ok(v):
         raise ConfigError(f"{field}: invalid huge page size {v!r}")
     sizes = hugepage_sizes()
     if v not in sizes:

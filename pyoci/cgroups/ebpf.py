@@ -17,11 +17,13 @@ pyoci attached (systemd or others may attach their own), after attaching the new
 
 from __future__ import annotations
 
+import _struct as struct   # the C module: struct and typing are slow to import
 import ctypes
 import errno
 import os
-import struct
-from typing import Iterable, NamedTuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 from pyoci.errors import ConfigError, SysError, UnsupportedError
 
@@ -57,14 +59,23 @@ _TYPE_BITS = {"c": BPF_DEVCG_DEV_CHAR, "b": BPF_DEVCG_DEV_BLOCK}
 
 # --- rules and runc's devices emulator ---------------------------------------------------
 
-class Rule(NamedTuple):
-    """One device rule: type "a"/"c"/"b", major/minor (-1 = any), access subset of "rwm"."""
+class Rule(tuple):
+    """One device rule: type "a"/"c"/"b", major/minor (-1 = any), access subset of "rwm",
+    allow. A tuple with named fields, as a NamedTuple (typing is slow to import)."""
 
-    type: str
-    major: int
-    minor: int
-    access: str
-    allow: bool
+    __slots__ = ()
+
+    def __new__(cls, type: str, major: int, minor: int, access: str, allow: bool):
+        return tuple.__new__(cls, (type, major, minor, access, allow))
+
+    type = property(lambda self: self[0])
+    major = property(lambda self: self[1])
+    minor = property(lambda self: self[2])
+    access = property(lambda self: self[3])
+    allow = property(lambda self: self[4])
+
+    def __repr__(self) -> str:
+        return "Rule(type=%r, major=%r, minor=%r, access=%r, allow=%r)" % tuple(self)
 
 
 def _norm_access(acc: str) -> str:

@@ -13,7 +13,6 @@ caller's cgroup with "..".
 from __future__ import annotations
 
 import posixpath
-from collections import namedtuple
 
 from pyoci.errors import ConfigError
 
@@ -24,10 +23,25 @@ V1_SUBSYSTEMS: tuple[str, ...] = (
 )
 
 
-# mountpoint; root: the cgroup path mounted there ("/" on the host); fstype: "cgroup" or
-# "cgroup2"; controllers: v1 {"cpu", "cpuacct"} or {"name=systemd"}, v2 empty (a frozenset).
-# collections.namedtuple rather than typing.NamedTuple: typing is slow to import.
-CgroupMount = namedtuple("CgroupMount", ("mountpoint", "root", "fstype", "controllers"))
+class CgroupMount(tuple):
+    """One cgroup mount, a tuple with named fields (as a namedtuple; `collections` and
+    `typing` are slow to import): mountpoint; root, the cgroup path mounted there ("/" on
+    the host); fstype, "cgroup" or "cgroup2"; controllers, v1 {"cpu", "cpuacct"} or
+    {"name=systemd"}, v2 empty (a frozenset)."""
+
+    __slots__ = ()
+
+    def __new__(cls, mountpoint: str, root: str, fstype: str, controllers: frozenset):
+        return tuple.__new__(cls, (mountpoint, root, fstype, controllers))
+
+    mountpoint = property(lambda self: self[0])
+    root = property(lambda self: self[1])
+    fstype = property(lambda self: self[2])
+    controllers = property(lambda self: self[3])
+
+    def __repr__(self) -> str:
+        return ("CgroupMount(mountpoint=%r, root=%r, fstype=%r, controllers=%r)"
+                % tuple(self))
 
 
 def clean_path(p: str | None) -> str:

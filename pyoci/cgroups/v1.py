@@ -11,10 +11,9 @@ Only directories this manager created are ever removed.
 
 from __future__ import annotations
 
+import _signal   # not signal, re: slow to import on every create
 import errno
 import os
-import re
-import signal
 import time
 TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
 if TYPE_CHECKING:
@@ -29,8 +28,6 @@ R = "linux.resources"
 # Which v1 subsystem each linux.resources setting needs.
 _CPU_KEYS = ("shares", "quota", "period", "burst", "realtimeRuntime", "realtimePeriod", "idle")
 _MEM_KEYS = ("limit", "reservation", "swap", "swappiness", "disableOOMKiller")
-
-_UNIFIED_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.\-]+$")
 
 
 class V1Manager(Manager):
@@ -261,7 +258,7 @@ class V1Manager(Manager):
     def _check_unified(self, unified: dict) -> None:
         f = f"{R}.unified"
         for k, v in unified.items():
-            if not isinstance(k, str) or not _UNIFIED_KEY.match(k) or ".." in k:
+            if not isinstance(k, str) or not c.unified_key_ok(k) or ".." in k:
                 raise ConfigError(f"{f}: invalid cgroup file name {k!r}")
             if not isinstance(v, str):
                 raise ConfigError(f"{f}.{k}: value must be a string, not {v!r}")
@@ -623,7 +620,7 @@ class V1Manager(Manager):
         was_frozen = can_freeze and self.frozen()
         # hybrid: cgroup.kill in the unified hierarchy kills everything at once (as runc);
         # the freeze-and-signal loop below catches anything that only joined v1 cgroups
-        if sig == signal.SIGKILL and self.unified and not was_frozen:
+        if sig == _signal.SIGKILL and self.unified and not was_frozen:
             if c.try_write(self.unified, "cgroup.kill", 1) == 0:
                 for _ in range(100):  # let the killed tasks leave the v1 hierarchies too
                     if not self.pids():
@@ -645,7 +642,7 @@ class V1Manager(Manager):
         finally:
             # a frozen task only acts on SIGKILL once thawed: thaw for it; otherwise
             # leave a paused container paused
-            if froze or (was_frozen and sig == signal.SIGKILL):
+            if froze or (was_frozen and sig == _signal.SIGKILL):
                 try:
                     self.thaw()
                 except SysError:

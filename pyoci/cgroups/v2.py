@@ -23,13 +23,14 @@ hybrid host's /sys/fs/cgroup/unified). linux.resources is mapped as runc does:
 
 from __future__ import annotations
 
+import _signal   # not signal, re, typing: slow to import on every create
 import errno
 import math
 import os
-import re
-import signal
 import time
-from typing import Any
+TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 from pyoci.cgroups import common
 from pyoci.cgroups.base import Manager
@@ -38,8 +39,6 @@ from pyoci.errors import ConfigError, SysError, UnsupportedError
 DEFAULT_MOUNTPOINT = "/sys/fs/cgroup"
 MAX_UINT64 = (1 << 64) - 1
 DEFAULT_CPU_PERIOD = 100000
-
-_UNIFIED_KEY = re.compile(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.\-]+$")
 
 
 # --- conversions (pure functions) --------------------------------------------------------
@@ -581,11 +580,11 @@ class V2Manager(Manager):
     def kill_all(self, sig: int) -> None:
         if not os.path.isdir(self.path):
             return
-        if sig == signal.SIGKILL and os.path.exists(os.path.join(self.path, "cgroup.kill")):
+        if sig == _signal.SIGKILL and os.path.exists(os.path.join(self.path, "cgroup.kill")):
             self._write("cgroup.kill", "1", "")
             return
         # Freeze so no new processes appear while we signal (runc does this for SIGKILL).
-        can_freeze = (sig == signal.SIGKILL
+        can_freeze = (sig == _signal.SIGKILL
                       and os.path.exists(os.path.join(self.path, "cgroup.freeze"))
                       and not self.frozen())
         if can_freeze:
@@ -636,7 +635,7 @@ def check_unified_key(k: object) -> None:
         raise ConfigError(f"{field}: must be a file name (no slashes)")
     if ".." in k or k.startswith("."):
         raise ConfigError(f"{field}: must not contain '..'")
-    if not _UNIFIED_KEY.match(k):
+    if not common.unified_key_ok(k):
         raise ConfigError(f"{field}: must be in the form CONTROLLER.PARAMETER")
 
 

@@ -5,12 +5,14 @@ effective/permitted/inheritable sets are set in one capset(2) after it, then amb
 capabilities are raised one by one (apply). A capability name pyoci does not know is a
 config error; a known capability the running kernel lacks (> cap_last_cap) is skipped with a
 warning, as runc does. `capabilities` absent (None) means: leave capabilities alone.
+
+prctl(2) and capget/capset go through `_prctl`, the C half of python-prctl: its Python
+wrapper `prctl` costs ~2 ms to import in every container init and adds nothing used here.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import os
 
 from pyoci import log
@@ -42,14 +44,26 @@ def names() -> list[str]:
     return list(_NAMES)
 
 
-@functools.cache
+_last_cap: list[int] = []
+
+
 def last_cap() -> int:
-    """The highest capability number the running kernel supports."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return len(_NAMES) - 1
+    """The highest capability number the running kernel supports (read once)."""
+    if not _last_cap:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _last_cap.append(int(f.read()))
+        except (OSError, ValueError):
+            _last_cap.append(len(_NAMES) - 1)
+    return _last_cap[0]
+
+
+def _prctl_caps(_prctl) -> list[int]:
+    """python-prctl's ALL_CAPS: the capability numbers its C module names (CAP_LAST_CAP
+    included, as there)."""
+    flags = ("CAP_EFFECTIVE", "CAP_INHERITABLE", "CAP_PERMITTED")
+    return sorted({getattr(_prctl, n) for n in dir(_prctl)
+                   if n.startswith("CAP_") and n not in flags})
 
 
 def number(name: str) -> int | None:
@@ -116,10 +130,11 @@ def drop_bounding(caps: dict | None) -> None:
     Like runc, does nothing without CAP_SETPCAP in the effective set (logged)."""
     if caps is None:
         return
-    import prctl
+    import _prctl
 
     keep = parse(caps.get("bounding"), "process.capabilities.bounding")
-    drop = [i for i in range(last_cap() + 1) if i not in keep and prctl.capbset_read(i)]
+    drop = [i for i in range(last_cap() + 1)
+            if i not in keep and _prctl.prctl(_prctl.PR_CAPBSET_READ, i)]
     if not drop:
         return
     if CAP_SETPCAP not in _effective():
@@ -127,7 +142,7 @@ def drop_bounding(caps: dict | None) -> None:
         return
     for i in drop:
         try:
-            prctl.capbset_drop(i)
+            _prctl.prctl(_prctl.PR_CAPBSET_DROP, i)
         except OSError as e:
             if e.errno == errno.EINVAL:  # not supported by this kernel
                 continue
@@ -149,22 +164,18 @@ def apply(caps: dict | None) -> list[str]:
     A failed ambient raise is a warning (returned and logged), as in runc."""
     if caps is None:
         return []
-    import prctl
+    import _prctl
 
     eff = parse(caps.get("effective"), "process.capabilities.effective")
     prm = parse(caps.get("permitted"), "process.capabilities.permitted")
     inh = parse(caps.get("inheritable"), "process.capabilities.inheritable")
     amb = parse(caps.get("ambient"), "process.capabilities.ambient")
-    known = [i for i in prctl.ALL_CAPS if i <= last_cap()]
+    known = [i for i in _prctl_caps(_prctl) if i <= last_cap()]
     try:
-        prctl.set_caps(
-            ([i for i in known if i in inh], prctl.CAP_INHERITABLE, True),
-            ([i for i in known if i not in inh], prctl.CAP_INHERITABLE, False),
-            ([i for i in known if i in prm], prctl.CAP_PERMITTED, True),
-            ([i for i in known if i not in prm], prctl.CAP_PERMITTED, False),
-            ([i for i in known if i in eff], prctl.CAP_EFFECTIVE, True),
-            ([i for i in known if i not in eff], prctl.CAP_EFFECTIVE, False),
-        )
+        # (effective, permitted, inheritable) to set, then the same three to clear
+        _prctl.set_caps([i for i in known if i in eff], [i for i in known if i in prm],
+                        [i for i in known if i in inh], [i for i in known if i not in eff],
+                        [i for i in known if i not in prm], [i for i in known if i not in inh])
     except OSError as e:
         raise SysError("process.capabilities: can't apply capabilities: "
                        f"{os.strerror(e.errno)}") from e

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import _signal
 import os
-import signal
 import time
 
-from pyoci import log
+from pyoci import jsonio, log
 from pyoci.errors import HookError
 
 
@@ -25,7 +24,7 @@ def run_hook(hook: dict, state: dict, kind: str, index: int) -> None:
     argv = hook.get("args") or [path]
     env = hook.get("env") or []
     timeout = hook.get("timeout")
-    payload = json.dumps(state).encode()
+    payload = jsonio.dumps(state).encode()
     r, w = os.pipe()
     er, ew = os.pipe()
     try:
@@ -86,7 +85,7 @@ def _wait_collect(pid: int, errfd: int, deadline: float | None):
             return status, buf
         if deadline is not None and time.monotonic() >= deadline:
             try:
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
             os.waitpid(pid, 0)

@@ -8,15 +8,14 @@ import errno
 import os
 
 from pyoci.errors import SysError
+from pyoci.linux import syscalls
 
 SYS_keyctl = 250
 KEYCTL_DESCRIBE = 6
 KEYCTL_JOIN_SESSION_KEYRING = 1
 KEYCTL_SETPERM = 5
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_syscall = syscalls.libc.syscall          # restype c_long, set by syscalls
 
 
 def join_session_keyring(name: str) -> int | None:

@@ -984,8 +984,7 @@ def _open_nofollow(path: str) -> int | None:
     return fd
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+_libc = sc.libc                 # its syscall's restype is c_long (syscalls)
 FSOPEN_CLOEXEC = 1
 FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6

@@ -103,16 +103,20 @@ def write_time_offsets(offsets: dict) -> None:
 
 
 def loopback_up() -> None:
-    """Bring lo up in the (new) network namespace, with one ioctl: no netlink needed."""
+    """Bring lo up in the (new) network namespace, with one ioctl: no netlink needed.
+    The C modules only (`_socket`, `_struct`): `socket` costs milliseconds to import."""
+    import _socket
+    import _struct
     import fcntl
-    import socket
-    import struct
 
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifr = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM, 0)
+    try:
+        ifr = _struct.pack("16sH14x", b"lo", 0)
+        flags = _struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, _struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        s.close()
 
 
 def ns_inode(pid: int | str, t: str) -> str:

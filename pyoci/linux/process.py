@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
 
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import capabilities, rlimits, syscalls
@@ -43,9 +42,7 @@ SCHED_FLAGS = {
 SYS_sched_getattr = 315
 MAX_CPU = 65536  # largest CPU number accepted in a CPU list (as runc)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_syscall = syscalls.libc.syscall          # restype c_long, set by syscalls
 
 
 class SchedAttr(ctypes.Structure):
@@ -180,7 +177,7 @@ def finalize(process: dict, *, rootless: bool = False) -> None:
     process.capabilities absent: capabilities are left alone (a non-root user then keeps no
     effective capabilities and loses the rest at execve, like runc). The parent death
     signal, which setuid clears, is restored."""
-    import prctl
+    import _prctl   # python-prctl's C module; its Python wrapper only costs import time
 
     cwd = process.get("cwd") or ""
     retry_chdir = False
@@ -192,18 +189,18 @@ def finalize(process: dict, *, rootless: bool = False) -> None:
         except OSError as e:
             raise ConfigError(f'process.cwd: chdir to "{cwd}": {os.strerror(e.errno)}') from e
     caps = process.get("capabilities")
-    pdeath = prctl.get_pdeathsig()
+    pdeath = _prctl.prctl(_prctl.PR_GET_PDEATHSIG)
     capabilities.drop_bounding(caps)
-    prctl.set_keepcaps(True)
+    _prctl.prctl(_prctl.PR_SET_KEEPCAPS, True)
     setup_user(process.get("user"), rootless)
     if retry_chdir:
         _chdir(cwd)
     if cwd:
         _verify_cwd()
-    prctl.set_keepcaps(False)
+    _prctl.prctl(_prctl.PR_SET_KEEPCAPS, False)
     capabilities.apply(caps)
     if pdeath:
-        prctl.set_pdeathsig(pdeath)
+        _prctl.prctl(_prctl.PR_SET_PDEATHSIG, pdeath)
     umask = (process.get("user") or {}).get("umask")
     os.umask(DEFAULT_UMASK if umask is None else umask)
 
@@ -340,11 +337,11 @@ def parse_cpu_list(s: str, field: str = "process.execCPUAffinity") -> set[int]:
         item = item.strip()
         if not item:
             continue
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
-        if not m:
+        first, dash, last = item.partition("-")      # N or N-M, N and M any \d+
+        if not first.isdecimal() or (dash and not last.isdecimal()):
             raise ConfigError(f'{field}: invalid CPU list "{s}" at "{item}"')
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
+        lo = int(first)
+        hi = int(last) if dash else lo
         if lo > hi:
             raise ConfigError(f'{field}: invalid CPU range "{item}" in "{s}"')
         if hi > MAX_CPU:

@@ -7,6 +7,7 @@ import errno
 import os
 
 from pyoci.errors import ConfigError, SysError
+from pyoci.linux import syscalls
 
 TYPES = {
     "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,
@@ -21,8 +22,7 @@ class _Rlimit(ctypes.Structure):
     _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_prlimit = _libc.prlimit
+_prlimit = syscalls.libc.prlimit
 _prlimit.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 _prlimit.restype = ctypes.c_int
 

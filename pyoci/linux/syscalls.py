@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+# The one handle on the C library: every pyoci module calling libc through ctypes uses it
+# (each CDLL would otherwise build its own function pointers).
+libc = _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 

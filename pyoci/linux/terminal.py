@@ -3,21 +3,20 @@ SCM_RIGHTS (runc's protocol), and the foreground proxy `pyoci run` uses without 
 
 from __future__ import annotations
 
+import _struct
 import fcntl
 import os
-import struct
 import termios
 
 from pyoci.errors import PyociError, SysError
+from pyoci.linux import sock as unix   # not `socket`: milliseconds to import
 
 TIOCGPTPEER = 0x5441
 TIOCSPTLCK = 0x40045431
 
 
 def connect_console_socket(path: str):
-    import socket
-
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = unix.socket(unix.AF_UNIX, unix.SOCK_STREAM)
     try:
         s.connect(path)
     except OSError as e:
@@ -30,7 +29,7 @@ def open_pty(size: dict | None = None) -> tuple[int, int]:
     """Open a new pty pair through this mount namespace's /dev/ptmx; returns (master, slave)."""
     try:
         master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        fcntl.ioctl(master, TIOCSPTLCK, _struct.pack("i", 0))
         slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
     except OSError as e:
         raise SysError(f"process.terminal: cannot open a pty: {e.strerror}") from None
@@ -40,23 +39,19 @@ def open_pty(size: dict | None = None) -> tuple[int, int]:
 
 
 def set_size(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, _struct.pack("HHHH", rows, cols, 0, 0))
 
 
 def send_master(sock_fd: int, master: int) -> None:
-    import socket
-
-    s = socket.socket(fileno=sock_fd)
+    s = unix.socket(fileno=sock_fd)
     try:
-        socket.send_fds(s, [b"/dev/ptmx"], [master])
+        unix.send_fds(s, [b"/dev/ptmx"], [master])
     finally:
         s.detach()
 
 
 def recv_master(sock) -> int:
-    import socket
-
-    _, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+    _, fds, _, _ = unix.recv_fds(sock, 4096, 1)
     if not fds:
         raise SysError("console socket: no file descriptor received")
     return fds[0]
@@ -73,8 +68,8 @@ def become_controlling(slave: int) -> None:
 
 def proxy(master: int, pid_alive) -> None:
     """Copy between our stdin/stdout and the pty master until the container's side closes."""
+    import _signal
     import select
-    import signal
     import tty
 
     stdin_tty = os.isatty(0)
@@ -85,14 +80,14 @@ def proxy(master: int, pid_alive) -> None:
 
         def winch(*_):
             try:
-                rows, cols = struct.unpack("HHHH", fcntl.ioctl(
+                rows, cols = _struct.unpack("HHHH", fcntl.ioctl(
                     0, termios.TIOCGWINSZ, b"\0" * 8))[:2]
                 set_size(master, rows, cols)
             except OSError:
                 pass
 
         winch()
-        signal.signal(signal.SIGWINCH, winch)
+        _signal.signal(_signal.SIGWINCH, winch)
     fds = [master, 0]
     try:
         while True:

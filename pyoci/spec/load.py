@@ -3,10 +3,9 @@ that must reject a config before anything is created."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 
+from pyoci import jsonio
 from pyoci.errors import ConfigError
 
 NS_TYPES = {
@@ -14,7 +13,21 @@ NS_TYPES = {
     "user": "user", "cgroup": "cgroup", "time": "time",
 }
 
-_VERSION_RE = re.compile(r"^1\.(0|1|2|3)\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+_SUFFIX_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.-")
+
+
+def _version_ok(ver: str) -> bool:
+    r"""re.match(r"^1\.(0|1|2|3)\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$", ver), without
+    `re` (slow to import): `\d` is any Unicode decimal digit, `$` also matches before a
+    final newline."""
+    if ver.endswith("\n"):
+        ver = ver[:-1]
+    if ver[:2] != "1." or ver[2:3] not in ("0", "1", "2", "3") or ver[3:4] != ".":
+        return False
+    rest, plus, build = ver[4:].partition("+")
+    patch, dash, pre = rest.partition("-")
+    return (patch.isdecimal() and (not dash or (pre != "" and _SUFFIX_CHARS.issuperset(pre)))
+            and (not plus or (build != "" and _SUFFIX_CHARS.issuperset(build))))
 
 
 def read_config(bundle: str) -> dict:
@@ -27,7 +40,7 @@ def read_config(bundle: str) -> dict:
     except OSError as e:
         raise ConfigError(f"config.json: {e.strerror}") from None
     try:
-        doc = json.loads(data)
+        doc = jsonio.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"config.json: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
@@ -45,7 +58,7 @@ def validate(doc: dict) -> None:
 
 def check_semantics(doc: dict) -> None:
     ver = doc.get("ociVersion", "")
-    if not _VERSION_RE.match(ver):
+    if not isinstance(ver, str) or not _version_ok(ver):
         raise ConfigError(f"config.json: ociVersion: unsupported version {ver!r} "
                           "(pyoci supports 1.0.0 to 1.3.x)")
     proc = doc.get("process")

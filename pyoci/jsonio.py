@@ -1,0 +1,119 @@
+"""json.loads / json.dumps on the interpreter's C accelerator `_json` alone.
+
+The `json` package costs ~6 ms to import on every create/run (json.decoder pulls in `re`,
+and with it `enum`, `functools`, `collections`...). Its work is done by `_json` anyway: the
+C scanner and the C encoder, driven here with json's default settings, give the same
+objects and the same text. Anything off the plain path (a BOM or UTF-16/32 input, invalid
+JSON, `indent` with a type a state or config does not hold) is handed to `json` itself, so
+results and error messages stay exactly json's.
+"""
+
+import _json
+
+_WS = " \t\n\r"      # json.decoder's WHITESPACE
+
+
+class _Decoder:
+    """The settings _json's scanner reads: those of json.loads' default decoder."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return float({"-Infinity": "-inf", "Infinity": "inf", "NaN": "nan"}[name])
+
+
+_scanner: list = []
+
+
+def _utf8(b: bytes) -> bool:
+    """json.detect_encoding(b) == "utf-8": no BOM, no NUL among the first bytes."""
+    if b[:2] in (b"\xfe\xff", b"\xff\xfe") or b[:3] == b"\xef\xbb\xbf":
+        return False
+    if len(b) >= 4:
+        return bool(b[0] and b[1])
+    return not (len(b) == 2 and not (b[0] and b[1]))
+
+
+def loads(data):
+    """json.loads(data) for str, bytes or bytearray."""
+    try:
+        if isinstance(data, str):
+            s = data
+        elif isinstance(data, (bytes, bytearray)) and _utf8(data):
+            s = data.decode("utf-8", "surrogatepass")
+        else:
+            s = None
+        if s is not None and not s.startswith("\ufeff"):
+            if not _scanner:
+                _scanner.append(_json.make_scanner(_Decoder))
+            start = len(s) - len(s.lstrip(_WS))
+            obj, end = _scanner[0](s, start)
+            if not s[end:].strip(_WS):
+                return obj
+    except Exception:  # noqa: BLE001 - invalid: json.loads raises its own error below
+        pass
+    import json
+
+    return json.loads(data)
+
+
+def _default(o: object):
+    raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+_encoder: list = []
+
+
+def dumps(obj, indent: int | None = None) -> str:
+    """json.dumps(obj) (ASCII, ", " and ": " separators) or json.dumps(obj, indent=N)."""
+    if indent is None:
+        if not _encoder:
+            _encoder.append(_json.make_encoder({}, _default, _json.encode_basestring_ascii,
+                                               None, ": ", ", ", False, False, True))
+        return "".join(_encoder[0](obj, 0))
+    try:
+        return _indented(obj, " " * indent, 0)
+    except _Unusual:
+        import json
+
+        return json.dumps(obj, indent=indent)
+
+
+class _Unusual(Exception):
+    """A value json.dumps' indented output is not mirrored for here."""
+
+
+_CONST = {True: "true", False: "false", None: "null"}
+
+
+def _indented(obj, unit: str, level: int) -> str:
+    """json.dumps(obj, indent=len(unit)) for dicts with str keys, lists, str, int, bool,
+    None (what states and configs hold); anything else raises _Unusual."""
+    if isinstance(obj, str):
+        return _json.encode_basestring_ascii(obj)
+    if obj is None or obj is True or obj is False:
+        return _CONST[obj]
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    inner = "\n" + unit * (level + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        if level > 100 or not all(isinstance(k, str) for k in obj):
+            raise _Unusual
+        items = [_json.encode_basestring_ascii(k) + ": " + _indented(v, unit, level + 1)
+                 for k, v in obj.items()]
+        return "{" + inner + ("," + inner).join(items) + "\n" + unit * level + "}"
+    if isinstance(obj, (list, tuple)):
+        if not obj:
+            return "[]"
+        if level > 100:
+            raise _Unusual
+        return ("[" + inner + ("," + inner).join(_indented(v, unit, level + 1) for v in obj)
+                + "\n" + unit * level + "]")
+    raise _Unusual

@@ -44,6 +44,7 @@ class InitContext:
     no_pivot: bool = False
     no_new_keyring: bool = False
     cgroup_later: bool = False                # the parent adds the init to its cgroup late
+    waiter_fd: int = -1                       # sealed memfd of the waiter (linux/waiter.py)
     state: dict = field(default_factory=dict)  # public state skeleton for hooks/listener
 
 
@@ -84,7 +85,7 @@ def bootstrap(ctx: InitContext) -> None:
         # interpreter) while we are still pyoci: stay non-dumpable until the execve.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         _close_other_fds(ctx)
-        _preload(ctx.spec)                        # while the parent's cgroup.procs write waits
+        _preload(ctx.spec, ctx)                   # while the parent's cgroup.procs write waits
         _expect_ok(ctx.sock)                      # the parent has put us in the cgroup
         linux = ctx.spec.get("linux") or {}
         fds = nsmod.open_paths(ctx.ns)
@@ -228,8 +229,15 @@ def _container_init(ctx: InitContext) -> None:
     procmod.finalize(proc)
     path = child.find_executable(proc["args"][0], env)
     child.keep_fds_across_exec(ctx.extra_fds)
+    waiter_argv = _prepare_wait(ctx, proc, seccomp_prog if nnp else None, path)
     send(ctx.sock, {"t": "ready"})
     ctx.sock.close()
+    if waiter_argv is not None:
+        # The waiter waits, loads the NNP seccomp filter and executes the program: the
+        # created container's init is then a tiny process instead of this interpreter.
+        from pyoci.linux import waiter
+
+        waiter.execute(ctx.waiter_fd, waiter_argv, env)  # returns only if that failed
     # Block until `pyoci start` opens the fifo for reading (re-open the O_PATH fd through
     # /proc: the fifo's host path is not reachable from inside the rootfs).
     old = _die_on_termination_signals()
@@ -265,14 +273,31 @@ def _await_cgroup(ctx: InitContext, pending: list) -> None:
         sc.unshare(sc.CLONE_NEWCGROUP)
 
 
+_TERM_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
+                 signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+
+
+def _prepare_wait(ctx: InitContext, proc: dict, program: tuple[bytes, int] | None,
+                  path: str) -> list[str] | None:
+    """Before "ready", so that errors still reach the runtime: block the terminating signals
+    (one sent as soon as `create` returns stays pending, across the execve of the waiter
+    too, until a handler is in place) and, if the waiter waits, return its argv."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _TERM_SIGNALS)
+    if ctx.waiter_fd < 0:
+        return None
+    from pyoci.linux import waiter
+
+    return waiter.argv(ctx.fifo_fd, proc, program, path)
+
+
 def _die_on_termination_signals() -> list:
     """While the init waits for `start`, a terminating signal ends it, as it ends runc's
     waiting init: as PID 1 of its namespace with default handlers the kernel would drop
     SIGTERM & co., and `kill ID TERM` of a created container would do nothing."""
     old = []
-    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
-                signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+    for sig in _TERM_SIGNALS:
         old.append((sig, signal.signal(sig, lambda n, _f: os._exit(128 + n))))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM_SIGNALS)   # see _prepare_wait
     return old
 
 
@@ -290,8 +315,10 @@ def _start_container_hooks(hooks: dict | None, state: dict, fifo: int) -> None:
         os._exit(1)
 
 
-def _preload(spec: dict) -> None:
-    """Import what the init uses after pivot_root (lazy imports would fail there)."""
+def _preload(spec: dict, ctx: InitContext | None = None) -> None:
+    """Import what the init uses after pivot_root (lazy imports would fail there). With ctx
+    (the bootstrap's call, in the host's mount namespace) also copy the waiter into a sealed
+    memfd: its host file is out of reach after pivot_root."""
     import prctl  # noqa: F401 - used by capabilities/process
 
     from pyoci.linux import apparmor, capabilities, keyring, process, rlimits  # noqa: F401
@@ -311,6 +338,10 @@ def _preload(spec: dict) -> None:
     if (spec.get("linux") or {}).get("seccomp"):
         import socket  # noqa: F401
         import struct  # noqa: F401
+    if ctx is not None:
+        from pyoci.linux import waiter
+
+        ctx.waiter_fd = waiter.load(spec)
 
 
 def _write_sysctl(key: str, value: str) -> None:

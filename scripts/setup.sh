@@ -31,6 +31,23 @@ fi
 # otherwise compile its modules again where PYTHONDONTWRITEBYTECODE is set.
 .venv/bin/python -m compileall -q pyoci >/dev/null
 .venv/bin/python -m compileall -q "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
+# The waiter (pyoci/linux/waiter.c): a small static program without libc that the container's
+# init executes while it waits for `start` (pyoci/linux/waiter.py). Where it cannot be built
+# (no C compiler, another architecture) pyoci keeps waiting in the Python init.
+waiter=pyoci/linux/pyoci-waiter
+if [ ! -x "$waiter" ] || [ pyoci/linux/waiter.c -nt "$waiter" ] ||
+    [ scripts/setup.sh -nt "$waiter" ]; then
+    if "${CC:-cc}" -Os -static -nostdlib -nostartfiles -ffreestanding -fno-builtin \
+        -fno-stack-protector -fno-pie -no-pie -fno-asynchronous-unwind-tables \
+        -fno-unwind-tables -ffunction-sections -fdata-sections -Wall -Wextra -Werror \
+        -Wl,--gc-sections -Wl,-z,noexecstack -Wl,--build-id=none -s \
+        -o "$waiter.tmp" pyoci/linux/waiter.c; then
+        mv -f "$waiter.tmp" "$waiter"
+    else
+        rm -f "$waiter.tmp" "$waiter"
+        echo "setup: pyoci-waiter not built: the created container's init waits in Python" >&2
+    fi
+fi
 # .venv/bin/pyoci: a launcher that starts the interpreter isolated and without `site` (-IS:
 # no .pth files, no editable-install finder, no PYTHON* variables) and puts the repository
 # and the venv's packages on sys.path itself; pyoci.fastpath serves state/start/kill/delete

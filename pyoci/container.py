@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import _signal   # not json, signal, socket: their C modules do it, without ~10 ms of imports
 import os
-import signal as _signal
 import time
 from pyoci.record import dataclass
 
+from pyoci import jsonio
 from pyoci import state as st_mod
 from pyoci.errors import (ContainerExists, ContainerNotFound, PyociError, StateError,
                           SysError)
@@ -171,20 +171,19 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
 
 
 def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
-    import socket
-
     from pyoci import init as init_mod
     from pyoci.linux import namespaces as nsmod
+    from pyoci.linux import sock as unix
     from pyoci.spec import load as spec_load
 
     st_mod.write_atomic(os.path.join(st.dir, st_mod.CONFIG_FILE),
-                        json.dumps(spec).encode())
+                        jsonio.dumps(spec).encode())
     fifo = os.path.join(st.dir, st_mod.FIFO)
     os.mkfifo(fifo, 0o622)
     os.chmod(fifo, 0o622)
     fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
 
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent_sock, child_sock = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
     socks += [parent_sock, child_sock]
     console_fd = -1
     if opts.console_socket:
@@ -265,7 +264,7 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
 
                 moved = netdev.move_devices(linux["netDevices"], init_pid)
             idmap = _idmapped_mounts(spec, init_pid, st.bundle, "user" in ns)
-            socket.send_fds(parent_sock, [json.dumps({
+            unix.send_fds(parent_sock, [jsonio.dumps({
                 "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap),
                 "cgroup_later": joiner is not None}).encode()],
                 list(idmap.values()))
@@ -346,7 +345,7 @@ def _recv_child(sock) -> dict:
     data = sock.recv(65536)
     if not data:
         raise SysError("container init exited during setup")
-    return json.loads(data)
+    return jsonio.loads(data)
 
 
 def _abort_create(st, spec, cg, rs) -> None:
@@ -477,7 +476,9 @@ def parse_signal(s: str | None) -> int:
     if not name.startswith("SIG"):
         name = "SIG" + name
     try:
-        return int(getattr(_signal.Signals, name))
+        import signal   # its Signals enum (enum is slow to import): only kill gets here
+
+        return int(getattr(signal.Signals, name))
     except AttributeError:
         if name.startswith("SIGRTMIN") or name.startswith("SIGRTMAX"):
             return _rt_signal(name)
@@ -624,9 +625,9 @@ def run(opts: CreateOptions) -> int:
     spec = spec_load.read_config(os.path.abspath(opts.bundle))
     want_tty = bool((spec.get("process") or {}).get("terminal")) and not opts.console_socket
     if want_tty:
-        import socket
+        from pyoci.linux import sock as unix
 
-        console_parent, console_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        console_parent, console_child = unix.socketpair(unix.AF_UNIX, unix.SOCK_STREAM)
     from pyoci.foreground import Forwarder, wait_exit
 
     forward = Forwarder()

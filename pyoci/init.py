@@ -13,17 +13,20 @@ children send {"t": "userns"}, {"t": "pid", "pid": N}, {"t": "hooks"}, {"t": "re
 
 from __future__ import annotations
 
-import json
+import _signal   # json, signal and socket cost ~10 ms to import: their C modules do it all
 import os
-import signal
-import socket
 import sys
 from pyoci.record import dataclass, field
 
+from pyoci import jsonio
 from pyoci.errors import PyociError, SysError
 from pyoci.linux import child
+from pyoci.linux import sock as unix
 from pyoci.linux import namespaces as nsmod
 from pyoci.linux import syscalls as sc
+TYPE_CHECKING = False   # the annotations name socket.socket; nothing imports it at run time
+if TYPE_CHECKING:
+    import socket
 
 
 @dataclass
@@ -51,14 +54,14 @@ class InitContext:
 # --- messaging ----------------------------------------------------------------------------
 
 def send(sock: socket.socket, msg: dict) -> None:
-    sock.send(json.dumps(msg).encode())
+    sock.send(jsonio.dumps(msg).encode())
 
 
 def recv(sock: socket.socket) -> dict:
     data = sock.recv(65536)
     if not data:
         raise SysError("the runtime went away during container setup")
-    return json.loads(data)
+    return jsonio.loads(data)
 
 
 def _expect_ok(sock: socket.socket) -> None:
@@ -140,10 +143,10 @@ def _container_init(ctx: InitContext) -> None:
     spec = ctx.spec
     proc = spec.get("process") or {}
     linux = spec.get("linux") or {}
-    data, fds, _, _ = socket.recv_fds(ctx.sock, 65536, 64)   # the parent recorded our pid
+    data, fds, _, _ = unix.recv_fds(ctx.sock, 65536, 64)   # the parent recorded our pid
     if not data:
         raise SysError("the runtime went away during container setup")
-    msg = json.loads(data)
+    msg = jsonio.loads(data)
     # idmapped mounts the parent prepared on the host side (index in mounts[] -> fd)
     mount_fds = dict(zip(msg.get("idmap") or [], fds)) or None
     if msg.get("t") != "ok":
@@ -151,8 +154,8 @@ def _container_init(ctx: InitContext) -> None:
     ctx.state["pid"] = msg["pid"]                 # as seen by the host, for hooks
     pending = [bool(msg.get("cgroup_later"))]
     netdev_addrs = msg.get("netdev")
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(s, signal.SIG_DFL)
+    for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(s, _signal.SIG_DFL)
     os.setsid()
     from pyoci.linux import process as procmod
 
@@ -243,7 +246,7 @@ def _container_init(ctx: InitContext) -> None:
     old = _die_on_termination_signals()
     fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     for sig, handler in old:
-        signal.signal(sig, handler)
+        _signal.signal(sig, handler)
     os.close(ctx.fifo_fd)
     _start_container_hooks(hooks, ctx.state, fd)
     os.write(fd, b"0")                            # `start` succeeds
@@ -273,8 +276,8 @@ def _await_cgroup(ctx: InitContext, pending: list) -> None:
         sc.unshare(sc.CLONE_NEWCGROUP)
 
 
-_TERM_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
-                 signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+_TERM_SIGNALS = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGQUIT, _signal.SIGTERM,
+                 _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGALRM)
 
 
 def _prepare_wait(ctx: InitContext, proc: dict, program: tuple[bytes, int] | None,
@@ -282,7 +285,7 @@ def _prepare_wait(ctx: InitContext, proc: dict, program: tuple[bytes, int] | Non
     """Before "ready", so that errors still reach the runtime: block the terminating signals
     (one sent as soon as `create` returns stays pending, across the execve of the waiter
     too, until a handler is in place) and, if the waiter waits, return its argv."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _TERM_SIGNALS)
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, _TERM_SIGNALS)
     if ctx.waiter_fd < 0:
         return None
     from pyoci.linux import waiter
@@ -296,8 +299,8 @@ def _die_on_termination_signals() -> list:
     SIGTERM & co., and `kill ID TERM` of a created container would do nothing."""
     old = []
     for sig in _TERM_SIGNALS:
-        old.append((sig, signal.signal(sig, lambda n, _f: os._exit(128 + n))))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM_SIGNALS)   # see _prepare_wait
+        old.append((sig, _signal.signal(sig, lambda n, _f: os._exit(128 + n))))
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _TERM_SIGNALS)   # see _prepare_wait
     return old
 
 
@@ -319,7 +322,7 @@ def _preload(spec: dict, ctx: InitContext | None = None) -> None:
     """Import what the init uses after pivot_root (lazy imports would fail there). With ctx
     (the bootstrap's call, in the host's mount namespace) also copy the waiter into a sealed
     memfd: its host file is out of reach after pivot_root."""
-    import prctl  # noqa: F401 - used by capabilities/process
+    import _prctl  # noqa: F401 - used by capabilities/process
 
     from pyoci.linux import apparmor, capabilities, keyring, process, rlimits  # noqa: F401
 

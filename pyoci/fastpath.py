@@ -4,8 +4,9 @@ Clients (containerd, podman/conmon) call these per container, often several time
 them the interpreter's start-up is most of the cost: importing `os`, `json`, `signal`, `re`,
 `dataclasses` or `typing` would each cost about as much as the command's work itself. This
 module uses only what a bare `python -I -S` has already loaded or builds in (`posix`, `sys`,
-`time`, `_signal`, `_json`, `fcntl`) and mirrors pyoci.state / pyoci.container for the plain
-path: a valid id and state.json, no hooks to run, no flags beyond `--force`.
+`time`, `_signal`, `fcntl`), plus pyoci.jsonio (json on `_json`, shared with the rest of
+pyoci), and mirrors pyoci.state / pyoci.container for the plain path: a valid id and
+state.json, no hooks to run, no flags beyond `--force`.
 
 Anything else (an error to report, hooks, `kill --all`, a paused or possibly paused
 container, an unusual cgroup) raises `_Fallback` *before* anything was changed, and
@@ -173,31 +174,6 @@ def _read(path: str) -> bytes:
         posix.close(fd)
 
 
-class _ScanContext:
-    """The decoder settings _json's scanner reads (those of json.loads' defaults)."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        return float({"-Infinity": "-inf", "Infinity": "inf", "NaN": "nan"}[name])
-
-
-def _loads(data: bytes):
-    import _json
-
-    s = data.decode()
-    start = len(s) - len(s.lstrip(" \t\n\r"))
-    obj, end = _json.make_scanner(_ScanContext)(s, start)
-    if s[end:].strip(" \t\n\r"):
-        raise _Fallback
-    return obj
-
-
 def _check_id(cid: str) -> None:
     if not cid or cid in (".", "..") or len(cid) > 1024 or not _ID_CHARS.issuperset(cid):
         raise _Fallback
@@ -207,9 +183,11 @@ def _load(root: str, cid: str) -> tuple[str, dict]:
     """(container directory, state.json) or _Fallback (unknown id, corrupt state...)."""
     _check_id(cid)
     d = f"{root}/{cid}" if not root.endswith("/") else root + cid
+    from pyoci import jsonio
+
     try:
-        doc = _loads(_read(d + "/state.json"))
-    except OSError:
+        doc = jsonio.loads(_read(d + "/state.json"))
+    except (OSError, ValueError):      # unreadable or corrupt: pyoci.cli says which
         raise _Fallback from None
     if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) \
             or not isinstance(doc.get("bundle"), str):
@@ -291,31 +269,11 @@ def _public_state(doc: dict, status: str) -> dict:
     return d
 
 
-def _dumps(obj, level: int = 0) -> str:
-    """json.dumps(obj, indent=2) for the types a state holds."""
-    import _json
+def _dumps(obj) -> str:
+    """json.dumps(obj, indent=2), as pyoci.cli prints a state."""
+    from pyoci import jsonio
 
-    if isinstance(obj, str):
-        return _json.encode_basestring_ascii(obj)
-    if obj is True or obj is False or obj is None:
-        return {True: "true", False: "false", None: "null"}[obj]
-    if isinstance(obj, int):
-        return int.__repr__(obj)
-    inner = "\n" + "  " * (level + 1)
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        if not all(isinstance(k, str) for k in obj):
-            raise _Fallback
-        items = [_json.encode_basestring_ascii(k) + ": " + _dumps(v, level + 1)
-                 for k, v in obj.items()]
-        return "{" + inner + ("," + inner).join(items) + "\n" + "  " * level + "}"
-    if isinstance(obj, list):
-        if not obj:
-            return "[]"
-        return ("[" + inner + ("," + inner).join(_dumps(v, level + 1) for v in obj)
-                + "\n" + "  " * level + "]")
-    raise _Fallback
+    return jsonio.dumps(obj, indent=2)
 
 
 def _lock(d: str) -> int:

@@ -1,0 +1,210 @@
+"""What `create`/`run` and the container init import, and the replacements that keep slow
+modules off that path: pyoci.jsonio (json on `_json`), pyoci.linux.sock (`_socket`), and the
+plain-Python checks standing in for regular expressions. Each replacement is compared with
+what it replaces."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyoci import jsonio
+from pyoci.cgroups import common
+from pyoci.errors import ConfigError, PyociError
+from pyoci.linux import process, sock
+from pyoci.spec import load
+from pyoci.state import check_id
+from support.harness import PYOCI
+
+# Modules that must not be imported on the create/run path nor in the init: each costs
+# milliseconds (or pulls in what does) and pyoci has a built-in/C replacement for it.
+SLOW = ("json", "re", "enum", "signal", "socket", "selectors", "shutil", "typing",
+        "functools", "collections", "importlib", "prctl", "dataclasses", "inspect",
+        "logging", "warnings", "subprocess", "tempfile", "argparse")
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """Module names in -X importtime output (of every process that wrote it)."""
+    out = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                out.add(name)
+    return out
+
+
+def launcher_python() -> str:
+    with open(PYOCI) as f:
+        return f.readline()[2:].split()[0]
+
+
+@pytest.mark.parametrize("command", ["run", "create"])
+def test_create_and_run_import_no_slow_module(pyoci, bundle_factory, config, tmp_path,
+                                              command):
+    config["process"]["args"] = ["true"] if command == "run" else ["sleep", "100"]
+    b = bundle_factory(config)
+    err = tmp_path / "importtime"
+    with open(err, "wb") as f:            # a file: the init inherits stderr
+        p = subprocess.run([launcher_python(), "-IS", "-X", "importtime", PYOCI,
+                            "--root", pyoci.root, command, "--bundle", b, "c1"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
+                           timeout=60)
+    text = err.read_text()
+    if command == "create":
+        pyoci("delete", "--force", "c1")
+    assert p.returncode == 0, text[-2000:]
+    mods = imported_modules(text)
+    assert {"pyoci.container", "pyoci.init", "pyoci.linux.process"} <= mods  # it did the work
+    slow = sorted(m for m in mods if m.split(".")[0] in SLOW)
+    assert not slow, f"{command} imported {slow}"
+
+
+# --- jsonio is json ---------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def same_float_nan(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_float_nan(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_float_nan(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=json_values)
+def test_jsonio_dumps_and_loads_are_json(obj):
+    text = json.dumps(obj)
+    assert jsonio.dumps(obj) == text
+    assert jsonio.dumps(obj, indent=2) == json.dumps(obj, indent=2)
+    assert same_float_nan(jsonio.loads(text), json.loads(text))
+    assert same_float_nan(jsonio.loads(text.encode()), json.loads(text.encode()))
+    pretty = json.dumps(obj, indent=4, ensure_ascii=False)
+    assert same_float_nan(jsonio.loads(pretty.encode()), json.loads(pretty.encode()))
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"   ", b"{", b'{"a": 1} x', b'{"a": 1}{}', b"\xef\xbb\xbf{}", "\ufeff{}",
+    '{"a": 1}'.encode("utf-16"), '[1]'.encode("utf-32-le"), b"\xff", b'"\\ud800"', b"[1,]",
+    b"NaN", b"-Infinity", b" \n[1e400] \t", b'{"a":1,"a":2}', b"01",
+])
+def test_jsonio_loads_odd_input_as_json(data):
+    try:
+        expected = ("ok", json.loads(data))
+    except Exception as e:  # noqa: BLE001 - the same error is expected
+        expected = ("error", type(e), str(e))
+    try:
+        got = ("ok", jsonio.loads(data))
+    except Exception as e:  # noqa: BLE001
+        got = ("error", type(e), str(e))
+    assert same_float_nan(got[1], expected[1]) if got[0] == expected[0] == "ok" \
+        else got == expected
+
+
+@pytest.mark.parametrize("obj", [{1: "a"}, {"x": (1, 2)}, {"f": 1.5}, [{True: None}], set(),
+                                 {"o": object()}])
+def test_jsonio_dumps_odd_values_as_json(obj):
+    for indent in (None, 2):
+        try:
+            expected = json.dumps(obj, indent=indent)
+        except TypeError as e:
+            with pytest.raises(TypeError, match=re.escape(str(e))):
+                jsonio.dumps(obj, indent=indent)
+        else:
+            assert jsonio.dumps(obj, indent=indent) == expected
+
+
+# --- sock is socket -----------------------------------------------------------------------
+
+def test_sock_passes_fds_as_socket_does():
+    import socket
+
+    a, b = sock.socketpair(sock.AF_UNIX, sock.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        assert not os.get_inheritable(a.fileno())
+        sock.send_fds(a, [b"one"], [r, w])
+        data, fds, _, _ = socket.recv_fds(b, 100, 4)
+        assert data == b"one" and len(fds) == 2
+        os.write(fds[1], b"x")
+        assert os.read(r, 1) == b"x"
+        socket.send_fds(a, [b"two"], [w])
+        data, fds2, _, _ = sock.recv_fds(b, 100, 4)
+        assert data == b"two" and len(fds2) == 1
+        os.write(fds2[0], b"y")
+        assert os.read(fds[0], 1) == b"y"
+        for fd in fds + fds2:
+            os.close(fd)
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+# --- plain checks equal to the regular expressions they replace ---------------------------
+
+CHARS = st.text(alphabet=st.sampled_from(list("0123456789-.+,_ \n\t\u0663\u00e9abcxzABCKMGPTB")),
+                max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(s=CHARS)
+def test_plain_checks_are_the_regexes(s):
+    assert load._version_ok("1.2." + s) == bool(
+        re.match(r"^1\.(0|1|2|3)\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$", "1.2." + s))
+    assert load._version_ok(s) == bool(
+        re.match(r"^1\.(0|1|2|3)\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$", s))
+    assert common._cpulist_ok(s) == bool(
+        re.match(r"^\s*(\d+(-\d+)?)(\s*,\s*\d+(-\d+)?)*\s*$", s))
+    assert common._pagesize_ok(s) == bool(re.match(r"^(\d+)(KB|MB|GB|TB|PB)$", s))
+    for k in (s, "memory." + s, "a" + s):
+        assert common.unified_key_ok(k) == bool(
+            re.match(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.\-]+$", k))
+
+
+def test_container_id_characters_are_those_of_backslash_w():
+    word = re.compile(r"^[\w+\-.]+$")
+    for cp in range(0x110000):
+        cid = "a" + chr(cp)
+        ok = word.match(cid) is not None and cid != "a\n"  # the old `$` let "\n" through
+        try:
+            check_id(cid)
+        except PyociError:
+            assert not ok, repr(cid)
+        else:
+            assert ok, repr(cid)
+
+
+@pytest.mark.parametrize("text, cpus", [("0-2,4", {0, 1, 2, 4}), (" 3 , ,5", {3, 5}),
+                                        ("\u0663", {3}), ("1-\u0662", {1, 2})])
+def test_cpu_list(text, cpus):
+    assert process.parse_cpu_list(text) == cpus
+
+
+@pytest.mark.parametrize("text", ["1 -2", "a", "1-", "-1", "1-2-3", "+1", ","])
+def test_cpu_list_refused(text):
+    with pytest.raises(ConfigError):
+        process.parse_cpu_list(text)
+
+
+def test_hugepage_sizes_from_sysfs_names(monkeypatch):
+    names = ["hugepages-1048576kB", "hugepages-2048kB", "hugepages-x", "other", "hugepages-kB"]
+    monkeypatch.setattr(common.os, "listdir", lambda _p: names)
+    assert common.hugepage_sizes() == ["2MB", "1GB"]

@@ -36,7 +36,8 @@ def fs_magic(path: str) -> int:
     """statfs(2) f_type of the filesystem holding path (0 when path does not exist)."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    from pyoci.linux.syscalls import libc   # the one shared handle
+
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64
     if libc.statfs(os.fsencode(path), buf) != 0:
         e = ctypes.get_errno()

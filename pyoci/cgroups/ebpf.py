@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from typing import Iterable
 
 from pyoci.errors import ConfigError, SysError, UnsupportedError
+from pyoci.linux import syscalls
 
 SYS_bpf = 321  # x86_64
 
@@ -245,9 +246,7 @@ def device_program(rules: Iterable[Rule]) -> list[bytes]:
 
 # --- bpf(2) --------------------------------------------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_syscall = syscalls.libc.syscall          # restype c_long, set by pyoci.linux.syscalls
 
 
 def bpf(cmd: int, attr: bytearray) -> int:

@@ -61,9 +61,9 @@ def apply(policy: dict) -> None:
     mask = (ctypes.c_ulong * words)()
     for n in nodes:
         mask[n // 64] |= 1 << (n % 64)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    r = libc.syscall(SYS_set_mempolicy, mode, mask if nodes else None,
+    from pyoci.linux import syscalls
+
+    r = syscalls.libc.syscall(SYS_set_mempolicy, mode, mask if nodes else None,
                      ctypes.c_ulong(maxnode + 1 if nodes else 0))
     if r < 0:
         raise SysError(f"linux.memoryPolicy: set_mempolicy: {os.strerror(ctypes.get_errno())}")

@@ -4,7 +4,9 @@
 path that alone costs several milliseconds per command. pyoci's records only need what is
 here: an `__init__` taking the annotated fields in order (defaults and `default_factory`),
 `__repr__` and `__eq__`. Annotations are read as written (`from __future__ import
-annotations`), never evaluated; `ClassVar` fields are not supported.
+annotations`), never evaluated; `ClassVar` fields are not supported. The `__init__` is one
+generic function rather than source compiled per class (as dataclasses does): compiling
+costs ~0.2 ms per record at import time, on every command.
 """
 
 from __future__ import annotations
@@ -30,14 +32,13 @@ class _Field:
 def dataclass(cls: type) -> type:
     """Add `__init__`, `__repr__` and `__eq__` for the class's annotated fields."""
     names = list(cls.__dict__.get("__annotations__", {}))
-    args, body, ns = [], [], {"_MISSING": _MISSING}
+    defaults: dict = {}     # name -> default value
+    factories: dict = {}    # name -> default_factory
     for name in names:
         value = cls.__dict__.get(name, _MISSING)
         if isinstance(value, _Field):
             if value.factory is not _MISSING:
-                ns[f"_f_{name}"] = value.factory
-                args.append(f"{name}=_MISSING")
-                body.append(f"self.{name} = _f_{name}() if {name} is _MISSING else {name}")
+                factories[name] = value.factory
                 delattr(cls, name)
                 continue
             value = value.default
@@ -46,20 +47,41 @@ def dataclass(cls: type) -> type:
             else:
                 setattr(cls, name, value)
         if value is _MISSING:
-            if args and "=" in args[-1]:
+            if defaults or factories:
                 raise TypeError(f"non-default field {name!r} follows a default one")
-            args.append(name)
         else:
-            ns[f"_d_{name}"] = value
-            args.append(f"{name}=_d_{name}")
-        body.append(f"self.{name} = {name}")
-    src = (f"def __init__(self, {', '.join(args)}):\n    "
-           + "\n    ".join(body or ["pass"]) + "\n")
-    exec(src, ns)  # noqa: S102 - generated from the class's own field names, as dataclasses
-    init = ns["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init
+            defaults[name] = value
     fields = tuple(names)
+    qualname = f"{cls.__qualname__}.__init__()"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        if len(args) > len(fields):
+            raise TypeError(f"{qualname} takes {len(fields) + 1} positional arguments but "
+                            f"{len(args) + 1} were given")
+        values = dict(zip(fields, args))
+        for k, v in kwargs.items():
+            if k not in fields:
+                raise TypeError(f"{qualname} got an unexpected keyword argument {k!r}")
+            if k in values:
+                raise TypeError(f"{qualname} got multiple values for argument {k!r}")
+            values[k] = v
+        missing = []
+        for n in fields:
+            if n in values:
+                v = values[n]
+            elif n in defaults:
+                v = defaults[n]
+            elif n in factories:
+                v = factories[n]()
+            else:
+                missing.append(repr(n))
+                continue
+            setattr(self, n, v)
+        if missing:
+            raise TypeError(f"{qualname} missing required argument(s): {', '.join(missing)}")
+
+    __init__.__qualname__ = qualname[:-2]
+    cls.__init__ = __init__
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in fields)

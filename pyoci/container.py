@@ -215,9 +215,11 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
         no_new_keyring=opts.no_new_keyring,
         cgroup_later=bool(cg is not None and getattr(cg, "join_in_background", False)),
         state=public)
+    background = bool(cg is not None and getattr(cg, "join_in_background", False))
     if cg is not None:
-        cg.create()
-        rs["cgroup_made"] = True
+        rs["cgroup_made"] = True          # (destroy removes what exists of it)
+        if not background:
+            cg.create()
 
     pid = os.fork()
     if pid == 0:
@@ -228,12 +230,14 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
     child_sock.close()
     os.close(fifo_fd)
     # The first cgroup.procs write of a while waits for an RCU grace period (the kernel's
-    # cgroup_threadgroup_rwsem: ~10 ms here). With a driver whose add() is a plain write, it
-    # runs in a thread while the children set up namespaces and the rootfs; the init is
-    # added once its pid is known (fast then) and told before anything needs the cgroup.
+    # cgroup_threadgroup_rwsem: 10-16 ms here), holding cgroup_mutex, so a cgroup mkdir waits
+    # as long (pyoci.warmup starts that period early). With a driver whose create()/add() are
+    # plain mkdirs and writes, they run in a thread while the children set up namespaces
+    # and the rootfs; the init is added once its pid is known (fast then) and told before
+    # anything needs the cgroup.
     joiner = None
     if cg is not None:
-        if getattr(cg, "join_in_background", False):
+        if background:
             joiner = _Joiner(cg, pid)
             rs["joiner"] = joiner
         else:
@@ -297,9 +301,9 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
 
 
 class _Joiner:
-    """cgroup.procs writes in a thread: add(bootstrap) starts at once (and takes the grace
-    period); finish(init) waits for it and adds the init, which the bootstrap may have forked
-    before it was moved."""
+    """The cgroup's creation and first cgroup.procs write in a thread: create() and
+    add(bootstrap) start at once (and take the grace period); finish(init) waits for them
+    and adds the init, which the bootstrap may have forked before it was moved."""
 
     def __init__(self, cg, bootstrap: int) -> None:
         import _thread
@@ -311,8 +315,12 @@ class _Joiner:
 
     def _run(self, pid: int) -> None:
         try:
-            self.cg.add(pid)
-        except BaseException as e:  # noqa: BLE001 - the bootstrap may have exited: ESRCH
+            self.cg.create()
+            try:
+                self.cg.add(pid)
+            except BaseException:  # noqa: BLE001 - the bootstrap may have exited: ESRCH
+                pass
+        except BaseException as e:  # noqa: BLE001 - raised by finish()
             self.error = e
         finally:
             self.done.release()
@@ -323,6 +331,8 @@ class _Joiner:
 
     def finish(self, init_pid: int) -> None:
         self.wait()
+        if self.error is not None:
+            raise self.error
         self.cg.add(init_pid)
 
 

@@ -338,9 +338,8 @@ def _preload(spec: dict, ctx: InitContext | None = None) -> None:
         from pyoci.linux import terminal  # noqa: F401
     if (spec.get("linux") or {}).get("memoryPolicy"):
         from pyoci.linux import mempolicy  # noqa: F401
-    if (spec.get("linux") or {}).get("seccomp"):
-        import socket  # noqa: F401
-        import struct  # noqa: F401
+    # seccomp: install() and the listener's send_listener() need ctypes, pyoci.linux.sock
+    # and pyoci.jsonio, all loaded already
     if ctx is not None:
         from pyoci.linux import waiter
 

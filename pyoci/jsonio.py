@@ -66,16 +66,20 @@ def _default(o: object):
     raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
 
-_encoder: list = []
+_encoders: dict = {}     # (item separator, key separator) -> _json encoder
 
 
-def dumps(obj, indent: int | None = None) -> str:
-    """json.dumps(obj) (ASCII, ", " and ": " separators) or json.dumps(obj, indent=N)."""
+def dumps(obj, indent: int | None = None, separators: tuple[str, str] = (", ", ": ")) -> str:
+    """json.dumps(obj) (ASCII), with separators as json's (e.g. (",", ":")), or
+    json.dumps(obj, indent=N) (then with json's default "," and ": ")."""
     if indent is None:
-        if not _encoder:
-            _encoder.append(_json.make_encoder({}, _default, _json.encode_basestring_ascii,
-                                               None, ": ", ", ", False, False, True))
-        return "".join(_encoder[0](obj, 0))
+        enc = _encoders.get(separators)
+        if enc is None:
+            item, key = separators
+            enc = _encoders[separators] = _json.make_encoder(
+                {}, _default, _json.encode_basestring_ascii, None, key, item, False, False,
+                True)
+        return "".join(enc(obj, 0))
     try:
         return _indented(obj, " " * indent, 0)
     except _Unusual:

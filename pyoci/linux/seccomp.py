@@ -3,8 +3,9 @@
 The work is split so that each step can run where it is possible:
 
 * check(cfg)            pure Python, cheap: create-time validation (no libseccomp import).
-* build(cfg)            needs libseccomp (`seccomp` or PyPI's `pyseccomp`): returns the BPF
-                        program and the seccomp(2) flags. Run it before pivot_root (or in the
+* build(cfg)            needs libseccomp (libseccomp.so.2 through ctypes; else the
+                        `seccomp` or PyPI's `pyseccomp` binding): returns the BPF program
+                        and the seccomp(2) flags. Run it before pivot_root (or in the
                         parent): libseccomp is found through the host's library paths.
 * install(prog, flags)  only ctypes + seccomp(2): loads the program into the calling process
                         and returns the notify listener fd (or None). Safe after pivot_root.
@@ -18,12 +19,13 @@ profile return ENOSYS instead of the default action, so that libc can fall back.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from pyoci.errors import ConfigError, SysError, UnsupportedError
 
+TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
 # --- pure tables (values are libseccomp's SCMP_* == the kernel's SECCOMP_RET_*) -----------
 
@@ -243,19 +245,141 @@ _lib: Any = None
 
 
 def libseccomp() -> Any:
-    """The libseccomp Python binding: `seccomp` if installed, else PyPI's `pyseccomp`."""
+    """libseccomp with the Python binding's interface (resolve_syscall, SyscallFilter, Arg,
+    Attr): pyoci's own ctypes calls into libseccomp.so.2 (_Libseccomp), else the `seccomp`
+    binding if installed, else PyPI's `pyseccomp`."""
     global _lib
     if _lib is None:
         try:
-            import seccomp as lib  # type: ignore[import-not-found]
-        except ImportError:
+            lib = _Libseccomp()
+        except OSError:
             try:
-                import pyseccomp as lib  # type: ignore[import-not-found]
-            except (ImportError, RuntimeError) as e:
-                raise UnsupportedError(f"linux.seccomp: libseccomp is not available: {e}") \
-                    from None
+                import seccomp as lib  # type: ignore[import-not-found]
+            except ImportError:
+                try:
+                    import pyseccomp as lib  # type: ignore[import-not-found]
+                except (ImportError, RuntimeError) as e:
+                    raise UnsupportedError(f"linux.seccomp: libseccomp is not available: "
+                                           f"{e}") from None
         _lib = lib
     return _lib
+
+
+class _Arg:
+    """One argument comparison of a rule (struct scmp_arg_cmp)."""
+
+    __slots__ = ("arg", "op", "datum_a", "datum_b")
+
+    def __init__(self, arg: int, op: int, datum_a: int, datum_b: int = 0):
+        self.arg, self.op, self.datum_a, self.datum_b = arg, op, datum_a, datum_b
+
+
+class _Attr:
+    """enum scmp_filter_attr values pyoci sets."""
+
+    CTL_OPTIMIZE = 8
+
+
+class _Libseccomp:
+    """The part of libseccomp pyoci uses, through ctypes, with pyseccomp's interface.
+
+    pyseccomp costs ~20 ms in every container init with a filter: it imports typing and
+    weakref, and ctypes.util.find_library, which runs ldconfig in a subprocess to find a
+    library the dynamic loader finds by its soname anyway. Raises OSError when
+    libseccomp.so.2 cannot be loaded."""
+
+    Arg = _Arg
+    Attr = _Attr
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.ctypes = c = ctypes
+        lib = self.lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        for name, res, args in (
+            ("seccomp_init", c.c_void_p, (c.c_uint32,)),
+            ("seccomp_release", None, (c.c_void_p,)),
+            ("seccomp_attr_set", c.c_int, (c.c_void_p, c.c_int, c.c_uint32)),
+            ("seccomp_arch_exist", c.c_int, (c.c_void_p, c.c_uint32)),
+            ("seccomp_arch_add", c.c_int, (c.c_void_p, c.c_uint32)),
+            ("seccomp_rule_add_array", c.c_int,
+             (c.c_void_p, c.c_uint32, c.c_int, c.c_uint, c.c_void_p)),
+            ("seccomp_export_bpf", c.c_int, (c.c_void_p, c.c_int)),
+            ("seccomp_syscall_resolve_name_arch", c.c_int, (c.c_uint32, c.c_char_p)),
+            ("seccomp_syscall_resolve_num_arch", c.c_void_p, (c.c_uint32, c.c_int)),
+        ):
+            f = getattr(lib, name)
+            f.restype, f.argtypes = res, args
+
+        class ArgCmp(ctypes.Structure):
+            _fields_ = [("arg", c.c_uint), ("op", c.c_int), ("datum_a", c.c_uint64),
+                        ("datum_b", c.c_uint64)]
+
+        self.ArgCmp = ArgCmp
+        binding = self
+
+        class SyscallFilter:
+            """A libseccomp filter context (scmp_filter_ctx), released with the object."""
+
+            def __init__(self, defaction: int) -> None:
+                self.ctx = binding.lib.seccomp_init(defaction)
+                if not self.ctx:
+                    raise OSError(22, os.strerror(22))      # EINVAL, as pyseccomp
+                self.release = binding.lib.seccomp_release
+
+            def __del__(self) -> None:
+                if getattr(self, "ctx", None):
+                    self.release(self.ctx)
+                    self.ctx = None
+
+            def exist_arch(self, arch: int) -> bool:
+                r = binding.lib.seccomp_arch_exist(self.ctx, arch)
+                if r == 0:
+                    return True
+                if r == -17:                                # -EEXIST: not in the filter
+                    return False
+                raise binding.error(r)
+
+            def add_arch(self, arch: int) -> None:
+                binding.check(binding.lib.seccomp_arch_add(self.ctx, arch))
+
+            def set_attr(self, attr: int, value: int) -> None:
+                binding.check(binding.lib.seccomp_attr_set(self.ctx, attr, value))
+
+            def add_rule(self, action: int, syscall: int, *args: _Arg) -> None:
+                if len(args) > 6:
+                    raise ValueError("Too many arguments")
+                arr = (binding.ArgCmp * len(args))(
+                    *((a.arg, a.op, a.datum_a, a.datum_b) for a in args))
+                binding.check(binding.lib.seccomp_rule_add_array(self.ctx, action, syscall,
+                                                                 len(args), arr))
+
+            def export_bpf(self, file) -> None:
+                binding.check(binding.lib.seccomp_export_bpf(self.ctx, file.fileno()))
+
+        self.SyscallFilter = SyscallFilter
+
+    @staticmethod
+    def error(r: int) -> OSError:
+        return OSError(-r, os.strerror(-r))
+
+    def check(self, r: int) -> None:
+        if r < 0:
+            raise self.error(r)
+
+    def resolve_syscall(self, arch: int, syscall: str | int) -> int | bytes:
+        """A name's number (-1: unknown), or a number's name (ValueError: unknown)."""
+        if isinstance(syscall, str):
+            return self.lib.seccomp_syscall_resolve_name_arch(arch, syscall.encode())
+        p = self.lib.seccomp_syscall_resolve_num_arch(arch, syscall)
+        if not p:
+            raise ValueError(f"Unknown syscall {syscall} on arch {arch}")
+        try:
+            return self.ctypes.string_at(p)
+        finally:
+            from pyoci.linux import syscalls
+
+            syscalls.libc.free(self.ctypes.c_void_p(p))
 
 
 def _lib_error(e: Exception) -> str:
@@ -357,8 +481,8 @@ _AUDIT_ARCH_X86_64 = ARCHITECTURES["SCMP_ARCH_X86_64"]
 
 
 def _insn(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> bytes:
-    import struct
-    return struct.pack("=HBBI", code, jt, jf, k & 0xFFFFFFFF)
+    import _struct
+    return _struct.pack("=HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
 def _enosys_section(audit: int, maxes: dict[str, int]) -> list[tuple[int, int, int, int]]:
@@ -438,8 +562,8 @@ def _seccomp_set_filter(flags: int, program: bytes | None) -> tuple[int, int]:
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    from pyoci.linux.syscalls import libc        # the shared handle; syscall returns c_long
+
     if program is None:
         prog_p = None
     else:
@@ -497,8 +621,8 @@ def load(seccomp: dict) -> int | None:
 
 def connect_listener(path: str) -> "socket.socket":
     """Connect a SOCK_STREAM unix socket to linux.seccomp.listenerPath (close-on-exec)."""
-    import socket
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    from pyoci.linux import sock as unix
+    sock = unix.socket(unix.AF_UNIX, unix.SOCK_STREAM)
     try:
         if len(os.fsencode(path)) < 108:
             sock.connect(path)
@@ -538,11 +662,11 @@ def send_listener(sock: "socket.socket", notify_fd: int, state: dict, metadata: 
     """Send the containerProcessState JSON with notify_fd as SCM_RIGHTS (in the first
     sendmsg) over a connected unix socket, then close the socket (one state per connection,
     as the spec requires). pid defaults to state["pid"]."""
-    import json
-    import socket
-    data = json.dumps(process_state(state, metadata, pid), separators=(",", ":")).encode()
+    from pyoci import jsonio
+    from pyoci.linux import sock as unix
+    data = jsonio.dumps(process_state(state, metadata, pid), separators=(",", ":")).encode()
     try:
-        n = socket.send_fds(sock, [data], [notify_fd])
+        n = unix.send_fds(sock, [data], [notify_fd])
         if n < len(data):
             sock.sendall(data[n:])
     except OSError as e:

@@ -11,10 +11,12 @@ D-Bus is spoken directly over the system bus socket with the small marshaller be
 
 from __future__ import annotations
 
+import _socket   # the C modules: socket, struct and typing cost milliseconds at import
+import _struct as struct
 import os
-import socket
-import struct
-from typing import Any, Callable
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 from pyoci.cgroups.base import Manager
 from pyoci.errors import ConfigError, SysError, UnsupportedError
@@ -280,7 +282,7 @@ class DBusConnection:
 
     def __init__(self, path: str | None = None, timeout: float = JOB_TIMEOUT):
         path = path or bus_address()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(path)
@@ -320,7 +322,7 @@ class DBusConnection:
         while len(self.rbuf) < n:
             try:
                 chunk = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:                 # socket.timeout
                 raise SysError("D-Bus: timed out waiting for the bus") from None
             if not chunk:
                 raise SysError("D-Bus: connection closed by the bus")

@@ -198,6 +198,11 @@ def test_zombie_init_is_stopped(pyoci, bundle_factory, config):
     reap_zombies()
 
 
+def _start_time(pid: int) -> int:
+    stat = open(f"/proc/{pid}/stat").read()
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
 def test_pid_reuse_is_not_mistaken(pyoci, bundle_factory, config):
     b = bundle_factory(cfg_with(config, ["sleep", "100"]))
     pyoci("create", "-b", b, "r1", check=True)
@@ -206,6 +211,12 @@ def test_pid_reuse_is_not_mistaken(pyoci, bundle_factory, config):
         doc = json.load(f)
     real_pid = doc["pid"]
     sleeper = subprocess.Popen(["sleep", "100"])
+    # a process started in the same clock tick as the init has the same start time: PID
+    # reuse cannot be told apart then (nor by runc); make sure the sleeper's differs
+    while _start_time(sleeper.pid) == _start_time(real_pid):
+        sleeper.kill()
+        sleeper.wait()
+        sleeper = subprocess.Popen(["sleep", "100"])
     try:
         doc["pid"] = sleeper.pid                 # a live process that is not the init
         with open(path, "w") as f:

@@ -278,7 +278,10 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
                 joiner.finish(init_pid)           # the bootstrap's write paid the wait
                 rs["joiner"] = None
                 cg.apply(linux.get("resources"))
-                init_mod.send(parent_sock, {"t": "cgroup"})
+                try:
+                    init_mod.send(parent_sock, {"t": "cgroup"})
+                except OSError:
+                    pass                          # the init failed: its error comes next
         elif t == "hooks":
             from pyoci.linux.hooks import run_hooks
 

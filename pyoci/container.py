@@ -130,36 +130,59 @@ def _rmtree(path: str) -> None:
 def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     """Create the container and leave its init waiting on exec.fifo; returns its State.
     On any error nothing is left behind (state dir, cgroup, processes)."""
+    from pyoci import init as init_mod
+    from pyoci.linux import sock as unix
     from pyoci.spec import load as spec_load
 
     st_mod.check_id(opts.cid)
     bundle = os.path.abspath(opts.bundle)
     spec = spec_load.read_config(bundle)
     rootfs = _check_config(spec, bundle, opts)
-    linux = spec.get("linux") or {}
-
-    from pyoci import cgroups
-
-    cg = cgroups.new_manager(linux.get("cgroupsPath"), opts.cid, systemd=opts.systemd_cgroup)
-    cg.check(linux.get("resources"))
-
     root = st_mod.ensure_root(opts.root)
     cdir = st_mod.container_dir(root, opts.cid)
-    try:
-        os.mkdir(cdir, 0o700)
-    except FileExistsError:
-        raise ContainerExists(opts.cid) from None
-
     st = st_mod.State(id=opts.cid, bundle=bundle, rootfs=rootfs, created=_rfc3339_now(),
                       annotations=spec.get("annotations") or {},
                       oci_version=spec.get("ociVersion", "1.3.0"), dir=cdir)
-    ctx_sockets: list = []
-    run_state = {"init": 0, "bootstrap": 0, "cgroup_made": False, "hooks_ran": False}
+
+    # The bootstrap child is forked as soon as the config is known to be valid: it loads
+    # what the init needs (~2 ms) while this process sets up the cgroup manager, the state
+    # directory, exec.fifo and the sockets, which it then sends over (_send_setup).
+    listen = _listen_fds()
+    parent_sock, child_sock = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
+    public = st_mod.public_state(st, "creating")
+    ctx = init_mod.InitContext(
+        spec=spec, cid=opts.cid, bundle=bundle, rootfs=rootfs,
+        ns=spec_load.namespaces(spec), sock=child_sock,
+        console_fd=foreground_console.fileno() if foreground_console is not None else -1,
+        extra_fds=listen + opts.preserve_fds,
+        extra_env=[f"LISTEN_FDS={listen}", "LISTEN_PID=1"] if listen else [],
+        no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring, state=public)
+    pid = os.fork()
+    if pid == 0:
+        parent_sock.close()
+        init_mod.bootstrap(ctx)           # never returns
+        os._exit(1)
+    child_sock.close()
+    ctx_sockets: list = [parent_sock]
+    rs = {"init": 0, "bootstrap": pid, "cgroup_made": False, "hooks_ran": False,
+          "dir_made": False}
+    cg = None
     try:
+        linux = spec.get("linux") or {}
+        from pyoci import cgroups
+
+        cg = cgroups.new_manager(linux.get("cgroupsPath"), opts.cid,
+                                 systemd=opts.systemd_cgroup)
+        cg.check(linux.get("resources"))
+        try:
+            os.mkdir(cdir, 0o700)
+        except FileExistsError:
+            raise ContainerExists(opts.cid) from None
+        rs["dir_made"] = True
         with st_mod.Lock(cdir):
-            _create_in(opts, spec, st, cg, ctx_sockets, run_state, foreground_console)
+            _create_in(opts, spec, st, cg, ctx_sockets, rs, parent_sock, public)
     except BaseException as e:
-        _abort_create(st, spec, cg, run_state)
+        _abort_create(st, spec, cg, rs)
         for s in ctx_sockets:
             s.close()
         if isinstance(e, KeyboardInterrupt):
@@ -170,65 +193,42 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     return st
 
 
-def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
+def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public) -> None:
     from pyoci import init as init_mod
     from pyoci.linux import namespaces as nsmod
     from pyoci.linux import sock as unix
     from pyoci.spec import load as spec_load
 
+    pid = rs["bootstrap"]
     st_mod.write_atomic(os.path.join(st.dir, st_mod.CONFIG_FILE),
                         jsonio.dumps(spec).encode())
     fifo = os.path.join(st.dir, st_mod.FIFO)
     os.mkfifo(fifo, 0o622)
     os.chmod(fifo, 0o622)
     fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
-
-    parent_sock, child_sock = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
-    socks += [parent_sock, child_sock]
-    console_fd = -1
+    names, fds = ["fifo"], [fifo_fd]
     if opts.console_socket:
         from pyoci.linux import terminal
 
         cs = terminal.connect_console_socket(opts.console_socket)
         socks.append(cs)
-        console_fd = cs.fileno()
-    elif foreground_console is not None:
-        console_fd = foreground_console.fileno()
+        names.append("console")
+        fds.append(cs.fileno())
     linux = spec.get("linux") or {}
-    listener = None
     seccomp = linux.get("seccomp") or {}
     if seccomp.get("listenerPath"):
         from pyoci.linux import seccomp as seccomp_mod
 
         listener = seccomp_mod.connect_listener(seccomp["listenerPath"])
         socks.append(listener)
-    listen = _listen_fds()
+        names.append("listener")
+        fds.append(listener.fileno())
     ns = spec_load.namespaces(spec)
-    extra_env = []
-    if listen:
-        extra_env = [f"LISTEN_FDS={listen}", "LISTEN_PID=1"]
-    public = st_mod.public_state(st, "creating")
-    ctx = init_mod.InitContext(
-        spec=spec, cid=opts.cid, bundle=st.bundle, rootfs=st.rootfs, ns=ns, sock=child_sock,
-        fifo_fd=fifo_fd, console_fd=console_fd, listener_sock=listener,
-        extra_fds=listen + opts.preserve_fds, extra_env=extra_env, no_pivot=opts.no_pivot,
-        no_new_keyring=opts.no_new_keyring,
-        cgroup_later=bool(cg is not None and getattr(cg, "join_in_background", False)),
-        state=public)
     background = bool(cg is not None and getattr(cg, "join_in_background", False))
     if cg is not None:
         rs["cgroup_made"] = True          # (destroy removes what exists of it)
         if not background:
             cg.create()
-
-    pid = os.fork()
-    if pid == 0:
-        parent_sock.close()
-        init_mod.bootstrap(ctx)           # never returns
-        os._exit(1)
-    rs["bootstrap"] = pid
-    child_sock.close()
-    os.close(fifo_fd)
     # The first cgroup.procs write of a while waits for an RCU grace period (the kernel's
     # cgroup_threadgroup_rwsem: 10-16 ms here), holding cgroup_mutex, so a cgroup mkdir waits
     # as long (pyoci.warmup starts that period early). With a driver whose create()/add() are
@@ -243,7 +243,10 @@ def _create_in(opts, spec, st, cg, socks, rs, foreground_console) -> None:
         else:
             cg.add(pid)
             cg.apply(linux.get("resources"))
-    init_mod.send(parent_sock, {"t": "ok"})
+    # the bootstrap's go: what it could not inherit (made after the fork) comes with it
+    unix.send_fds(parent_sock, [jsonio.dumps({
+        "t": "ok", "cgroup_later": background, "fds": names}).encode()], fds)
+    os.close(fifo_fd)
     hooks = spec.get("hooks") or {}
     while True:
         msg = _recv_child(parent_sock)
@@ -389,7 +392,8 @@ def _abort_create(st, spec, cg, rs) -> None:
 
         run_hooks(spec.get("hooks"), "poststop", st_mod.public_state(st, "stopped"),
                   warn_only=True)
-    _rmtree(st.dir)
+    if rs.get("dir_made", True):          # not another container's directory (EEXIST)
+        _rmtree(st.dir)
 
 
 def _wait_dead(pid: int, start_time: int, timeout: float) -> bool:

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class InitContext:
-    """Everything the children need, prepared by the parent before fork."""
+    """Everything the children need: prepared by the parent before the fork, the fds it
+    makes afterwards (fifo_fd, console_fd for --console-socket, listener_sock) and
+    cgroup_later arrive with its go (_receive_setup)."""
 
     spec: dict
     cid: str
@@ -88,8 +90,8 @@ def bootstrap(ctx: InitContext) -> None:
         # interpreter) while we are still pyoci: stay non-dumpable until the execve.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         _close_other_fds(ctx)
-        _preload(ctx.spec, ctx)                   # while the parent's cgroup.procs write waits
-        _expect_ok(ctx.sock)                      # the parent has put us in the cgroup
+        _preload(ctx.spec, ctx)                   # while the parent makes the state dir...
+        _receive_setup(ctx)                       # ...and sends exec.fifo & co
         linux = ctx.spec.get("linux") or {}
         fds = nsmod.open_paths(ctx.ns)
         nsmod.join(fds, only=("user",))
@@ -116,6 +118,26 @@ def bootstrap(ctx: InitContext) -> None:
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - reported to the parent
         _fail(ctx, e)
+
+
+def _receive_setup(ctx: InitContext) -> None:
+    """The parent's go, with the fds it made after forking us (exec.fifo, the console and
+    seccomp listener sockets) and whether it joins the cgroup late."""
+    data, fds, _, _ = unix.recv_fds(ctx.sock, 65536, 8)
+    if not data:
+        raise SysError("the runtime went away during container setup")
+    msg = jsonio.loads(data)
+    if msg.get("t") != "ok":
+        raise SysError(msg.get("msg", "container setup aborted by the runtime"))
+    got = dict(zip(msg.get("fds") or [], fds))
+    ctx.cgroup_later = bool(msg.get("cgroup_later"))
+    ctx.fifo_fd = got.get("fifo", -1)
+    if "console" in got:
+        ctx.console_fd = got["console"]
+    if "listener" in got:
+        ctx.listener_sock = unix.socket(fileno=got["listener"])
+    for fd in fds:
+        os.set_inheritable(fd, False)             # none of them is the container's
 
 
 def _close_other_fds(ctx: InitContext) -> None:

@@ -141,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if gopts.get("help") else 1
         cmd, cargs = rest[0], rest[1:]
         if cmd in MODULE_COMMANDS:
-            import importlib
-
-            mod = importlib.import_module(MODULE_COMMANDS[cmd])
+            # __import__ rather than importlib: importlib costs an import of its own
+            mod = __import__(MODULE_COMMANDS[cmd], fromlist=["run_command"])
             table = mod.COMMAND_FLAGS[cmd]
         elif cmd in COMMANDS:
             mod, table = None, COMMANDS[cmd]
@@ -210,11 +209,9 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
         container.start(root, _one_id(cmd, pos))
         return 0
     if cmd == "state":
-        import json
+        from pyoci import container, jsonio
 
-        from pyoci import container
-
-        sys.stdout.write(json.dumps(container.state_json(root, _one_id(cmd, pos)), indent=2)
+        sys.stdout.write(jsonio.dumps(container.state_json(root, _one_id(cmd, pos)), indent=2)
                          + "\n")
         return 0
     if cmd == "kill":
@@ -238,19 +235,15 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
         default.write_spec(o.get("bundle") or ".", bool(o.get("rootless")))
         return 0
     if cmd == "features":
-        import json
+        from pyoci import features, jsonio
 
-        from pyoci import features
-
-        sys.stdout.write(json.dumps(features.features(), indent=4) + "\n")
+        sys.stdout.write(jsonio.dumps(features.features(), indent=4) + "\n")
         return 0
     raise UsageError(f"unknown command {cmd!r}")
 
 
 def _list(root: str, o: dict) -> int:
-    import json
-
-    from pyoci import container
+    from pyoci import container, jsonio
 
     fmt = o.get("format", "table")
     if fmt not in ("table", "json"):
@@ -261,7 +254,7 @@ def _list(root: str, o: dict) -> int:
             print(s["id"])
         return 0
     if fmt == "json":
-        print(json.dumps(states))
+        print(jsonio.dumps(states))
         return 0
     rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
     rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])

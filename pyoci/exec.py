@@ -25,17 +25,17 @@ reads EOF and the process counts as started.
 
 from __future__ import annotations
 
-import json
+import _signal   # not signal, socket, json: each costs milliseconds on every exec
 import os
-import signal
-import socket
 import sys
 
+from pyoci import jsonio
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
 from pyoci.foreground import Forwarder, wait_exit
 from pyoci.linux import child
 from pyoci.linux import namespaces as nsmod
+from pyoci.linux import sock as socket
 from pyoci.linux import syscalls as sc
 
 COMMAND_FLAGS = {"exec": {
@@ -104,7 +104,7 @@ def build_process(cfg: dict, opts: dict, args: list[str]) -> dict:
         return read_process_file(opts["process"])
     if not args:
         raise UsageError("exec: args cannot be empty (give a command or --process FILE)")
-    proc = json.loads(json.dumps(cfg.get("process") or {}))   # a deep copy
+    proc = jsonio.loads(jsonio.dumps(cfg.get("process") or {}))   # a deep copy
     proc["args"] = list(args)
     proc["terminal"] = bool(opts.get("tty"))
     proc.pop("consoleSize", None)
@@ -173,7 +173,7 @@ def _uint32(value: str, flag: str, what: str) -> int:
 def read_process_file(path: str) -> dict:
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read())
+            doc = jsonio.loads(f.read())
     except OSError as e:
         raise ConfigError(f"--process {path}: {e.strerror}") from None
     except (ValueError, UnicodeDecodeError) as e:
@@ -262,7 +262,7 @@ def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) 
 def _preload(proc: dict) -> None:
     """Import now what the joiner and the process use after setns(mount): imports there
     would resolve in the container's root filesystem."""
-    import prctl  # noqa: F401 - used by capabilities/process
+    import _prctl  # noqa: F401 - used by capabilities/process
 
     from pyoci.linux import apparmor, capabilities, process, rlimits  # noqa: F401
 
@@ -351,7 +351,7 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
     return None
 
 
-def _above(s: socket.socket, floor: int, res: dict) -> socket.socket:
+def _above(s, floor: int, res: dict):
     """s itself, or a close-on-exec duplicate numbered >= floor (s is then closed)."""
     if s.fileno() >= floor:
         return s
@@ -403,7 +403,7 @@ def _abort(res: dict) -> None:
         pid = res.get(key)
         if pid:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
     for key in ("joiner", "pid"):
@@ -415,17 +415,17 @@ def _abort(res: dict) -> None:
                 pass
 
 
-def _send(sock: socket.socket, msg: dict) -> None:
-    sock.send(json.dumps(msg).encode())
+def _send(sock, msg: dict) -> None:
+    sock.send(jsonio.dumps(msg).encode())
 
 
-def _recv(sock: socket.socket, eof_ok: bool = False) -> tuple[dict | None, list[int]]:
+def _recv(sock, eof_ok: bool = False) -> tuple[dict | None, list[int]]:
     data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
     if not data:
         if eof_ok:
             return None, fds
         raise SysError("exec: the joining process exited during setup")
-    msg = json.loads(data)
+    msg = jsonio.loads(data)
     if msg.get("t") == "error":
         for fd in fds:
             os.close(fd)
@@ -433,7 +433,7 @@ def _recv(sock: socket.socket, eof_ok: bool = False) -> tuple[dict | None, list[
     return msg, fds
 
 
-def _expect(sock: socket.socket, t: str) -> None:
+def _expect(sock, t: str) -> None:
     msg, fds = _recv(sock)
     for fd in fds:
         os.close(fd)
@@ -483,12 +483,14 @@ def _joiner(job: dict) -> None:
 def _default_signals() -> None:
     """Drop the caller's forwarding handlers; SIGPIPE/SIGXFSZ back from Python's SIG_IGN
     (ignored signals would stay ignored across execve)."""
-    for s in signal.Signals:
-        if s in (signal.SIGKILL, signal.SIGSTOP):
+    from pyoci.foreground import _signals
+
+    for s in _signals():        # the numbers of signal.Signals
+        if s in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            if s in (signal.SIGPIPE, signal.SIGXFSZ) or callable(signal.getsignal(s)):
-                signal.signal(s, signal.SIG_DFL)
+            if s in (_signal.SIGPIPE, _signal.SIGXFSZ) or callable(_signal.getsignal(s)):
+                _signal.signal(s, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass
 
@@ -501,7 +503,7 @@ def _close_other_fds(job: dict) -> None:
     child.close_fds_except(keep)
 
 
-def _fail(sock: socket.socket, e: BaseException) -> None:
+def _fail(sock, e: BaseException) -> None:
     """Report e to the caller and exit: a child never returns into the caller's code."""
     try:
         _send(sock, {"t": "error", "msg": child.error_message(e)})
@@ -512,7 +514,7 @@ def _fail(sock: socket.socket, e: BaseException) -> None:
 
 # --- the process (second child, inside the container) ---------------------------------------
 
-def _process(job: dict, sock: socket.socket) -> None:
+def _process(job: dict, sock) -> None:
     """Set up the process and execve the program; never returns."""
     try:
         _exec_process(job, sock)
@@ -520,7 +522,7 @@ def _process(job: dict, sock: socket.socket) -> None:
         _fail(sock, e)
 
 
-def _exec_process(job: dict, sock: socket.socket) -> None:
+def _exec_process(job: dict, sock) -> None:
     from pyoci.linux import process as procmod
 
     proc, linux = job["proc"], job["linux"]
@@ -560,14 +562,14 @@ def _exec_process(job: dict, sock: socket.socket) -> None:
         raise SysError(f"process.args[0]: exec {proc['args'][0]!r}: {e.strerror}") from None
 
 
-def _install_seccomp(prog: tuple[bytes, int], job: dict, sock: socket.socket) -> None:
+def _install_seccomp(prog: tuple[bytes, int], job: dict, sock) -> None:
     from pyoci.linux import seccomp as seccomp_mod
 
     notify_fd = seccomp_mod.install(*prog)
     if notify_fd is None:
         return
     if job["notify"]:               # the caller passes it on to the seccomp agent
-        socket.send_fds(sock, [json.dumps({"t": "seccomp"}).encode()], [notify_fd])
+        socket.send_fds(sock, [jsonio.dumps({"t": "seccomp"}).encode()], [notify_fd])
         msg, _ = _recv(sock)
         if msg.get("t") != "ok":
             raise SysError("linux.seccomp.listenerPath: the runtime did not pass the fd on")

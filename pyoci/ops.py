@@ -15,12 +15,14 @@ cgroup, with runc 1.1's flags, outputs, exit codes and error messages.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
-from typing import Any
 
+TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
+if TYPE_CHECKING:
+    from typing import Any
+
+from pyoci import jsonio   # not json (re, enum...: milliseconds on every command)
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, UnsupportedError, UsageError
 
@@ -138,23 +140,44 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 _UINT64 = (0, (1 << 64) - 1)
 
 # docker/go-units v0.4.0 RAMInBytes, as vendored by runc 1.1
-_SIZE_RE = re.compile(r"^(\d+(\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _BINARY = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def _size_parts(s: str) -> tuple[str, str] | None:
+    """(number, unit letter or "") where s matches go-units' sizeRegex
+    `^(\\d+(\\.\\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$` (Python's `$`: a final newline
+    too), else None. Plain string checks: `re` costs milliseconds to import. The number is
+    the longest run of digits and dots (nothing after it may be either), so no
+    backtracking is needed."""
+    body = s[:-1] if s.endswith("\n") else s
+    i = 0
+    while i < len(body) and (body[i] == "." or body[i].isdecimal()):
+        i += 1
+    number, tail = body[:i], body[i:]
+    if not all(part.isdecimal() for part in number.split(".")):   # "", "1.", ".5", "1..2"
+        return None
+    tail = tail[1:] if tail[:1] == " " else tail
+    unit = tail[0] if tail[:1] and tail[0] in "kKmMgGtTpP" else ""
+    tail = tail[len(unit):]
+    for allowed in ("iI", "bB"):
+        if tail[:1] and tail[0] in allowed:
+            tail = tail[1:]
+    return (number, unit) if not tail else None
 
 
 def ram_in_bytes(s: str) -> int:
     """A human size ("512m", "1.5 GiB", "100kb", "1024") in bytes, binary units, as
     docker/go-units' RAMInBytes; ValueError with its message otherwise."""
-    m = _SIZE_RE.match(s)
-    if not m:
+    parts = _size_parts(s)
+    if parts is None:
         raise ValueError(f"invalid size: '{s}'")
+    number, unit = parts
     try:
-        size = float(m.group(1))
+        size = float(number)
     except ValueError:
-        raise ValueError(f'strconv.ParseFloat: parsing "{m.group(1)}": invalid syntax') \
+        raise ValueError(f'strconv.ParseFloat: parsing "{number}": invalid syntax') \
             from None
-    unit = (m.group(3) or "").lower()
-    return int(size * _BINARY.get(unit, 1))
+    return int(size * _BINARY.get(unit.lower(), 1))
 
 
 def _parse_flag(flag: str, kind: str, v: str) -> int | str:
@@ -177,7 +200,8 @@ def _parse_flag(flag: str, kind: str, v: str) -> int | str:
             raise UsageError(f"invalid value for {flag}: {e}") from None
     # strconv.ParseUint / ParseInt, base 10
     fn = "ParseUint" if kind == "uint" else "ParseInt"
-    ok = re.fullmatch(r"\d+" if kind == "uint" else r"[+-]?\d+", v) is not None
+    digits = v[1:] if kind != "uint" and v[:1] in ("+", "-") else v
+    ok = digits.isdecimal()     # re.fullmatch(r"\d+" or r"[+-]?\d+", v)
     if not ok:
         raise UsageError(f'invalid value for {flag}: strconv.{fn}: parsing "{v}": '
                          f"invalid syntax")
@@ -202,7 +226,7 @@ def update_from_json(data: bytes, source: str) -> dict[str, dict[str, Any]]:
     """The update-able parts of a LinuxResources JSON document (others are ignored, as runc
     ignores them); ConfigError naming the field for a wrong type."""
     try:
-        doc = json.loads(data or b"null")
+        doc = jsonio.loads(data or b"null")
     except ValueError as e:
         raise ConfigError(f"update: {source}: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
@@ -245,9 +269,7 @@ def merge_resources(current: dict | None, delta: dict[str, dict[str, Any]]) -> d
     """current linux.resources with the update's values laid over it: a zero or empty value
     leaves the current one unchanged (cpu.idle, where 0 is meaningful, and booleans always
     apply); unified keys are added/replaced one by one."""
-    import copy
-
-    merged = copy.deepcopy(current or {})
+    merged = _copy(current or {})
     for section, values in delta.items():
         sec = merged.get(section)
         if not isinstance(sec, dict):
@@ -258,6 +280,15 @@ def merge_resources(current: dict | None, delta: dict[str, dict[str, Any]]) -> d
                 continue
             sec[key] = v
     return merged
+
+
+def _copy(v):
+    """copy.deepcopy of a JSON value (dicts, lists and immutable leaves)."""
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    return v
 
 
 def applicable(resources: dict) -> dict:
@@ -279,7 +310,7 @@ def current_resources(st: st_mod.State) -> dict:
     """The resources last applied: resources.json after an update, else the config's."""
     try:
         with open(os.path.join(st.dir, RESOURCES_FILE), "rb") as f:
-            return json.loads(f.read())
+            return jsonio.loads(f.read())
     except FileNotFoundError:
         pass
     except ValueError:
@@ -333,14 +364,15 @@ def update(root: str, cid: str, opts: dict) -> None:
                     "setting back cgroup configs failed: %s; the cgroup and the stored "
                     "resources may differ", e2)
             raise
-        st_mod.write_atomic(os.path.join(st.dir, RESOURCES_FILE), json.dumps(new).encode())
+        st_mod.write_atomic(os.path.join(st.dir, RESOURCES_FILE), jsonio.dumps(new).encode())
 
 
 # --- events ---------------------------------------------------------------------------
 
 _DUR_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
               "m": 60.0, "h": 3600.0}
-_DUR_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+# tried in this order: "ms" before "m" (the first unit that matches is taken)
+_DUR_UNIT_ORDER = ("ns", "us", "\u00b5s", "\u03bcs", "ms", "s", "m", "h")
 
 OOM_POLL_SECONDS = 0.2   # how often the stream looks at the OOM kill count between stats
 
@@ -354,16 +386,36 @@ def parse_duration(s: str) -> float:
         raise ValueError(s)
     total, pos = 0.0, 0
     while pos < len(body):
-        m = _DUR_PART.match(body, pos)
-        if not m:
+        number, pos = _dur_number(body, pos)
+        unit = next((u for u in _DUR_UNIT_ORDER if body.startswith(u, pos)), None)
+        if not number or unit is None:
             raise ValueError(s)
-        total += float(m.group(1)) * _DUR_UNITS[m.group(2)]
-        pos = m.end()
+        total += float(number) * _DUR_UNITS[unit]
+        pos += len(unit)
     return -total if s.startswith("-") else total
 
 
+def _dur_number(body: str, pos: int) -> tuple[str, int]:
+    """The match of `\\d+\\.?\\d*|\\.\\d+` at pos ("" if none) and where it ends. Greedy
+    is exact: a unit never starts with a digit or a dot, so a shorter number never helps."""
+    def digits(i: int) -> int:
+        while i < len(body) and body[i].isdecimal():
+            i += 1
+        return i
+
+    end = digits(pos)
+    if end > pos:                           # \d+ \.? \d*
+        if body[end:end + 1] == ".":
+            end = digits(end + 1)
+    elif body[pos:pos + 1] == ".":          # \. \d+
+        end = digits(pos + 1)
+        if end == pos + 1:
+            end = pos
+    return body[pos:end], end
+
+
 def _emit(event: dict) -> None:
-    sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+    sys.stdout.write(jsonio.dumps(event, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
 
@@ -448,20 +500,14 @@ def ps(root: str, cid: str, fmt: str, ps_args: list[str]) -> int:
     st = st_mod.load(root, cid)
     pids = container_pids(st)
     if fmt == "json":
-        sys.stdout.write((json.dumps(pids, separators=(",", ":")) if pids else "null") + "\n")
+        sys.stdout.write((jsonio.dumps(pids, separators=(",", ":")) if pids else "null") + "\n")
         return 0
     if fmt != "table":
         raise UsageError("invalid format option")
-    import subprocess
-
-    try:
-        p = subprocess.run(["ps", *(ps_args or ["-ef"])], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    except OSError as e:
-        raise PyociError(f"ps: {e.strerror}") from None
-    out = p.stdout.decode(errors="replace")
-    if p.returncode != 0:
-        raise PyociError(f"ps exit status {p.returncode}: {' '.join(out.split())}")
+    returncode, data = _run_ps(ps_args or ["-ef"])
+    out = data.decode(errors="replace")
+    if returncode != 0:
+        raise PyociError(f"ps exit status {returncode}: {' '.join(out.split())}")
     lines = out.split("\n")
     titles = lines[0].split()
     if "PID" not in titles:
@@ -481,3 +527,34 @@ def ps(root: str, cid: str, fmt: str, ps_args: list[str]) -> int:
             keep.append(line)
     sys.stdout.write("\n".join(keep) + "\n")
     return 0
+
+
+def _run_ps(args: list[str]) -> tuple[int, bytes]:
+    """subprocess.run(["ps", *args], stdin=DEVNULL, stdout=PIPE, stderr=STDOUT): (exit
+    code, output), on posix_spawnp (subprocess costs milliseconds to import). SIGPIPE and
+    SIGXFSZ go back to their defaults in the child, as subprocess's restore_signals."""
+    import _signal
+
+    r, w = os.pipe()                # both close-on-exec; the dup2s below are not
+    try:
+        try:
+            pid = os.posix_spawnp("ps", ["ps", *args], os.environ, file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)],
+                setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+        except OSError as e:
+            raise PyociError(f"ps: {e.strerror}") from None
+        os.close(w)
+        w = -1
+        chunks = []
+        while True:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks)

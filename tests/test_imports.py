@@ -217,3 +217,205 @@ def test_hugepage_sizes_from_sysfs_names(monkeypatch):
     names = ["hugepages-1048576kB", "hugepages-2048kB", "hugepages-x", "other", "hugepages-kB"]
     monkeypatch.setattr(common.os, "listdir", lambda _p: names)
     assert common.hugepage_sizes() == ["2MB", "1GB"]
+
+
+# --- the other commands: exec, pause, resume, update, events, ps, list, spec, features -----
+
+OTHER_COMMANDS = [
+    ["exec", "c1", "true"], ["exec", "-d", "c1", "true"], ["exec", "-t", "c1", "true"],
+    ["pause", "c1"], ["resume", "c1"], ["update", "--pids-limit", "100", "c1"],
+    ["events", "--stats", "c1"], ["ps", "c1"], ["ps", "--format", "json", "c1"], ["list"],
+    ["spec", "--bundle", "{tmp}"], ["features"],
+]
+
+
+@pytest.mark.parametrize("args", OTHER_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_other_commands_import_no_slow_module(pyoci, bundle_factory, config, tmp_path, args):
+    config["process"]["args"] = ["sleep", "100"]
+    pyoci("run", "-d", "--bundle", bundle_factory(config), "c1", check=True)
+    if args[0] == "resume":
+        pyoci("pause", "c1", check=True)
+    err = tmp_path / "importtime"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    with open(err, "wb") as f:
+        p = subprocess.run([launcher_python(), "-IS", "-X", "importtime", PYOCI,
+                            "--root", pyoci.root, *argv],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
+                           timeout=60)
+    text = err.read_text()
+    assert p.returncode == 0, text[-2000:]
+    mods = imported_modules(text)
+    assert "pyoci.fastpath" in mods
+    slow = sorted(m for m in mods if m.split(".")[0] in SLOW or m in SLOW)
+    assert not slow, f"{args[0]} imported {slow}"
+
+
+# Runs the launcher with an audit hook that reports every module loaded by a process that is
+# no longer in the host's mount namespace (an import there would resolve in the container's
+# root filesystem), and every execve from inside the container (the hook did see that side).
+_AFTER_SETNS_HOOK = """
+import os, sys
+_host = os.readlink("/proc/self/ns/mnt")
+def _hook(event, args):
+    if event not in ("import", "os.exec"):
+        return
+    try:
+        inside = os.readlink("/proc/self/ns/mnt") != _host
+    except OSError:
+        inside = True
+    if inside:
+        os.write(2, f"AFTER-SETNS {event} {args[0]}\\n".encode())
+sys.addaudithook(_hook)
+sys.argv = sys.argv[1:]
+with open(sys.argv[0]) as f:
+    code = compile(f.read(), sys.argv[0], "exec")
+exec(code, {"__name__": "__main__"})
+"""
+
+
+@pytest.mark.parametrize("variant", ["plain", "tty", "user-caps", "seccomp", "seccomp-nnp",
+                                     "rlimits", "process-file"])
+def test_exec_imports_nothing_after_joining_the_mount_namespace(pyoci, bundle_factory, config,
+                                                               tmp_path, variant):
+    config["process"]["args"] = ["sleep", "100"]
+    config["process"]["noNewPrivileges"] = variant == "seccomp-nnp"
+    if variant.startswith("seccomp"):
+        config["linux"]["seccomp"] = SECCOMP
+    pyoci("run", "-d", "--bundle", bundle_factory(config), "c1", check=True)
+    args = {"plain": ["c1", "true"], "tty": ["-t", "c1", "true"],
+            "user-caps": ["-u", "1000:1000", "--cap", "CAP_KILL", "-g", "29", "c1", "true"],
+            "seccomp": ["c1", "true"], "seccomp-nnp": ["c1", "true"],
+            "rlimits": ["--process", str(tmp_path / "p.json"), "c1"],
+            "process-file": ["--process", str(tmp_path / "p.json"), "c1"]}[variant]
+    proc = {"args": ["/bin/true"], "cwd": "/tmp", "env": ["PATH=/bin"],
+            "user": {"uid": 0, "gid": 0}}
+    if variant == "rlimits":
+        proc["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]
+        proc["oomScoreAdj"] = 10
+    (tmp_path / "p.json").write_text(json.dumps(proc))
+    hook = tmp_path / "hook.py"
+    hook.write_text(_AFTER_SETNS_HOOK)
+    err = tmp_path / "err"
+    with open(err, "wb") as f:
+        p = subprocess.run([launcher_python(), "-IS", str(hook), PYOCI, "--root", pyoci.root,
+                            "exec", *args], stdin=subprocess.DEVNULL,
+                           stdout=f, stderr=f, timeout=60)     # with -t: through the pty
+    lines = err.read_text().splitlines()
+    assert p.returncode == 0, lines
+    assert [ln for ln in lines if ln.startswith("AFTER-SETNS os.exec")], lines   # it looked
+    assert [ln for ln in lines if ln.startswith("AFTER-SETNS import")] == []
+
+
+# --- replacements in pyoci.ops, pyoci.spec.default ----------------------------------------
+
+_GO_UNITS_SIZE = r"^(\d+(\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$"
+_GO_DURATION_PART = r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)"
+SIZES = st.text(alphabet=st.sampled_from(list("0123456789. \n\u0663kKmMgGiIbBxX-e")),
+                max_size=10)
+DURATIONS = st.text(alphabet=st.sampled_from(list("0123456789.+-\u0663nsuµμmhx ")),
+                    max_size=10)
+
+
+def _regex_ram_in_bytes(s: str) -> int:
+    """pyoci.ops.ram_in_bytes as it was, on re."""
+    m = re.match(_GO_UNITS_SIZE, s)
+    if not m:
+        raise ValueError(f"invalid size: '{s}'")
+    try:
+        size = float(m.group(1))
+    except ValueError:
+        raise ValueError(f'strconv.ParseFloat: parsing "{m.group(1)}": invalid syntax') \
+            from None
+    unit = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+    return int(size * unit.get((m.group(3) or "").lower(), 1))
+
+
+def _regex_parse_duration(s: str) -> float:
+    """pyoci.ops.parse_duration as it was, on re."""
+    units = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
+             "m": 60.0, "h": 3600.0}
+    part = re.compile(_GO_DURATION_PART)
+    body = s[1:] if s[:1] in "+-" else s
+    if body == "0":
+        return 0.0
+    if not body:
+        raise ValueError(s)
+    total, pos = 0.0, 0
+    while pos < len(body):
+        m = part.match(body, pos)
+        if not m:
+            raise ValueError(s)
+        total += float(m.group(1)) * units[m.group(2)]
+        pos = m.end()
+    return -total if s.startswith("-") else total
+
+
+def _outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except ValueError as e:
+        return ("error", str(e))
+    except Exception as e:  # noqa: BLE001 - the same exception is expected
+        return ("error", type(e), str(e))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(s=SIZES)
+def test_ram_in_bytes_is_the_regex(s):
+    from pyoci import ops
+
+    assert _outcome(ops.ram_in_bytes, s) == _outcome(_regex_ram_in_bytes, s)
+    for unit in ("", "k", "MiB", " gb", "Tb\n", "pB "):
+        assert _outcome(ops.ram_in_bytes, s + unit) == _outcome(_regex_ram_in_bytes, s + unit)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(s=DURATIONS)
+def test_parse_duration_is_the_regex(s):
+    from pyoci import ops
+
+    assert _outcome(ops.parse_duration, s) == _outcome(_regex_parse_duration, s)
+
+
+@settings(max_examples=500, deadline=None)
+@given(s=st.text(alphabet=st.sampled_from(list("0123456789+-\u0663 x\n")), max_size=6))
+def test_integer_flags_are_the_regex(s):
+    from pyoci import ops
+    from pyoci.errors import UsageError
+
+    for kind, pattern in (("uint", r"\d+"), ("sint", r"[+-]?\d+")):
+        try:
+            got = ("ok", ops._parse_flag("cpu-period", kind, s))
+        except UsageError as e:
+            got = ("error", "invalid syntax" in str(e))
+        want = ("error", True) if re.fullmatch(pattern, s) is None else ("ok", int(s))
+        if want[0] == "ok" and not 0 <= want[1] < 1 << 64 and kind == "uint":
+            want = ("error", False)
+        if want[0] == "ok" and not -(1 << 63) <= want[1] < 1 << 63 and kind == "sint":
+            want = ("error", False)
+        assert got == want
+
+
+@pytest.mark.parametrize("rootless", [False, True])
+def test_spec_is_json_dump_with_tabs(rootless):
+    from pyoci.spec import default
+
+    doc = default.default_spec(rootless)
+    assert default.tab_indented(doc) == json.dumps(doc, indent="\t")
+    odd = {"a": [1, {"b": "x\n  y", "c": []}, {}], "d": "\t \u00e9", "e": [[]]}
+    assert default.tab_indented(odd) == json.dumps(odd, indent="\t")
+
+
+@pytest.mark.parametrize("args", [["-ef"], ["-o", "pid,comm"], ["--no-such-flag"],
+                                  ["-p", "1", "-o", "pid="]])
+def test_run_ps_is_subprocess_run(args):
+    from pyoci import ops
+
+    p = subprocess.run(["ps", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       stdin=subprocess.DEVNULL)
+    code, out = ops._run_ps(args)
+    assert code == p.returncode
+    if args[0] in ("-ef", "-o"):        # the process list itself changes between the runs
+        assert out.splitlines()[0] == p.stdout.splitlines()[0]
+    else:
+        assert out == p.stdout

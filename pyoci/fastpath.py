@@ -80,6 +80,7 @@ _log_args: list = [None, "text", False]   # pyoci.log.setup's, once the flags ar
 
 
 def _fast(argv: list[str]) -> int:
+    _exec_warmup(argv)
     gopts, cmd, opts, pos = _parse(argv)
     root = gopts.get("root") or "/run/pyoci"
     if gopts.get("log_format", "text") not in ("text", "json"):
@@ -107,6 +108,10 @@ def _fast(argv: list[str]) -> int:
         if len(pos) != 1:
             raise _Fallback
         return _delete(root, pos[0])
+    if cmd in ("pause", "resume") and not opts:
+        if len(pos) != 1:
+            raise _Fallback
+        return _pause(root, pos[0], cmd == "pause")
     raise _Fallback
 
 
@@ -482,3 +487,157 @@ def _remove_state_dir(d: str) -> None:
         import shutil
 
         shutil.rmtree(d, ignore_errors=True)
+
+
+# --- pause, resume ----------------------------------------------------------------------------
+# pyoci.ops.pause/resume for a container whose cgroupfs freezer (the v1 freezer controller, or
+# v2's cgroup.freeze) is in a plain state; the drivers' freeze/thaw (pyoci/cgroups/v1.py,
+# v2.py) take over when the kernel does not answer at once. Keep in step with them.
+
+def _pause(root: str, cid: str, on: bool) -> int:
+    d, doc = _load(root, cid)
+    kind, path = _freezer(doc.get("cgroup"))
+    fd = _lock(d)
+    try:
+        # stopped, already paused (pause) or not paused (resume): the full path's errors
+        if not _init_alive(doc) or _frozen(kind, path) == on:
+            raise _Fallback
+        if kind == "v1":
+            want = "FROZEN" if on else "THAWED"
+            _write_or_fallback(path + "/freezer.state", want)
+            try:
+                done = _read_opt(path + "/freezer.state") == want
+            except OSError:
+                done = False
+        else:
+            _write_or_fallback(path + "/cgroup.freeze", "1" if on else "0")
+            try:
+                done = not on or _frozen_events(path)   # the v2 driver's thaw does not wait
+            except OSError:
+                done = False
+        if not done:        # still FREEZING...: the driver's loop, from its first write on
+            _driver_freeze(doc["cgroup"], on)
+    finally:
+        posix.close(fd)
+    return 0
+
+
+def _freezer(cg) -> tuple[str, str]:
+    """("v1", the freezer directory) or ("v2", the cgroup directory); else _Fallback (no
+    cgroup, systemd, a hybrid container frozen through cgroup2 only...)."""
+    if not isinstance(cg, dict):
+        raise _Fallback
+    if cg.get("driver") == "v1":
+        path = (cg.get("paths") or {}).get("freezer") if isinstance(cg.get("paths"), dict) \
+            else None
+    elif cg.get("driver") == "v2":
+        path = cg.get("path")
+    else:
+        raise _Fallback
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _Fallback
+    return cg["driver"], path
+
+
+def _frozen(kind: str, path: str) -> bool:
+    """The driver's frozen() where its answer is plain: THAWED / self-FROZEN (v1), "0" / "1"
+    with "frozen 1" (v2); anything else (FREEZING, a frozen parent, a file missing) is left to
+    the full path."""
+    try:
+        if kind == "v1":
+            state = _read_opt(path + "/freezer.state")
+            if state == "THAWED":
+                return False
+            if state == "FROZEN" and _read_opt(path + "/freezer.self_freezing") == "1":
+                return True
+        else:
+            freeze = _read_opt(path + "/cgroup.freeze")
+            if freeze == "0":
+                return False
+            if freeze == "1" and _frozen_events(path):
+                return True
+    except OSError:
+        pass
+    raise _Fallback
+
+
+def _frozen_events(path: str) -> bool:
+    events = _read_opt(path + "/cgroup.events")
+    return events is not None and "frozen 1" in events.splitlines()
+
+
+def _write_or_fallback(path: str, value: str) -> None:
+    """Write a cgroup file; a failed write changed nothing: the full path reports it."""
+    try:
+        fd = posix.open(path, _O_WRONLY | _O_CLOEXEC)
+        try:
+            posix.write(fd, value.encode())
+        finally:
+            posix.close(fd)
+    except OSError:
+        raise _Fallback from None
+
+
+def _driver_freeze(cg: dict, on: bool) -> None:
+    """The full driver's freeze()/thaw(), its errors reported as pyoci.cli would."""
+    from pyoci import cgroups
+    from pyoci.errors import PyociError
+
+    try:
+        mgr = cgroups.from_state(cg)
+        if on:
+            mgr.freeze()
+        else:
+            mgr.thaw()
+    except PyociError as e:
+        raise _Reported(e) from None
+
+
+# --- exec -------------------------------------------------------------------------------------
+
+_GLOBAL_VALUE_FLAG_NAMES = ("root", "log", "log-format", "criu", "rootless")   # pyoci.cli's
+
+
+def _exec_warmup(argv: list[str]) -> None:
+    """`exec` moves its joining process into the container's cgroups ~6 ms from here, and
+    the first such move after a quiet spell waits for an RCU grace period (10-18 ms, see
+    pyoci/warmup.py; runc waits as long). Start that wait now, in a thread: write our own pid
+    to our own cgroup2 cgroup.procs, a move that changes nothing but takes the kernel's
+    cgroup_threadgroup_rwsem for writing (no placeholder process or scratch cgroup as
+    create's warm-up needs: their cost shows when the lock is already warm). Best effort:
+    any failure just skips it; exiting with the thread blocked in its write is harmless."""
+    if _command(argv) != "exec":
+        return
+    from pyoci import warmup
+
+    base = warmup._cgroup2_dir()
+    if base is None:
+        return
+    import _thread
+
+    _thread.start_new_thread(_attach_self, (base + "/cgroup.procs",))
+
+
+def _attach_self(procs: str) -> None:
+    try:
+        fd = posix.open(procs, _O_WRONLY | _O_CLOEXEC)
+        try:
+            posix.write(fd, str(posix.getpid()).encode())
+        finally:
+            posix.close(fd)
+    except OSError:
+        pass
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command word after pyoci.cli's global flags (None if there is none)."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if not a.startswith("-") or a == "-":
+            return a
+        name, eq, _ = a.lstrip("-").partition("=")
+        i += 2 if name in _GLOBAL_VALUE_FLAG_NAMES and not eq else 1
+    return None

@@ -170,3 +170,162 @@ def test_poststart_hooks_run_through_the_full_path(pyoci, bundle_factory, config
     assert mark.read_text() == "ran\n"
     pid = json.loads(fast(pyoci.root, "state", "c3")[0].stdout)["pid"]
     os.kill(pid, signal.SIGKILL)
+
+
+# --- pause, resume --------------------------------------------------------------------------
+
+def _freezer_files(root: str, cid: str) -> dict:
+    """The container's freezer files as the kernel shows them (v1 freezer or cgroup2)."""
+    with open(os.path.join(root, cid, "state.json")) as f:
+        cg = json.load(f)["cgroup"]
+    if cg["driver"] == "v1":
+        d, names = cg["paths"]["freezer"], ("freezer.state", "freezer.self_freezing")
+    else:
+        d, names = cg["path"], ("cgroup.freeze", "cgroup.events")
+    out = {}
+    for n in names:
+        with open(os.path.join(d, n)) as f:
+            out[n] = [ln for ln in f.read().split("\n") if not ln.startswith("populated")]
+    return out
+
+
+@pytest.mark.integration
+def test_pause_resume_fast_and_full_agree(pyoci, bundle_factory, config):
+    """The same steps on two containers, one through the fast path and one through
+    pyoci.cli: same results, same cgroup files, and the full path's errors."""
+    config["process"]["args"] = ["sleep", "100"]
+    root = pyoci.root
+    for cid in ("fast", "full"):
+        pyoci("create", "--bundle", bundle_factory(config), cid, check=True)
+    for status in ("created", "running", "stopped"):
+        for cmd in ("pause", "resume"):
+            r, path = fast(root, cmd, "fast")
+            want = full(root, cmd, "full")
+            if status == "stopped":
+                assert (path, r.returncode, r.stderr) == ("full", 1, want.stderr)
+                continue
+            assert (r.returncode, path, r.stderr) == (0, "fast", ""), r.stderr
+            assert want.returncode == 0, want.stderr
+            assert _freezer_files(root, "fast") == _freezer_files(root, "full")
+            assert json.loads(full(root, "state", "fast").stdout)["status"] == \
+                json.loads(full(root, "state", "full").stdout)["status"]
+            r, path = fast(root, cmd, "fast")           # again: refused, as by pyoci.cli
+            want = full(root, cmd, "full")
+            assert (path, r.returncode) == ("full", 1) and r.stderr == want.stderr
+        for cid in ("fast", "full"):
+            if status == "created":
+                pyoci("start", cid, check=True)
+            elif status == "running":
+                pyoci("kill", cid, "KILL", check=True)
+                assert _wait_stopped(root, cid) == "stopped"
+
+
+def _fake_container(tmp_path, name: str, driver: str, frozen: bool, events: str) -> str:
+    """A state root with container c1 (its init: this test process) whose cgroup freezer
+    files are plain files in tmp_path/name; returns the root."""
+    root, cg_dir = tmp_path / name / "root", tmp_path / name / "cg"
+    (root / "c1").mkdir(parents=True)
+    cg_dir.mkdir()
+    if driver == "v1":
+        (cg_dir / "freezer.state").write_text("FROZEN\n" if frozen else "THAWED\n")
+        (cg_dir / "freezer.self_freezing").write_text("1\n" if frozen else "0\n")
+        cg = {"driver": "v1", "paths": {"freezer": str(cg_dir)}, "unified": None,
+              "created": [str(cg_dir)]}
+    else:
+        (cg_dir / "cgroup.freeze").write_text("1\n" if frozen else "0\n")
+        (cg_dir / "cgroup.events").write_text(f"populated 1\nfrozen {events}\n")
+        cg = {"driver": "v2", "path": str(cg_dir), "mountpoint": str(tmp_path / name),
+              "created": [str(cg_dir)]}
+    with open("/proc/self/stat") as f:
+        start = int(f.read().rsplit(")", 1)[1].split()[19])
+    (root / "c1" / "state.json").write_text(json.dumps({
+        "id": "c1", "bundle": str(tmp_path), "rootfs": "", "pid": os.getpid(),
+        "startTime": start, "cgroup": cg}))
+    return str(root)
+
+
+def _files(root: str) -> dict:
+    cg = os.path.join(os.path.dirname(root), "cg")
+    return {n: open(os.path.join(cg, n)).read() for n in sorted(os.listdir(cg))}
+
+
+@pytest.mark.parametrize("driver", ["v1", "v2"])
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_pause_resume_write_what_the_drivers_write(tmp_path, driver, frozen, command):
+    from pyoci import ops
+    from pyoci.errors import StateError
+
+    fast_root = _fake_container(tmp_path, "fast", driver, frozen, "1")
+    full_root = _fake_container(tmp_path, "full", driver, frozen, "1")
+    allowed = frozen == (command == "resume")
+    try:
+        getattr(ops, command)(full_root, "c1")
+    except StateError:
+        assert not allowed
+    else:
+        assert allowed
+    if allowed:
+        assert fastpath._pause(fast_root, "c1", command == "pause") == 0
+    else:
+        with pytest.raises(fastpath._Fallback):
+            fastpath._pause(fast_root, "c1", command == "pause")
+    assert _files(fast_root) == _files(full_root)
+
+
+def test_pause_hands_a_slow_freeze_to_the_driver(tmp_path, monkeypatch):
+    root = _fake_container(tmp_path, "fast", "v2", False, "0")     # not frozen yet
+    calls = []
+    driver_freeze = fastpath._driver_freeze
+    monkeypatch.setattr(fastpath, "_driver_freeze", lambda cg, on: calls.append((cg, on)))
+    assert fastpath._pause(root, "c1", True) == 0
+    assert [(cg["path"], on) for cg, on in calls] == [(os.path.dirname(root) + "/cg", True)]
+    # the driver's errors are reported as pyoci.cli would
+    os.unlink(os.path.dirname(root) + "/cg/cgroup.freeze")
+    with pytest.raises(fastpath._Reported) as e:
+        driver_freeze({"driver": "v2", "path": os.path.dirname(root) + "/cg",
+                       "mountpoint": os.path.dirname(root)}, True)
+    assert "freezer not supported" in str(e.value.args[0])
+
+
+@pytest.mark.parametrize("cg", [None, {}, {"driver": "systemd"}, {"driver": "v1", "paths": {}},
+                                {"driver": "v1", "paths": [], "unified": "/x"},
+                                {"driver": "v2", "path": "relative"}])
+def test_unusual_cgroups_leave_pause_to_the_full_path(cg):
+    with pytest.raises(fastpath._Fallback):
+        fastpath._freezer(cg)
+
+
+# --- exec -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, cmd", [
+    (["exec", "x"], "exec"), (["--root", "/r", "exec"], "exec"), (["--root=/r", "exec"], "exec"),
+    (["--log", "exec", "state"], "state"), (["--debug", "-root", "exec", "ps"], "ps"),
+    (["--", "exec"], "exec"), (["--root"], None), ([], None), (["-", "x"], "-"),
+    (["--systemd-cgroup", "--criu", "c", "exec"], "exec"),
+])
+def test_command_word_after_global_flags(argv, cmd):
+    assert fastpath._command(argv) == cmd
+
+
+def test_exec_warm_up_leaves_the_caller_where_it_is():
+    """The warm-up moves the caller into its own cgroup: nothing changes."""
+    import threading
+
+    with open("/proc/self/cgroup") as f:
+        before = f.read()
+
+    t = threading.Thread(target=fastpath._attach_self, args=(_own_cgroup2_procs(),))
+    t.start()
+    t.join()
+    with open("/proc/self/cgroup") as f:
+        assert f.read() == before
+
+
+def _own_cgroup2_procs() -> str:
+    from pyoci import warmup
+
+    base = warmup._cgroup2_dir()
+    if base is None:
+        pytest.skip("no cgroup2 mount")
+    return base + "/cgroup.procs"

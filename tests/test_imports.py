@@ -274,24 +274,28 @@ exec(code, {"__name__": "__main__"})
 
 
 @pytest.mark.parametrize("variant", ["plain", "tty", "user-caps", "seccomp", "seccomp-nnp",
-                                     "rlimits", "process-file"])
+                                     "attributes", "process-file"])
 def test_exec_imports_nothing_after_joining_the_mount_namespace(pyoci, bundle_factory, config,
                                                                tmp_path, variant):
     config["process"]["args"] = ["sleep", "100"]
     config["process"]["noNewPrivileges"] = variant == "seccomp-nnp"
     if variant.startswith("seccomp"):
         config["linux"]["seccomp"] = SECCOMP
+    if variant == "attributes":
+        config["linux"]["personality"] = {"domain": "LINUX"}
     pyoci("run", "-d", "--bundle", bundle_factory(config), "c1", check=True)
     args = {"plain": ["c1", "true"], "tty": ["-t", "c1", "true"],
             "user-caps": ["-u", "1000:1000", "--cap", "CAP_KILL", "-g", "29", "c1", "true"],
             "seccomp": ["c1", "true"], "seccomp-nnp": ["c1", "true"],
-            "rlimits": ["--process", str(tmp_path / "p.json"), "c1"],
+            "attributes": ["--process", str(tmp_path / "p.json"), "c1"],
             "process-file": ["--process", str(tmp_path / "p.json"), "c1"]}[variant]
     proc = {"args": ["/bin/true"], "cwd": "/tmp", "env": ["PATH=/bin"],
             "user": {"uid": 0, "gid": 0}}
-    if variant == "rlimits":
-        proc["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]
-        proc["oomScoreAdj"] = 10
+    if variant == "attributes":
+        proc.update(rlimits=[{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}],
+                    oomScoreAdj=10, ioPriority={"class": "IOPRIO_CLASS_BE", "priority": 4},
+                    scheduler={"policy": "SCHED_OTHER", "nice": 1},
+                    execCPUAffinity={"initial": "0", "final": "0"})
     (tmp_path / "p.json").write_text(json.dumps(proc))
     hook = tmp_path / "hook.py"
     hook.write_text(_AFTER_SETNS_HOOK)

@@ -35,7 +35,7 @@ from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageErr
 from pyoci.foreground import Forwarder, wait_exit
 from pyoci.linux import child
 from pyoci.linux import namespaces as nsmod
-from pyoci.linux import sock as socket
+from pyoci.linux import sock as unix
 from pyoci.linux import syscalls as sc
 
 COMMAND_FLAGS = {"exec": {
@@ -276,7 +276,7 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
     """Fork the joiner, put it in the cgroup, let the process go; returns the pty master to
     proxy in the foreground (else None). Fills res with what to clean up."""
     floor = 3 + preserve            # our fds must not land on a preserved fd number
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent, child = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
     res["socks"].append(parent)
     child = _above(child, floor, res)
     console_fd, console_parent = -1, None
@@ -288,7 +288,7 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
             res["socks"].append(cs)
             console_fd = _above(cs, floor, res).fileno()
         else:                       # foreground: the master comes to us, we proxy it
-            console_parent, cs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            console_parent, cs = unix.socketpair(unix.AF_UNIX, unix.SOCK_STREAM)
             res["socks"] += [console_parent, cs]
             console_fd = _above(cs, floor, res).fileno()
     listener = None
@@ -358,7 +358,7 @@ def _above(s, floor: int, res: dict):
     import fcntl
 
     fd = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, floor)
-    dup = socket.socket(fileno=fd)
+    dup = unix.socket(fileno=fd)
     res["socks"].append(dup)
     s.close()
     return dup
@@ -420,7 +420,7 @@ def _send(sock, msg: dict) -> None:
 
 
 def _recv(sock, eof_ok: bool = False) -> tuple[dict | None, list[int]]:
-    data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
+    data, fds, _, _ = unix.recv_fds(sock, 65536, 4)
     if not data:
         if eof_ok:
             return None, fds
@@ -450,7 +450,7 @@ def _alive(pid: int) -> bool:
 
 def _joiner(job: dict) -> None:
     """Join the container and fork the process; never returns."""
-    sock = socket.socket(fileno=job["sock"])
+    sock = unix.socket(fileno=job["sock"])
     try:
         # Nothing in the container may ptrace us or open /proc/PID/exe (the host's
         # interpreter): non-dumpable before any setns, until the program's execve.
@@ -569,7 +569,7 @@ def _install_seccomp(prog: tuple[bytes, int], job: dict, sock) -> None:
     if notify_fd is None:
         return
     if job["notify"]:               # the caller passes it on to the seccomp agent
-        socket.send_fds(sock, [jsonio.dumps({"t": "seccomp"}).encode()], [notify_fd])
+        unix.send_fds(sock, [jsonio.dumps({"t": "seccomp"}).encode()], [notify_fd])
         msg, _ = _recv(sock)
         if msg.get("t") != "ok":
             raise SysError("linux.seccomp.listenerPath: the runtime did not pass the fd on")

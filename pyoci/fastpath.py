@@ -601,32 +601,15 @@ _GLOBAL_VALUE_FLAG_NAMES = ("root", "log", "log-format", "criu", "rootless")   #
 def _exec_warmup(argv: list[str]) -> None:
     """`exec` moves its joining process into the container's cgroups ~6 ms from here, and
     the first such move after a quiet spell waits for an RCU grace period (10-18 ms, see
-    pyoci/warmup.py; runc waits as long). Start that wait now, in a thread: write our own pid
-    to our own cgroup2 cgroup.procs, a move that changes nothing but takes the kernel's
-    cgroup_threadgroup_rwsem for writing (no placeholder process or scratch cgroup as
-    create's warm-up needs: their cost shows when the lock is already warm). Best effort:
-    any failure just skips it; exiting with the thread blocked in its write is harmless."""
-    if _command(argv) != "exec":
+    pyoci/warmup.py; runc waits as long): start that wait now, as create and run do, with a
+    placeholder in a scratch cgroup of pyoci's own (never a write into a cgroup pyoci did
+    not create, not even a no-op move of itself)."""
+    if _command(argv) != "exec" or _warm:
         return
     from pyoci import warmup
 
-    base = warmup._cgroup2_dir()
-    if base is None:
-        return
-    import _thread
-
-    _thread.start_new_thread(_attach_self, (base + "/cgroup.procs",))
-
-
-def _attach_self(procs: str) -> None:
-    try:
-        fd = posix.open(procs, _O_WRONLY | _O_CLOEXEC)
-        try:
-            posix.write(fd, str(posix.getpid()).encode())
-        finally:
-            posix.close(fd)
-    except OSError:
-        pass
+    warmup.start()
+    _warm.append(1)
 
 
 def _command(argv: list[str]) -> str | None:

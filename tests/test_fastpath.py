@@ -308,18 +308,33 @@ def test_command_word_after_global_flags(argv, cmd):
     assert fastpath._command(argv) == cmd
 
 
-def test_exec_warm_up_leaves_the_caller_where_it_is():
-    """The warm-up moves the caller into its own cgroup: nothing changes."""
-    import threading
+def test_exec_warm_up_uses_a_scratch_cgroup_of_its_own(monkeypatch):
+    """exec's warm-up is pyoci.warmup's: a placeholder in a scratch cgroup pyoci makes and
+    removes; the caller is never moved, not even into its own cgroup."""
+    from pyoci import warmup
 
+    procs = _own_cgroup2_procs()
+    base = os.path.dirname(procs)
     with open("/proc/self/cgroup") as f:
         before = f.read()
+    seen = []
+    real_mkdir = warmup.posix.mkdir
 
-    t = threading.Thread(target=fastpath._attach_self, args=(_own_cgroup2_procs(),))
-    t.start()
-    t.join()
+    def mkdir(path, mode=0o777):
+        seen.append(path)
+        return real_mkdir(path, mode)
+
+    monkeypatch.setattr(warmup.posix, "mkdir", mkdir)
+    monkeypatch.setattr(fastpath, "_warm", [])
+    fastpath._exec_warmup(["--root", "/r", "exec", "c1", "true"])
+    assert fastpath._warm == [1]
+    warmup.finish()
+    assert seen == [f"{base}/pyoci-warmup-{os.getpid()}"]
+    assert not os.path.exists(seen[0])
     with open("/proc/self/cgroup") as f:
         assert f.read() == before
+    fastpath._exec_warmup(["state", "c1"])          # other commands: nothing
+    assert seen == [f"{base}/pyoci-warmup-{os.getpid()}"]
 
 
 def _own_cgroup2_procs() -> str:

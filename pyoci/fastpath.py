@@ -1,4 +1,6 @@
-"""The common case of `state`, `start`, `kill` and `delete`, on built-in modules only.
+"""The launcher's entry: the common case of `state`, `start`, `kill`, `delete`, `pause` and
+`resume` on built-in modules only; for `create`, `run` and `exec` the cgroup-attach warm-up
+(pyoci/warmup.py) before anything else is imported; then pyoci.cli for the rest.
 
 Clients (containerd, podman/conmon) call these per container, often several times, and for
 them the interpreter's start-up is most of the cost: importing `os`, `json`, `signal`, `re`,

@@ -230,10 +230,10 @@ def _exists(path: str) -> bool:
 def _status(d: str, doc: dict) -> str:
     if not _init_alive(doc):
         return "stopped"
-    if _exists(d + "/exec.fifo"):
-        return "created"
     if doc.get("cgroup") and _maybe_frozen(doc["cgroup"]):
         raise _Fallback   # paused, or a cgroup this path does not read: pyoci.state decides
+    if _exists(d + "/exec.fifo"):
+        return "created"
     return "running"
 
 

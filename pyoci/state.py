@@ -160,9 +160,7 @@ def init_alive(st: State) -> bool:
 def status(st: State) -> str:
     if not init_alive(st):
         return "stopped"
-    if os.path.exists(os.path.join(st.dir, FIFO)):
-        return "created"
-    if st.cgroup:
+    if st.cgroup:             # frozen wins over created, as with runc
         from pyoci import cgroups
 
         try:
@@ -170,6 +168,8 @@ def status(st: State) -> str:
                 return "paused"
         except Exception:
             pass
+    if os.path.exists(os.path.join(st.dir, FIFO)):
+        return "created"
     return "running"
 
 

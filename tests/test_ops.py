@@ -135,6 +135,9 @@ def test_pause_a_created_container(runtime, bundle_factory, config, tmp_path):
     cid, out = start_container(runtime, bundle_factory, config, ["echo", "hi"], tmp_path,
                                start=False)
     runtime("pause", cid, check=True)
+    assert status(runtime, cid) == "paused"            # a frozen created container: paused
+    r = runtime("start", cid)
+    assert r.returncode == 1
     r = runtime("pause", cid)
     assert r.returncode == 1 and msg(r) == "container not running"
     runtime("resume", cid, check=True)

@@ -180,7 +180,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
             raise ContainerExists(opts.cid) from None
         rs["dir_made"] = True
         with st_mod.Lock(cdir):
-            _create_in(opts, spec, st, cg, ctx_sockets, rs, parent_sock, public)
+            _create_in(opts, spec, st, cg, ctx_sockets, rs, parent_sock, public, ctx.ns)
     except BaseException as e:
         _abort_create(st, spec, cg, rs)
         for s in ctx_sockets:
@@ -193,11 +193,10 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     return st
 
 
-def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public) -> None:
+def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
     from pyoci import init as init_mod
     from pyoci.linux import namespaces as nsmod
     from pyoci.linux import sock as unix
-    from pyoci.spec import load as spec_load
 
     pid = rs["bootstrap"]
     st_mod.write_atomic(os.path.join(st.dir, st_mod.CONFIG_FILE),
@@ -223,7 +222,6 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public) -> None:
         socks.append(listener)
         names.append("listener")
         fds.append(listener.fileno())
-    ns = spec_load.namespaces(spec)
     background = bool(cg is not None and getattr(cg, "join_in_background", False))
     if cg is not None:
         rs["cgroup_made"] = True          # (destroy removes what exists of it)
@@ -272,8 +270,7 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public) -> None:
                 moved = netdev.move_devices(linux["netDevices"], init_pid)
             idmap = _idmapped_mounts(spec, init_pid, st.bundle, "user" in ns)
             unix.send_fds(parent_sock, [jsonio.dumps({
-                "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap),
-                "cgroup_later": joiner is not None}).encode()],
+                "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap)}).encode()],
                 list(idmap.values()))
             for fd in idmap.values():
                 os.close(fd)

@@ -48,7 +48,8 @@ class InitContext:
     extra_env: list[str] = field(default_factory=list)
     no_pivot: bool = False
     no_new_keyring: bool = False
-    cgroup_later: bool = False                # the parent adds the init to its cgroup late
+    cgroup_later: bool = False                # the init is added to its cgroup late (until
+                                              # the parent says so: _await_cgroup)
     waiter_fd: int = -1                       # sealed memfd of the waiter (linux/waiter.py)
     state: dict = field(default_factory=dict)  # public state skeleton for hooks/listener
 
@@ -66,10 +67,19 @@ def recv(sock: socket.socket) -> dict:
     return jsonio.loads(data)
 
 
-def _expect_ok(sock: socket.socket) -> None:
-    msg = recv(sock)
+def _expect_ok(sock: socket.socket, maxfds: int = 0) -> tuple[dict, list[int]]:
+    """The parent's next message, which must be {"t": "ok", ...}, and the fds it carries."""
+    fds: list[int] = []
+    if maxfds:
+        data, fds, _, _ = unix.recv_fds(sock, 65536, maxfds)
+    else:
+        data = sock.recv(65536)
+    if not data:
+        raise SysError("the runtime went away during container setup")
+    msg = jsonio.loads(data)
     if msg.get("t") != "ok":
         raise SysError(msg.get("msg", "container setup aborted by the runtime"))
+    return msg, fds
 
 
 def _fail(ctx: InitContext, e: BaseException) -> None:
@@ -123,12 +133,7 @@ def bootstrap(ctx: InitContext) -> None:
 def _receive_setup(ctx: InitContext) -> None:
     """The parent's go, with the fds it made after forking us (exec.fifo, the console and
     seccomp listener sockets) and whether it joins the cgroup late."""
-    data, fds, _, _ = unix.recv_fds(ctx.sock, 65536, 8)
-    if not data:
-        raise SysError("the runtime went away during container setup")
-    msg = jsonio.loads(data)
-    if msg.get("t") != "ok":
-        raise SysError(msg.get("msg", "container setup aborted by the runtime"))
+    msg, fds = _expect_ok(ctx.sock, 8)
     got = dict(zip(msg.get("fds") or [], fds))
     ctx.cgroup_later = bool(msg.get("cgroup_later"))
     ctx.fifo_fd = got.get("fifo", -1)
@@ -165,16 +170,10 @@ def _container_init(ctx: InitContext) -> None:
     spec = ctx.spec
     proc = spec.get("process") or {}
     linux = spec.get("linux") or {}
-    data, fds, _, _ = unix.recv_fds(ctx.sock, 65536, 64)   # the parent recorded our pid
-    if not data:
-        raise SysError("the runtime went away during container setup")
-    msg = jsonio.loads(data)
+    msg, fds = _expect_ok(ctx.sock, 64)           # the parent recorded our pid
     # idmapped mounts the parent prepared on the host side (index in mounts[] -> fd)
     mount_fds = dict(zip(msg.get("idmap") or [], fds)) or None
-    if msg.get("t") != "ok":
-        raise SysError(msg.get("msg", "container setup aborted by the runtime"))
     ctx.state["pid"] = msg["pid"]                 # as seen by the host, for hooks
-    pending = [bool(msg.get("cgroup_later"))]
     netdev_addrs = msg.get("netdev")
     for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(s, _signal.SIG_DFL)
@@ -193,10 +192,10 @@ def _container_init(ctx: InitContext) -> None:
 
     if "mount" in ctx.ns:
         if any(m.get("type") == "cgroup" for m in spec.get("mounts") or []):
-            _await_cgroup(ctx, pending)           # a cgroup mount shows the init's cgroup
+            _await_cgroup(ctx)           # a cgroup mount shows the init's cgroup
         mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns,
                               mount_fds=mount_fds, bundle=ctx.bundle)
-    _await_cgroup(ctx, pending)                   # before hooks and anything forked
+    _await_cgroup(ctx)                   # before hooks and anything forked
     send(ctx.sock, {"t": "hooks"})
     _expect_ok(ctx.sock)                          # prestart + createRuntime ran
     hooks = spec.get("hooks")
@@ -285,12 +284,13 @@ def _container_init(ctx: InitContext) -> None:
     os.execve(path, proc["args"], env)
 
 
-def _await_cgroup(ctx: InitContext, pending: list) -> None:
+def _await_cgroup(ctx: InitContext) -> None:
     """Wait for the parent's word that the init is in the container's cgroup (sent once, when
-    the join overlapped the setup), then create the cgroup namespace if one is wanted."""
-    if not pending[0]:
+    the join overlaps the setup: ctx.cgroup_later), then create the cgroup namespace if one
+    is wanted."""
+    if not ctx.cgroup_later:
         return
-    pending[0] = False
+    ctx.cgroup_later = False
     msg = recv(ctx.sock)
     if msg.get("t") != "cgroup":
         raise SysError(msg.get("msg", "container setup aborted by the runtime"))

@@ -9,26 +9,13 @@ import os
 
 import pytest
 
+from pyoci import warmup
 from support.harness import reap_zombies
 
 
 def cfg_with(config: dict, args: list[str]) -> dict:
     config["process"]["args"] = args
     return config
-
-
-def _own_cgroup2() -> str | None:
-    for line in open("/proc/self/cgroup").read().splitlines():
-        if line.startswith("0::"):
-            return line[3:]
-    return None
-
-
-def _cgroup2_mount() -> str | None:
-    for mnt in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-        if os.path.exists(mnt + "/cgroup.controllers"):
-            return mnt
-    return None
 
 
 def _host_cgroups(pid: int) -> dict[str, str]:
@@ -92,10 +79,9 @@ def test_create_container_hook_runs_in_the_cgroup(pyoci, bundle_factory, config,
 
 
 def test_warmup_leaves_nothing(pyoci, bundle_factory, config):
-    mnt, own = _cgroup2_mount(), _own_cgroup2()
-    if mnt is None or own is None:
+    base = warmup._cgroup2_dir()            # where the warm-up makes its scratch cgroups
+    if base is None:
         pytest.skip("no cgroup2 mount")
-    base = mnt + own.rstrip("/")
     before = set(os.listdir(base))
     b = bundle_factory(cfg_with(config, ["true"]))
     for i in range(3):

@@ -198,7 +198,8 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
             pid_file=o.get("pid_file"), console_socket=o.get("console_socket"),
             no_pivot=bool(o.get("no_pivot")), no_new_keyring=bool(o.get("no_new_keyring")),
             preserve_fds=preserve, systemd_cgroup=bool(g.get("systemd_cgroup")),
-            detach=True if cmd == "create" else bool(o.get("detach")))
+            detach=True if cmd == "create" else bool(o.get("detach")),
+            keep=cmd == "run" and bool(o.get("keep")))
         if cmd == "create":
             container.create(opts)
             return 0

@@ -25,6 +25,7 @@ class CreateOptions:
     preserve_fds: int = 0
     systemd_cgroup: bool = False
     detach: bool = True            # create is always detached; run may be foreground
+    keep: bool = False             # run --keep: never delete the container (runc)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -621,13 +622,16 @@ def destroy(st) -> None:
 
 def run(opts: CreateOptions) -> int:
     """create + start; in the foreground wait for the process, forward signals, proxy the
-    terminal, delete the container and return its exit code (128+N if killed by signal N)."""
+    terminal, delete the container and return its exit code (128+N if killed by signal N).
+    With keep (--keep) the container is never deleted, as runc's (its shouldDestroy): it
+    stays, stopped or as `start` left it, for `state` and `delete`."""
     if opts.detach:
         st = create(opts)
         try:
             start(opts.root, opts.cid)
         except BaseException:
-            delete(opts.root, opts.cid, force=True)
+            if not opts.keep:
+                delete(opts.root, opts.cid, force=True)
             raise
         return 0
     from pyoci.linux import syscalls as sc
@@ -670,10 +674,11 @@ def run(opts: CreateOptions) -> int:
             os.close(master)
         if console_parent is not None:
             console_parent.close()
-        try:
-            delete(opts.root, opts.cid, force=True)
-        except PyociError:
-            pass
+        if not opts.keep:
+            try:
+                delete(opts.root, opts.cid, force=True)
+            except PyociError:
+                pass
     return code
 
 

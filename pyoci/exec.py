@@ -461,7 +461,7 @@ def _joiner(job: dict) -> None:
         if proc.get("execCPUAffinity"):
             from pyoci.linux import process as procmod
 
-            procmod.apply_exec_cpu_affinity(proc, "initial")   # before the cgroup
+            procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "initial")  # before the cgroup
         _send(sock, {"t": "join"})
         msg, _ = _recv(sock)        # the caller has put us in the container's cgroup
         if msg.get("t") != "ok":
@@ -552,7 +552,7 @@ def _exec_process(job: dict, sock) -> None:
     sc.prctl(sc.PR_SET_DUMPABLE, 0)             # a uid change resets it to suid_dumpable
     path = child.find_executable(proc["args"][0], env)
     if proc.get("execCPUAffinity"):
-        procmod.apply_exec_cpu_affinity(proc, "final")
+        procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "final")
     if prog and nnp:
         _install_seccomp(prog, job, sock)       # as close to execve as possible
     child.keep_fds_across_exec(job["preserve"])

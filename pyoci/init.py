@@ -202,7 +202,9 @@ def _container_init(ctx: InitContext) -> None:
     if hooks and hooks.get("createContainer"):
         from pyoci.linux.hooks import run_hooks
 
-        run_hooks(hooks, "createContainer", ctx.state)
+        # without their own env they get process.env, as runc's init (HOME comes later)
+        run_hooks(hooks, "createContainer", ctx.state,
+                  inherit=child.env_dict(list(proc.get("env") or []) + ctx.extra_env))
     # After pivot_root the host's files (Python modules, libseccomp) are out of reach: load
     # every module the rest of the init needs now, and build the seccomp program here.
     _preload(spec)
@@ -269,7 +271,7 @@ def _container_init(ctx: InitContext) -> None:
     for sig, handler in old:
         _signal.signal(sig, handler)
     os.close(ctx.fifo_fd)
-    _start_container_hooks(hooks, ctx.state, fd)
+    _start_container_hooks(hooks, ctx.state, fd, env)
     os.write(fd, b"0")                            # `start` succeeds
     os.close(fd)
     if proc.get("execCPUAffinity"):
@@ -326,7 +328,8 @@ def _die_on_termination_signals() -> list:
     return old
 
 
-def _start_container_hooks(hooks: dict | None, state: dict, fifo: int) -> None:
+def _start_container_hooks(hooks: dict | None, state: dict, fifo: int,
+                           env: dict[str, str]) -> None:
     """Run the startContainer hooks while `start` waits on the fifo; on a failure tell it
     ("1" + the message) and exit: the container stops, the user program never runs."""
     if not hooks or not hooks.get("startContainer"):
@@ -334,7 +337,7 @@ def _start_container_hooks(hooks: dict | None, state: dict, fifo: int) -> None:
     from pyoci.linux.hooks import run_hooks
 
     try:
-        run_hooks(hooks, "startContainer", state)
+        run_hooks(hooks, "startContainer", state, inherit=env)   # the process's env
     except PyociError as e:
         os.write(fifo, b"1" + str(e).encode(errors="replace")[:4000])  # < PIPE_BUF: atomic
         os._exit(1)

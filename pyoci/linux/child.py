@@ -71,15 +71,21 @@ def apply_attributes(proc: dict, linux: dict) -> None:
         procmod.apply_scheduler(proc["scheduler"])
 
 
+def env_dict(items: list[str]) -> dict[str, str]:
+    """K=V strings as a dict (the last of a repeated key wins; items without "=" dropped)."""
+    env: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if sep:
+            env[k] = v
+    return env
+
+
 def process_env(proc: dict, extra: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """process.env (+ extra K=V) as a dict, with HOME from the container's /etc/passwd."""
     from pyoci.linux import process as procmod
 
-    env: dict[str, str] = {}
-    for item in list(proc.get("env") or []) + list(extra):
-        k, sep, v = item.partition("=")
-        if sep:
-            env[k] = v
+    env = env_dict(list(proc.get("env") or []) + list(extra))
     if "HOME" not in env:
         env["HOME"] = procmod.home_dir(int((proc.get("user") or {}).get("uid", 0)))
     return env

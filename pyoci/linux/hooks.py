@@ -1,4 +1,10 @@
-"""OCI hooks: run each with the state JSON on stdin, its own args/env, and a timeout."""
+"""OCI hooks: run each with the state JSON on stdin, its own args/env, and a timeout.
+
+A hook without `env` inherits an environment as runc's do (Go's exec.Cmd with a nil Env):
+the runtime's own for the hooks run on the host side (prestart, createRuntime, poststart,
+poststop), the container process's for those run by the init (createContainer,
+startContainer: runc's init has replaced its environment with process.env by then). An
+empty `env` ([]) is an empty environment."""
 
 from __future__ import annotations
 
@@ -19,10 +25,15 @@ HOOK_STATUS = {
 }
 
 
-def run_hook(hook: dict, state: dict, kind: str, index: int) -> None:
+def run_hook(hook: dict, state: dict, kind: str, index: int,
+             inherit: dict[str, str] | None = None) -> None:
+    """inherit: the environment of a hook without `env` (default: this process's)."""
     path = hook["path"]
     argv = hook.get("args") or [path]
-    env = hook.get("env") or []
+    if hook.get("env") is None:
+        env = _runtime_env() if inherit is None else inherit
+    else:
+        env = dict(e.split("=", 1) for e in hook["env"] if "=" in e)
     timeout = hook.get("timeout")
     payload = jsonio.dumps(state).encode()
     r, w = os.pipe()
@@ -36,7 +47,7 @@ def run_hook(hook: dict, state: dict, kind: str, index: int) -> None:
             os.dup2(r, 0)
             os.dup2(ew, 2)
             os.setsid()
-            os.execve(path, argv, dict(e.split("=", 1) for e in env if "=" in e))
+            os.execve(path, argv, env)
         except OSError as e:
             os.write(2, f"exec {path}: {e.strerror}".encode())
         os._exit(127)
@@ -61,6 +72,17 @@ def run_hook(hook: dict, state: dict, kind: str, index: int) -> None:
         detail = stderr.decode(errors="replace").strip().splitlines()
         tail = f": {detail[-1]}" if detail else ""
         raise HookError(f"hooks.{kind}[{index}]: {path} failed: {why}{tail}")
+
+
+def _runtime_env() -> dict[bytes, bytes]:
+    """The environment this runtime was started with (/proc/self/environ: os.environ also
+    holds the LC_CTYPE the interpreter's locale coercion adds)."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            items = f.read().split(b"\0")
+    except OSError:
+        return dict(os.environb)
+    return dict(i.split(b"=", 1) for i in items if b"=" in i)
 
 
 def _wait_collect(pid: int, errfd: int, deadline: float | None):
@@ -92,15 +114,16 @@ def _wait_collect(pid: int, errfd: int, deadline: float | None):
             return None
 
 
-def run_hooks(hooks: dict | None, kind: str, state: dict, *, warn_only: bool = False) -> None:
+def run_hooks(hooks: dict | None, kind: str, state: dict, *, warn_only: bool = False,
+              inherit: dict[str, str] | None = None) -> None:
     """Run hooks[kind] in order; the first failure raises HookError (or only logs a
-    warning when warn_only, as for poststart/poststop)."""
+    warning when warn_only, as for poststart/poststop). inherit: see run_hook."""
     if not hooks or not hooks.get(kind):
         return
     st = dict(state, status=HOOK_STATUS[kind])
     for i, hook in enumerate(hooks[kind]):
         try:
-            run_hook(hook, st, kind, i)
+            run_hook(hook, st, kind, i, inherit)
         except HookError as e:
             if not warn_only:
                 raise

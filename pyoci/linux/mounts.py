@@ -385,24 +385,35 @@ def mkdir_all_in_root(root_fd: int, path: str, mode: int = 0o755) -> int:
 
 def create_target(root_fd: int, dest: str, is_dir: bool) -> int:
     """Make dest exist inside the rootfs (a directory, or an empty file when binding a
-    non-directory) and return an O_PATH fd of it (symlinks resolved inside the root)."""
-    try:
-        return open_in_root(root_fd, dest)
-    except FileNotFoundError:
-        pass
-    if is_dir:
-        return mkdir_all_in_root(root_fd, dest)
-    parent = mkdir_all_in_root(root_fd, os.path.dirname(clean_path(dest)))
-    try:
-        name = os.path.basename(clean_path(dest))
+    non-directory) and return an O_PATH fd of it (symlinks resolved inside the root). A
+    dangling symlink is followed inside the root and its target created, as runc does
+    (its SecureJoin'd path): /etc/resolv.conf -> ../run/x makes <rootfs>/run/x."""
+    path = clean_path(dest)
+    for _ in range(40):
         try:
-            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o644, dir_fd=parent))
-        except FileExistsError:
+            return open_in_root(root_fd, path)
+        except FileNotFoundError:
             pass
-    finally:
-        os.close(parent)
-    return open_in_root(root_fd, dest)
+        if is_dir:
+            return mkdir_all_in_root(root_fd, path)
+        parent = mkdir_all_in_root(root_fd, os.path.dirname(path))
+        try:
+            name = os.path.basename(path)
+            try:
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o644, dir_fd=parent))
+                return open_in_root(root_fd, path)
+            except FileExistsError:
+                pass
+            try:
+                link = os.readlink(name, dir_fd=parent)
+            except OSError:
+                return open_in_root(root_fd, path)     # lost a race with a create
+            base = "/" if link.startswith("/") else _path_in_root(parent, root_fd)
+            path = clean_path(os.path.join(base, link))
+        finally:
+            os.close(parent)
+    raise OSError(errno.ELOOP, f"{dest}: too many symbolic links")
 
 
 def _real_path_in_root(fd: int, rootfs: str) -> str:
@@ -755,23 +766,30 @@ def _v1_key(super_options: list[str], own: dict[str, str]) -> str | None:
     return None
 
 
-def cgroup_hierarchies(infos: list[dict] | None = None) -> list[dict]:
-    """The host's cgroup mounts (v1 and v2) that are not nested in one another, with the
-    path of this process's own cgroup in each: [{mountpoint, fstype, root, own, options}]."""
+def cgroup_hierarchies(infos: list[dict] | None = None, rootfs: str | None = None) -> list[dict]:
+    """The host's cgroup hierarchies (v1 and v2), each once, with the path of this process's
+    own cgroup in each: [{mountpoint, fstype, root, own, options}]. Mounts under rootfs
+    (copies the config bound there, e.g. the host's /sys) are not the host's."""
     infos = parse_mountinfo() if infos is None else infos
+    if rootfs:
+        root = rootfs.rstrip("/")
+        infos = [mi for mi in infos if mi["mountpoint"] != root
+                 and not mi["mountpoint"].startswith(root + "/")]
     own = own_cgroups()
     seen: set[str] = set()
     out = []
     for mi in infos:
-        if mi["fstype"] not in ("cgroup", "cgroup2") or mi["mountpoint"] in seen:
+        if mi["fstype"] not in ("cgroup", "cgroup2"):
             continue
         if mi["fstype"] == "cgroup2":
             key: str | None = ""
         else:
             key = _v1_key(mi["super_options"], own)
-        if key is None or key not in own:
+        # one entry per hierarchy (its /proc/self/cgroup key), not per mountpoint: a
+        # hierarchy is also seen where the config bound the host's /sys into the rootfs
+        if key is None or key not in own or key in seen:
             continue
-        seen.add(mi["mountpoint"])
+        seen.add(key)
         out.append({"mountpoint": mi["mountpoint"], "fstype": mi["fstype"], "root": mi["root"],
                     "own": own[key], "options": key.split(",") if key else []})
     return out
@@ -794,7 +812,7 @@ def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: dict) -> None:
     one the container's own cgroup directories are bind-mounted (runc)."""
     cgroupns = "cgroup" in _namespaces(spec)
     infos = parse_mountinfo()
-    hier = cgroup_hierarchies(infos)
+    hier = cgroup_hierarchies(infos, rootfs)
     ro = mnt.flags & sc.MS_RDONLY
     if cgroup2_only(infos):
         fd = mkdir_all_in_root(root_fd, mnt.destination)
@@ -913,10 +931,28 @@ def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
         for mnt in mounts:
             tree = (mount_fds or {}).get(mnt.index)
             mount_entry(root_fd, rootfs, mnt, spec, userns=userns, tree_fd=tree)
+            if mnt.destination == "/":
+                # a mount on the rootfs itself: what follows goes on top of it, as
+                # pivot_root will see it (root_fd still names the covered directory)
+                os.close(root_fd)
+                root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         if needs_dev_setup(mounts):
             devices.setup_dev(spec, root_fd, userns=userns)
+        _make_cwd(root_fd, spec)
     finally:
         os.close(root_fd)
+
+
+def _make_cwd(root_fd: int, spec: dict) -> None:
+    """Create a missing process.cwd (mode 0755, as root), as runc does, inside the rootfs
+    and on top of the mounts, before root.readonly and the user switch."""
+    cwd = (spec.get("process") or {}).get("cwd")
+    if not cwd:
+        return
+    try:
+        os.close(mkdir_all_in_root(root_fd, cwd))
+    except OSError as e:
+        raise SysError(f"process.cwd: {cwd}: {_why(e)}") from e
 
 
 def enter_rootfs(rootfs: str, no_pivot: bool = False) -> None:

@@ -197,3 +197,25 @@ def test_bind_of_the_rootfs_itself_with_a_user_namespace(runtime, bundle_factory
     r = run(runtime, b)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["1"]
+
+
+# --- exec ------------------------------------------------------------------------------------
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPUs")
+def test_exec_applies_exec_cpu_affinity(pyoci, bundle_factory, config, tmp_path):
+    """As for the init (test_exec_cpu_affinity_final_pins_the_program): exec handed the
+    whole process object where the affinity object was expected, and pinned nothing. (runc
+    1.1 has no execCPUAffinity: pyoci only.)"""
+    config["process"]["args"] = ["sleep", "1000"]
+    config["process"]["execCPUAffinity"] = {"initial": "0", "final": "1"}
+    b = bundle_factory(config)
+    pyoci("run", "-d", "--bundle", b, "aff", check=True)
+    grep = ["grep", "Cpus_allowed_list", "/proc/self/status"]
+    r = pyoci("exec", "aff", *grep)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["Cpus_allowed_list:", "1"]      # from the stored config
+    proc = dict(config["process"], args=grep, execCPUAffinity={"final": "0"})
+    (tmp_path / "p.json").write_text(json.dumps(proc))
+    r = pyoci("exec", "--process", str(tmp_path / "p.json"), "aff")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["Cpus_allowed_list:", "0"]

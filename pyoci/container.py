@@ -291,6 +291,8 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             run_hooks(hooks, "createRuntime", public)
             init_mod.send(parent_sock, {"t": "ok"})
         elif t == "ready":
+            if msg.get("more"):           # a seccomp filter is loaded after "ready"
+                _await_exec(parent_sock)
             break
         elif t == "error":
             raise SysError(msg.get("msg", "container init failed"))
@@ -353,6 +355,16 @@ def _idmapped_mounts(spec: dict, pid: int, bundle: str, userns: bool) -> dict[in
         return mounts.prepare_idmapped_mounts(spec, nsfd, bundle)
     finally:
         os.close(nsfd)
+
+
+def _await_exec(sock) -> None:
+    """The init's last word: EOF when it executed (the socket is close-on-exec), or an
+    error (loading the seccomp filter after "ready")."""
+    data = sock.recv(65536)
+    if data:
+        msg = jsonio.loads(data)
+        raise SysError(msg.get("msg", "container init failed") if msg.get("t") == "error"
+                       else f"unexpected message from container init: {msg.get('t')!r}")
 
 
 def _recv_child(sock) -> dict:

@@ -545,17 +545,17 @@ def _exec_process(job: dict, sock) -> None:
     if nnp:
         procmod.set_no_new_privileges()
     prog = job["prog"]
-    if prog and not nnp:
-        _install_seccomp(prog, job, sock)       # needs CAP_SYS_ADMIN: before caps drop
     os.environ["HOME"] = env["HOME"]          # finalize would look it up in /etc/passwd again
-    procmod.finalize(proc)
+    # Without no_new_privs the filter's load needs CAP_SYS_ADMIN: finalize keeps it
+    # effective until the execve, so that the filter is the last thing before it.
+    procmod.finalize(proc, hold_admin=bool(prog) and not nnp)
     sc.prctl(sc.PR_SET_DUMPABLE, 0)             # a uid change resets it to suid_dumpable
     path = child.find_executable(proc["args"][0], env)
     if proc.get("execCPUAffinity"):
         procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "final")
-    if prog and nnp:
-        _install_seccomp(prog, job, sock)       # as close to execve as possible
     child.keep_fds_across_exec(job["preserve"])
+    if prog:
+        _install_seccomp(prog, job, sock)       # the last thing before the execve
     try:
         os.execve(path, proc["args"], env)
     except OSError as e:

@@ -84,10 +84,14 @@ def _expect_ok(sock: socket.socket, maxfds: int = 0) -> tuple[dict, list[int]]:
 
 def _fail(ctx: InitContext, e: BaseException) -> None:
     """Report e to the parent and exit: the child must never return into the caller."""
+    msg = child.error_message(e)
     try:
-        send(ctx.sock, {"t": "error", "msg": child.error_message(e)})
-    except OSError:
-        pass
+        send(ctx.sock, {"t": "error", "msg": msg})
+    except OSError:               # after "ready" (start): the program's stderr, as the waiter
+        try:
+            os.write(2, f"pyoci: {msg}\n".encode(errors="replace"))
+        except OSError:
+            pass
     os._exit(1)
 
 
@@ -248,22 +252,31 @@ def _container_init(ctx: InitContext) -> None:
     nnp = bool(proc.get("noNewPrivileges"))
     if nnp:
         sc.set_no_new_privs()
-    notify_fd = None
-    if seccomp_prog and not nnp:
-        notify_fd = seccomp_mod.install(*seccomp_prog)  # needs CAP_SYS_ADMIN: before caps drop
     env = child.process_env(proc, ctx.extra_env)
-    procmod.finalize(proc)
+    # The filter applies to what pyoci does after loading it too: it is the last thing
+    # before the program's execve (the waiter's with the waiter). Without no_new_privs its
+    # load needs CAP_SYS_ADMIN, which finalize then keeps effective until that execve.
+    procmod.finalize(proc, hold_admin=bool(seccomp_prog) and not nnp)
+    sc.prctl(sc.PR_SET_DUMPABLE, 0)               # a uid change resets it to suid_dumpable
     path = child.find_executable(proc["args"][0], env)
     child.keep_fds_across_exec(ctx.extra_fds)
     waiter_argv = _prepare_wait(ctx, proc, seccomp_prog if nnp else None, path)
-    send(ctx.sock, {"t": "ready"})
-    ctx.sock.close()
+    # With the waiter and without no_new_privs the filter is loaded here, after "ready"
+    # (no sendto under it): the runtime then waits for the socket's EOF (close-on-exec) or
+    # the load's error. waiter.uses() checked that the filter lets the waiter run.
+    load_here = waiter_argv is not None and bool(seccomp_prog) and not nnp
+    send(ctx.sock, {"t": "ready", "more": True} if load_here else {"t": "ready"})
+    notify_fd = None
     if waiter_argv is not None:
         # The waiter waits, loads the NNP seccomp filter and executes the program: the
         # created container's init is then a tiny process instead of this interpreter.
         from pyoci.linux import waiter
 
+        if load_here:
+            _install_or_report(ctx, seccomp_prog)
+            seccomp_prog = None
         waiter.execute(ctx.waiter_fd, waiter_argv, env)  # returns only if that failed
+    ctx.sock.close()
     # Block until `pyoci start` opens the fifo for reading (re-open the O_PATH fd through
     # /proc: the fifo's host path is not reachable from inside the rootfs).
     old = _die_on_termination_signals()
@@ -276,14 +289,25 @@ def _container_init(ctx: InitContext) -> None:
     os.close(fd)
     if proc.get("execCPUAffinity"):
         procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "final")
-    if seccomp_prog and nnp:
-        notify_fd = seccomp_mod.install(*seccomp_prog)  # as close to execve as possible
+    if seccomp_prog:
+        notify_fd = seccomp_mod.install(*seccomp_prog)  # the last thing before the execve
     if notify_fd is not None and ctx.listener_sock is not None:
         seccomp_mod.send_listener(ctx.listener_sock, notify_fd, ctx.state,
                                   seccomp.get("listenerMetadata", ""))
         os.close(notify_fd)
         ctx.listener_sock.close()
     os.execve(path, proc["args"], env)
+
+
+def _install_or_report(ctx: InitContext, program: tuple[bytes, int]) -> None:
+    """Load the filter after "ready": a failure still reaches the runtime (which waits for
+    the socket's EOF after {"t": "ready", "more": true}), then the init exits."""
+    from pyoci.linux import seccomp as seccomp_mod
+
+    try:
+        seccomp_mod.install(*program)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        _fail(ctx, e)
 
 
 def _await_cgroup(ctx: InitContext) -> None:

@@ -37,6 +37,7 @@ _NUMBERS = {n: i for i, n in enumerate(_NAMES)}
 SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 CAP_SETPCAP = _NUMBERS["CAP_SETPCAP"]
+CAP_SYS_ADMIN = _NUMBERS["CAP_SYS_ADMIN"]
 
 
 def names() -> list[str]:
@@ -158,27 +159,44 @@ def _clear_ambient() -> None:
             raise SysError(f"process.capabilities.ambient: clear: {os.strerror(e.errno)}") from e
 
 
-def apply(caps: dict | None) -> list[str]:
+def apply(caps: dict | None, hold: frozenset[int] = frozenset()) -> list[str]:
     """After the user switch: set inheritable, permitted and effective (one capset, so
     the kernel checks them together), then reset ambient and raise each ambient capability.
-    A failed ambient raise is a warning (returned and logged), as in runc."""
-    if caps is None:
-        return []
+    A failed ambient raise is a warning (returned and logged), as in runc.
+
+    hold: capabilities kept in the permitted and effective sets on top of the config's
+    (CAP_SYS_ADMIN to load a seccomp filter without no_new_privs as the last thing before
+    the execve), where the process still has them. They do not outlive the execve: its
+    new permitted and effective sets come from the inheritable, bounding and ambient sets
+    and the uid only (capabilities(7)), which are the config's."""
     import _prctl
 
+    if caps is None:
+        if hold:
+            try:
+                _prctl.set_caps(sorted(hold), [], [], [], [], [])
+            except OSError:
+                pass          # not in the permitted set: the filter's load says why
+        return []
     eff = parse(caps.get("effective"), "process.capabilities.effective")
     prm = parse(caps.get("permitted"), "process.capabilities.permitted")
     inh = parse(caps.get("inheritable"), "process.capabilities.inheritable")
     amb = parse(caps.get("ambient"), "process.capabilities.ambient")
     known = [i for i in _prctl_caps(_prctl) if i <= last_cap()]
-    try:
-        # (effective, permitted, inheritable) to set, then the same three to clear
-        _prctl.set_caps([i for i in known if i in eff], [i for i in known if i in prm],
-                        [i for i in known if i in inh], [i for i in known if i not in eff],
-                        [i for i in known if i not in prm], [i for i in known if i not in inh])
-    except OSError as e:
-        raise SysError("process.capabilities: can't apply capabilities: "
-                       f"{os.strerror(e.errno)}") from e
+    for extra in ((hold, ()) if hold else ((),)):
+        e2, p2 = eff | set(extra), prm | set(extra)
+        try:
+            # (effective, permitted, inheritable) to set, then the same three to clear
+            _prctl.set_caps([i for i in known if i in e2], [i for i in known if i in p2],
+                            [i for i in known if i in inh], [i for i in known if i not in e2],
+                            [i for i in known if i not in p2],
+                            [i for i in known if i not in inh])
+            break
+        except OSError as e:
+            if extra:
+                continue      # the held ones are not in the permitted set: without them
+            raise SysError("process.capabilities: can't apply capabilities: "
+                           f"{os.strerror(e.errno)}") from e
     _clear_ambient()
     warnings: list[str] = []
     for i in sorted(amb):

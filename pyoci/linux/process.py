@@ -169,14 +169,18 @@ def _verify_cwd() -> None:
         raise SysError(f"process.cwd: current working directory {wd!r} is not absolute")
 
 
-def finalize(process: dict, *, rootless: bool = False) -> None:
+def finalize(process: dict, *, rootless: bool = False, hold_admin: bool = False) -> None:
     """runc's finalizeNamespace from the bounding set to the capabilities, then umask:
     chdir(cwd) (retried after the user switch on EACCES/EPERM), drop the bounding set,
     KEEPCAPS on, setgroups/setgid/setuid, KEEPCAPS off, apply capabilities, umask.
 
     process.capabilities absent: capabilities are left alone (a non-root user then keeps no
     effective capabilities and loses the rest at execve, like runc). The parent death
-    signal, which setuid clears, is restored."""
+    signal, which setuid clears, is restored.
+
+    hold_admin: CAP_SYS_ADMIN stays effective (see capabilities.apply) so that a seccomp
+    filter can be loaded without no_new_privs after all of this, right before the execve:
+    then nothing of the setup runs under the container's filter."""
     import _prctl   # python-prctl's C module; its Python wrapper only costs import time
 
     cwd = process.get("cwd") or ""
@@ -198,7 +202,8 @@ def finalize(process: dict, *, rootless: bool = False) -> None:
     if cwd:
         _verify_cwd()
     _prctl.prctl(_prctl.PR_SET_KEEPCAPS, False)
-    capabilities.apply(caps)
+    capabilities.apply(caps, frozenset({capabilities.CAP_SYS_ADMIN}) if hold_admin
+                       else frozenset())
     if pdeath:
         _prctl.prctl(_prctl.PR_SET_PDEATHSIG, pdeath)
     umask = (process.get("user") or {}).get("umask")

@@ -291,8 +291,7 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             run_hooks(hooks, "createRuntime", public)
             init_mod.send(parent_sock, {"t": "ok"})
         elif t == "ready":
-            if msg.get("more"):           # a seccomp filter is loaded after "ready"
-                _await_exec(parent_sock)
+            _await_exec(parent_sock)      # a seccomp filter may be loaded after "ready"
             break
         elif t == "error":
             raise SysError(msg.get("msg", "container init failed"))
@@ -358,8 +357,9 @@ def _idmapped_mounts(spec: dict, pid: int, bundle: str, userns: bool) -> dict[in
 
 
 def _await_exec(sock) -> None:
-    """The init's last word: EOF when it executed (the socket is close-on-exec), or an
-    error (loading the seccomp filter after "ready")."""
+    """The init's last word: EOF when it executed the waiter (the socket is close-on-exec)
+    or closed it to wait itself, or an error (loading the seccomp filter after "ready").
+    Once create returns, the init is what waits for `start`."""
     data = sock.recv(65536)
     if data:
         msg = jsonio.loads(data)

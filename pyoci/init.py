@@ -262,10 +262,10 @@ def _container_init(ctx: InitContext) -> None:
     child.keep_fds_across_exec(ctx.extra_fds)
     waiter_argv = _prepare_wait(ctx, proc, seccomp_prog if nnp else None, path)
     # With the waiter and without no_new_privs the filter is loaded here, after "ready"
-    # (no sendto under it): the runtime then waits for the socket's EOF (close-on-exec) or
-    # the load's error. waiter.uses() checked that the filter lets the waiter run.
+    # (no sendto under it): the runtime waits for the socket's EOF (close-on-exec) or the
+    # load's error. waiter.uses() checked that the filter lets the waiter run.
     load_here = waiter_argv is not None and bool(seccomp_prog) and not nnp
-    send(ctx.sock, {"t": "ready", "more": True} if load_here else {"t": "ready"})
+    send(ctx.sock, {"t": "ready"})
     notify_fd = None
     if waiter_argv is not None:
         # The waiter waits, loads the NNP seccomp filter and executes the program: the
@@ -301,7 +301,7 @@ def _container_init(ctx: InitContext) -> None:
 
 def _install_or_report(ctx: InitContext, program: tuple[bytes, int]) -> None:
     """Load the filter after "ready": a failure still reaches the runtime (which waits for
-    the socket's EOF after {"t": "ready", "more": true}), then the init exits."""
+    the socket's EOF after "ready"), then the init exits."""
     from pyoci.linux import seccomp as seccomp_mod
 
     try:

@@ -286,8 +286,8 @@ def test_kill_term_ends_a_created_container(pyoci, bundle_factory, config, tmp_p
 @needs_waiter
 @pytest.mark.parametrize("nnp", [True, False])
 def test_seccomp_is_enforced(pyoci, bundle_factory, config, tmp_path, nnp):
-    """With NNP the waiter loads the filter after `start`; without, the init loaded it before
-    dropping its capabilities and the waiter runs under it (the filter allows it)."""
+    """With NNP the waiter loads the filter after `start`; without, the init loaded it as
+    its last act before executing the waiter, which runs under it (the filter allows it)."""
     config["process"]["noNewPrivileges"] = nnp
     config["linux"]["seccomp"] = {
         "defaultAction": "SCMP_ACT_ALLOW",

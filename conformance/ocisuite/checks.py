@@ -81,6 +81,9 @@ KNOWN_DEPARTURES = {
                                         "default to 0)",
     ("runc", "oci_version_not_semver"): "runc 1.1 does not validate ociVersion",
     ("runc", "seccomp_empty_names"): "runc 1.1 accepts a syscalls entry without names",
+    ("runc", "seccomp_filter_after_setup"): "without noNewPrivileges runc loads the filter "
+                                            "before its own setup, whose getcwd (the "
+                                            "CVE-2024-21626 check) the filter refuses",
     ("runc", "masked_path_relative"): "runc 1.1 does not check that maskedPaths are absolute",
     ("runc", "readonly_path_relative"): "runc 1.1 does not check that readonlyPaths are "
                                         "absolute",
@@ -1493,6 +1496,22 @@ def seccomp_filter(ctx: Ctx) -> None:
     expect(rep["status"].get("Seccomp") == "2", f"Seccomp mode is {rep['status'].get('Seccomp')}")
     got = probe_result(rep, "mkdir", "/dev/shm/ocict")["errno"]
     expect(got == E.EOPNOTSUPP, f"mkdir gave errno {got}, want {E.EOPNOTSUPP}")
+
+
+@check("EnvCreateImplement")
+def seccomp_filter_after_setup(ctx: Ctx) -> None:
+    """a filter refusing close_range and getcwd without noNewPrivileges lets it run"""
+    # runtime-tools' default profile lacks close_range: the runtime's own setup must not
+    # run under the container's filter
+    cid = ctx.new_id()
+    cfg = ctx.config(cid, probes=["stat:/"])
+    cfg["process"]["noNewPrivileges"] = False
+    cfg["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [100]}
+    cfg["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["close_range", "getcwd"], "action": "SCMP_ACT_ERRNO"}]}
+    rep = ctx.probe(cfg, cid)
+    expect(rep["status"].get("Seccomp") == "2", f"Seccomp mode is {rep['status'].get('Seccomp')}")
 
 
 @check("SeccSyscallsNamesRequired")

@@ -2,8 +2,8 @@
  * pyoci-waiter: what the container's init becomes while the container is "created".
  *
  * The Python init does everything up to exec.fifo (rootfs, identity, capabilities, rlimits,
- * NNP, and a seccomp filter that must be loaded while still privileged), then executes this
- * program from a sealed memfd (pyoci/linux/waiter.py). execve gives the process a new, tiny
+ * NNP; without NNP it loads the seccomp filter, which needs CAP_SYS_ADMIN then, as its last
+ * act), then executes this program from a sealed memfd (pyoci/linux/waiter.py). execve gives the process a new, tiny
  * address space, so the waiting init's peak RSS is this program's, not an interpreter's.
  * PID, start time, namespaces, cgroup, credentials, capabilities (the execve transformation
  * is idempotent for them: see waiter.py), rlimits, NNP, umask, cwd and the inherited fds

@@ -32,10 +32,11 @@ _F_ADD_SEALS = 1033
 _F_SEAL_SEAL, _F_SEAL_SHRINK, _F_SEAL_GROW, _F_SEAL_WRITE, _F_SEAL_EXEC = 1, 2, 4, 8, 0x20
 _EINVAL = 22
 
-# What the waiter may call under a filter the init loaded before it (seccomp without
-# noNewPrivileges is loaded while still privileged), execveat being the init's own execve of
-# the memfd. rt_sigreturn is never reached (the handlers exit) but listed to stay on the safe
-# side; read is only used before any filter.
+# What the waiter may call under a filter the init loaded before it (without
+# noNewPrivileges the filter needs CAP_SYS_ADMIN, which the waiter may not have: the init
+# loads it as the last thing before its execveat of the memfd), execveat being that execve.
+# rt_sigreturn is never reached (the handlers exit) but listed to stay on the safe side;
+# read is only used before any filter.
 SYSCALLS = ("execveat", "prctl", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "openat",
             "write", "close", "sched_setaffinity", "execve", "exit_group")
 _ALLOWING = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")

@@ -559,7 +559,7 @@ def _exec_process(job: dict, sock) -> None:
     try:
         os.execve(path, proc["args"], env)
     except OSError as e:
-        raise SysError(f"process.args[0]: exec {proc['args'][0]!r}: {e.strerror}") from None
+        raise SysError(f"process.args[0]: exec {path}: {child.errno_text(e.errno)}") from None
 
 
 def _install_seccomp(prog: tuple[bytes, int], job: dict, sock) -> None:

@@ -219,3 +219,28 @@ def test_exec_applies_exec_cpu_affinity(pyoci, bundle_factory, config, tmp_path)
     r = pyoci("exec", "--process", str(tmp_path / "p.json"), "aff")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["Cpus_allowed_list:", "0"]
+
+
+# --- a program that cannot run: runc's words, which clients match -----------------------------
+
+WORDS = [("/nonexistent", 'exec: "/nonexistent": stat /nonexistent: no such file or directory'),
+         ("/etc/passwd/x", 'exec: "/etc/passwd/x": stat /etc/passwd/x: not a directory'),
+         ("nonexistent", 'exec: "nonexistent": executable file not found in $PATH'),
+         ("/etc/passwd", 'exec: "/etc/passwd": permission denied'),
+         ("/etc", 'exec: "/etc": permission denied')]
+
+
+def test_program_that_cannot_run_is_worded_as_runc(runtime, bundle_factory, config):
+    """For run (create) and exec alike (tests/clients: the exit codes podman and docker
+    derive from these words)."""
+    config["process"]["args"] = ["sleep", "1000"]
+    b = bundle_factory(config)
+    runtime("run", "-d", "--bundle", b, "w1", check=True)
+    for prog, words in WORDS:
+        config["process"]["args"] = [prog]
+        r = run(runtime, bundle_factory(config), "w2")
+        err = r.stderr.replace('\\"', '"')          # runc's log line escapes its quotes
+        assert r.returncode == 1 and words in err, (prog, r.stderr)
+        assert runtime("state", "w2").returncode == 1
+        r = runtime("exec", "w1", prog)
+        assert r.returncode != 0 and words in r.stderr.replace('\\"', '"'), (prog, r.stderr)

@@ -5,6 +5,7 @@ executable, and keep only stdio and the preserved fds across the execve."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 from pyoci.errors import PyociError, SysError
@@ -91,20 +92,53 @@ def process_env(proc: dict, extra: list[str] | tuple[str, ...] = ()) -> dict[str
     return env
 
 
+def errno_text(err: int) -> str:
+    """An errno's text as Go (runc) prints it, lower case: "no such file or directory".
+    Clients match it: podman and docker choose exit code 127 or 126 from a runtime's
+    "no such file or directory", "executable file not found in" or "permission denied"
+    (docker case-sensitively)."""
+    s = os.strerror(err)
+    return s[:1].lower() + s[1:]
+
+
+def _go_quote(s: str) -> str:
+    """s quoted as Go's %q does for printable text."""
+    out = s.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c.isprintable() else repr(c)[1:-1] for c in out) + '"'
+
+
+def _why_not_executable(path: str) -> str | None:
+    """None if path is an executable file for this process, else why not in the words of
+    Go's exec.LookPath (runc 1.1): "stat PATH: <errno>" or "permission denied" (also for a
+    directory)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"stat {path}: {errno_text(e.errno)}"
+    if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111 or not os.access(path, os.X_OK):
+        return errno_text(errno.EACCES)
+    return None
+
+
 def find_executable(arg0: str, env: dict[str, str]) -> str:
     """process.args[0] resolved in the container (PATH of the process's environment), so a
-    missing binary is an error before the process is reported started (as runc)."""
+    missing binary is an error before the process is reported started, worded as runc's
+    (Go's exec.LookPath): 'exec: "/x": stat /x: no such file or directory',
+    'exec: "/etc/passwd": permission denied', 'exec: "x": executable file not found in
+    $PATH'."""
     if "/" in arg0:
-        candidates = [arg0]
-    else:
-        candidates = [os.path.join(d or ".", arg0)
-                      for d in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":")]
-    for c in candidates:
-        if os.path.isfile(c) and os.access(c, os.X_OK):
+        why = _why_not_executable(arg0)
+        if why is None:
+            return arg0
+        raise SysError(f"process.args[0]: exec: {_go_quote(arg0)}: {why}")
+    for d in env.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":"):
+        c = os.path.join(d or ".", arg0)
+        if _why_not_executable(c) is None:
             return c
-    if "/" in arg0:
-        raise SysError(f"process.args[0]: exec {arg0!r}: no such executable file")
-    raise SysError(f"process.args[0]: exec {arg0!r}: executable file not found in $PATH")
+    raise SysError(f"process.args[0]: exec: {_go_quote(arg0)}: executable file not found "
+                   f"in $PATH")
 
 
 def keep_fds_across_exec(extra: int) -> None:

@@ -128,3 +128,19 @@ def test_exec(dockerd, rt, name):
     assert out.split() == ["bar", "1000", "/tmp"]
     assert dk(dockerd, "exec", name, "sh", "-c", "exit 5").returncode == 5
     assert dk_ok(dockerd, "exec", "-t", name, "tty").startswith("/dev/pts/")
+
+
+# a missing program exits 127, one that cannot be executed 126: docker chooses them from the
+# runtime's error text, case-sensitively ("no such file or directory", "executable file not
+# found", "permission denied"), as runc words it; anything else is 125. Its exec (20.10)
+# answers 126 to every failure to start.
+NOT_RUNNABLE = [("/nonexistent", 127), ("nonexistent", 127), ("/etc/passwd", 126)]
+
+
+def test_exit_codes_of_a_program_that_cannot_run(dockerd, rt, name):
+    got = [dk(dockerd, *run_args(rt), "--rm", IMG, prog).returncode
+           for prog, _ in NOT_RUNNABLE]
+    skip_without_exec(rt)
+    start_detached(dockerd, rt, name)
+    got += [dk(dockerd, "exec", name, prog).returncode for prog, _ in NOT_RUNNABLE]
+    assert got == [code for _, code in NOT_RUNNABLE] + [126] * len(NOT_RUNNABLE), got

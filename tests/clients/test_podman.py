@@ -174,3 +174,18 @@ def test_runtime_calls_all_succeed(podman, rt, name, tmp_path):
                        if not a.startswith("-") and argv[i - 1] not in ("--log", "--root")))
     assert {"create", "start", "pause", "resume", "update", "kill", "delete"} <= verbs, verbs
     assert logged, lines  # conmon's create and exec
+
+
+# a missing program exits 127, one that cannot be executed 126: podman chooses them from the
+# runtime's error text ("no such file or directory", "executable file not found in",
+# "permission denied"), as runc words it
+NOT_RUNNABLE = [("/nonexistent", 127), ("nonexistent", 127), ("/etc/passwd", 126), ("/etc", 126)]
+
+
+def test_exit_codes_of_a_program_that_cannot_run(podman, rt, name):
+    got = [pm(podman, "run", "--runtime", rt, "--rm", IMG, prog).returncode
+           for prog, _ in NOT_RUNNABLE[:3]]
+    skip_without_exec(rt)
+    start_detached(podman, rt, name)
+    got += [pm(podman, "exec", name, prog).returncode for prog, _ in NOT_RUNNABLE]
+    assert got == [code for _, code in NOT_RUNNABLE[:3] + NOT_RUNNABLE], got

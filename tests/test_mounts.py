@@ -1035,3 +1035,26 @@ def test_parse_mount_flags():
     assert m.propagation == [sc.MS_SHARED | sc.MS_REC]
     assert m.attr_set == sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOATIME
     assert m.attr_clr == sc.MOUNT_ATTR__ATIME
+
+
+def test_bind_mount_ignores_filesystem_data_as_runc(runtime, bundle_factory, config, tmp_path):
+    """runtime-tools' mounts test adds nosuid,strictatime,mode=755,size=1k to every mount:
+    filesystem data means nothing to a bind mount, runc ignores it (pyoci logs it at debug
+    level) and the flags still apply."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("data\n")
+    config["mounts"].append({"destination": "/mnt", "type": "bind", "source": str(src),
+                             "options": ["rbind", "nosuid", "strictatime", "mode=755",
+                                         "size=1k"]})
+    config["process"]["args"] = ["sh", "-c", "cat /mnt/f; grep ' /mnt ' /proc/self/mountinfo"]
+    b = bundle_factory(config)
+    log = tmp_path / "log"
+    r = runtime("--debug", "--log", str(log), "run", "-b", b, "bd")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0] == "data"
+    opts = out[1].split()[5].split(",")
+    assert "nosuid" in opts and "mode=755" not in out[1] and "size=1k" not in out[1], out[1]
+    if runtime.name == "pyoci":
+        assert "ignoring mode=755,size=1k for a bind mount" in log.read_text()

@@ -1514,6 +1514,22 @@ def seccomp_filter_after_setup(ctx: Ctx) -> None:
     expect(rep["status"].get("Seccomp") == "2", f"Seccomp mode is {rep['status'].get('Seccomp')}")
 
 
+@check("MountsInOrder")
+def bind_mount_data_ignored(ctx: Ctx) -> None:
+    """filesystem data options on a bind mount (mode=755,size=1k) are ignored, as by runc"""
+    # runtime-tools' mounts test adds nosuid,strictatime,mode=755,size=1k to every mount
+    cid = ctx.new_id()
+    src = os.path.join(ctx.workdir, "bindsrc")
+    os.makedirs(os.path.join(src, "bin"), exist_ok=True)
+    cfg = ctx.config(cid, probes=["stat:/ocict-bind/bin"])
+    cfg["mounts"].append({"destination": "/ocict-bind", "type": "bind", "source": src,
+                          "options": ["rbind", "ro", "nosuid", "strictatime", "mode=755",
+                                      "size=1k"]})
+    rep = ctx.probe(cfg, cid)
+    s = probe_result(rep, "stat", "/ocict-bind/bin")
+    expect(not s["errno"] and s.get("type") == "d", f"/ocict-bind/bin: {s}")
+
+
 @check("SeccSyscallsNamesRequired")
 def seccomp_empty_names(ctx: Ctx) -> None:
     """a seccomp syscalls entry with no names is rejected"""

@@ -187,7 +187,12 @@ def parse_mount(m: dict, index: int) -> Mount:
     if mnt.type == "bind" or mnt.flags & sc.MS_BIND:
         mnt.flags |= sc.MS_BIND
         if unknown:
-            raise ConfigError(f"{where}.options: unknown option {unknown[0]!r} for a bind mount")
+            # filesystem data (mode=755, size=1k, ...) means nothing to a bind mount: runc
+            # ignores it, and so do clients' configs (runtime-tools adds it to every mount)
+            from pyoci import log
+
+            log.debug("%s.options: ignoring %s for a bind mount", where, ",".join(unknown))
+            data = []
     mnt.data = ",".join(data)
     mnt.uid_mappings = _parse_mappings(m, "uidMappings", where)
     mnt.gid_mappings = _parse_mappings(m, "gidMappings", where)

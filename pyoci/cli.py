@@ -63,7 +63,8 @@ commands:
   features  show the enabled features
 
 global options:
-  --root DIR           state directory (default /run/pyoci)
+  --root DIR           state directory (default /run/pyoci; $XDG_RUNTIME_DIR/pyoci for
+                       a non-root user)
   --log FILE           log file          --log-format text|json
   --debug              debug logging     --systemd-cgroup  use the systemd cgroup driver
   --version, -v        print the version --help, -h        show this help
@@ -176,7 +177,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _root(g: dict) -> str:
-    return g.get("root") or "/run/pyoci"
+    if g.get("root"):
+        return g["root"]
+    from pyoci import state
+
+    return state.default_root()
+
+
+def rootless_cgroups(g: dict) -> bool:
+    """--rootless true|false|auto (runc's): whether a cgroup the caller may not create or
+    join is skipped instead of failing create. auto: with --systemd-cgroup no; else yes for
+    a caller that is not root, or is root in a user namespace."""
+    value = str(g.get("rootless", "auto")).lower()
+    if value in ("true", "1", "t", "yes"):
+        return True
+    if value in ("false", "0", "f", "no"):
+        return False
+    if value != "auto":
+        raise UsageError(f"invalid --rootless value {g.get('rootless')!r} (true, false or "
+                         "auto)")
+    if g.get("systemd_cgroup"):
+        return False
+    import os
+
+    if os.geteuid() != 0:
+        return True
+    from pyoci import state
+
+    return state.in_user_namespace()
 
 
 def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
@@ -198,6 +226,7 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
             pid_file=o.get("pid_file"), console_socket=o.get("console_socket"),
             no_pivot=bool(o.get("no_pivot")), no_new_keyring=bool(o.get("no_new_keyring")),
             preserve_fds=preserve, systemd_cgroup=bool(g.get("systemd_cgroup")),
+            rootless_cgroups=rootless_cgroups(g),
             detach=True if cmd == "create" else bool(o.get("detach")),
             keep=cmd == "run" and bool(o.get("keep")))
         if cmd == "create":

@@ -24,6 +24,7 @@ class CreateOptions:
     no_new_keyring: bool = False
     preserve_fds: int = 0
     systemd_cgroup: bool = False
+    rootless_cgroups: bool = False     # --rootless: a cgroup we may not make is skipped
     detach: bool = True            # create is always detached; run may be foreground
     keep: bool = False             # run --keep: never delete the container (runc)
 
@@ -157,7 +158,8 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
         console_fd=foreground_console.fileno() if foreground_console is not None else -1,
         extra_fds=listen + opts.preserve_fds,
         extra_env=[f"LISTEN_FDS={listen}", "LISTEN_PID=1"] if listen else [],
-        no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring, state=public)
+        no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring, state=public,
+        rootless=os.geteuid() != 0)
     pid = os.fork()
     if pid == 0:
         parent_sock.close()
@@ -175,6 +177,8 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
         cg = cgroups.new_manager(linux.get("cgroupsPath"), opts.cid,
                                  systemd=opts.systemd_cgroup)
         cg.check(linux.get("resources"))
+        if opts.rootless_cgroups:
+            cg = _rootless_cgroup(cg, linux, rs)
         try:
             os.mkdir(cdir, 0o700)
         except FileExistsError:
@@ -192,6 +196,46 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     for s in ctx_sockets:
         s.close()
     return st
+
+
+_DENIED = (1, 13, 30)     # EPERM, EACCES, EROFS: runc's isIgnorableError
+
+
+def _rootless_cgroup(cg, linux: dict, rs: dict):
+    """Rootless cgroups (runc's rules): make the container's cgroup now; where the caller
+    may not (EPERM, EACCES, EROFS), go on without one if the config neither names a
+    cgroupsPath nor asks for a limit, else fail saying what needs root. A delegated,
+    writable subtree (cgroup v2) is used like any other. Devices rules are not applied:
+    an unprivileged caller cannot load a device program (runc ignores them too).
+    Returns the manager, or None when the container runs in the caller's cgroup."""
+    from pyoci import log
+
+    res = linux.get("resources")
+    if res and "devices" in res:
+        linux["resources"] = res = {k: v for k, v in res.items() if k != "devices"}
+    rs["cgroup_made"] = True
+    try:
+        cg.create()
+        return cg
+    except SysError as e:
+        if getattr(e, "errno", None) not in _DENIED:
+            raise
+        try:
+            cg.destroy()
+        except Exception:  # noqa: BLE001 - what it made is ours; nothing else to do
+            pass
+        rs["cgroup_made"] = False
+        if linux.get("cgroupsPath"):
+            raise SysError(f"linux.cgroupsPath: {e} (a rootless container can only use a "
+                           "cgroup its user may write: delegate one, or leave cgroupsPath "
+                           "empty)") from None
+        limits = sorted(k for k, v in (res or {}).items() if v)
+        if limits:
+            raise SysError(f"linux.resources.{limits[0]}: cannot set the {limits[0]} limit: "
+                           f"a rootless container could not create or join a cgroup "
+                           f"({e})") from None
+        log.warning("rootless: running without a cgroup of its own: %s", e)
+        return None
 
 
 def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:

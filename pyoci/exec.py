@@ -301,7 +301,7 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
     ns_fds = _open_namespaces(st, floor, res)
     job = {"proc": proc, "linux": cfg.get("linux") or {}, "prog": prog, "preserve": preserve,
            "sock": child.fileno(), "console": console_fd, "ns": ns_fds,
-           "notify": listener is not None}
+           "notify": listener is not None, "rootless": os.geteuid() != 0}
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -548,7 +548,7 @@ def _exec_process(job: dict, sock) -> None:
     os.environ["HOME"] = env["HOME"]          # finalize would look it up in /etc/passwd again
     # Without no_new_privs the filter's load needs CAP_SYS_ADMIN: finalize keeps it
     # effective until the execve, so that the filter is the last thing before it.
-    procmod.finalize(proc, hold_admin=bool(prog) and not nnp)
+    procmod.finalize(proc, hold_admin=bool(prog) and not nnp, rootless=job["rootless"])
     sc.prctl(sc.PR_SET_DUMPABLE, 0)             # a uid change resets it to suid_dumpable
     path = child.find_executable(proc["args"][0], env)
     if proc.get("execCPUAffinity"):

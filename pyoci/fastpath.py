@@ -81,10 +81,32 @@ _warm: list = []    # a cgroup-attach warm-up was started (pyoci.warmup)
 _log_args: list = [None, "text", False]   # pyoci.log.setup's, once the flags are parsed
 
 
+def _default_root() -> str:
+    """pyoci.state.default_root (runc's rule): $XDG_RUNTIME_DIR/pyoci for a caller that is
+    not root, or is euid 0 in a user namespace with $USER other than "root"."""
+    xdg = posix.environ.get(b"XDG_RUNTIME_DIR")
+    if not xdg:
+        return "/run/pyoci"
+    xdg = xdg.decode(sys.getfilesystemencoding(), "surrogateescape")
+    if posix.geteuid() != 0:
+        return xdg + "/pyoci"
+    try:
+        fd = posix.open("/proc/self/uid_map", _O_RDONLY | _O_CLOEXEC)
+        try:
+            initial = posix.read(fd, 4096).split() == [b"0", b"0", b"4294967295"]
+        finally:
+            posix.close(fd)
+    except OSError:
+        initial = True
+    if initial or posix.environ.get(b"USER", b"") == b"root":
+        return "/run/pyoci"
+    return xdg + "/pyoci"
+
+
 def _fast(argv: list[str]) -> int:
     _exec_warmup(argv)
     gopts, cmd, opts, pos = _parse(argv)
-    root = gopts.get("root") or "/run/pyoci"
+    root = gopts.get("root") or _default_root()
     if gopts.get("log_format", "text") not in ("text", "json"):
         raise _Fallback
     log = gopts.get("log")

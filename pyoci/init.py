@@ -52,6 +52,8 @@ class InitContext:
                                               # the parent says so: _await_cgroup)
     waiter_fd: int = -1                       # sealed memfd of the waiter (linux/waiter.py)
     state: dict = field(default_factory=dict)  # public state skeleton for hooks/listener
+    rootless: bool = False                    # started by a user other than root (runc's
+                                              # RootlessEUID: no additional groups)
 
 
 # --- messaging ----------------------------------------------------------------------------
@@ -111,8 +113,15 @@ def bootstrap(ctx: InitContext) -> None:
         nsmod.join(fds, only=("user",))
         if "user" in ctx.ns and ctx.ns["user"] is None:
             sc.unshare(sc.CLONE_NEWUSER)
+            if ctx.rootless:
+                # an unprivileged parent may only write our uid_map/gid_map/setgroups while
+                # we are dumpable (runc does the same); nothing else runs in the new, still
+                # empty user namespace meanwhile
+                sc.prctl(sc.PR_SET_DUMPABLE, 1)
             send(ctx.sock, {"t": "userns"})
             _expect_ok(ctx.sock)                  # the parent wrote uid_map/gid_map
+            if ctx.rootless:
+                sc.prctl(sc.PR_SET_DUMPABLE, 0)
         if "user" in ctx.ns:
             child.become_root("linux.uidMappings")
         nsmod.join(fds)                           # every other path, mount last
@@ -256,7 +265,7 @@ def _container_init(ctx: InitContext) -> None:
     # The filter applies to what pyoci does after loading it too: it is the last thing
     # before the program's execve (the waiter's with the waiter). Without no_new_privs its
     # load needs CAP_SYS_ADMIN, which finalize then keeps effective until that execve.
-    procmod.finalize(proc, hold_admin=bool(seccomp_prog) and not nnp)
+    procmod.finalize(proc, hold_admin=bool(seccomp_prog) and not nnp, rootless=ctx.rootless)
     sc.prctl(sc.PR_SET_DUMPABLE, 0)               # a uid change resets it to suid_dumpable
     path = child.find_executable(proc["args"][0], env)
     child.keep_fds_across_exec(ctx.extra_fds)

@@ -32,11 +32,46 @@ def check_id(cid: str) -> None:
         raise PyociError(f"invalid container id format: {cid!r}")
 
 
+def in_user_namespace() -> bool:
+    """True inside a user namespace other than the initial one (runc's RunningInUserNS:
+    the initial namespace maps the whole 32-bit range, "0 0 4294967295")."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def xdg_state_root() -> str | None:
+    """runc's rule for the default --root: $XDG_RUNTIME_DIR/pyoci when $XDG_RUNTIME_DIR is
+    set and the caller is not root (euid 0 in a user namespace counts as not root unless
+    $USER is "root"); None means /run/pyoci. pyoci.fastpath mirrors it (_default_root)."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if not xdg:
+        return None
+    if os.geteuid() != 0:
+        return xdg + "/pyoci"
+    if not in_user_namespace():
+        return None
+    return xdg + "/pyoci" if os.environ.get("USER", "") != "root" else None
+
+
+def default_root() -> str:
+    return xdg_state_root() or DEFAULT_ROOT
+
+
 def ensure_root(root: str) -> str:
     try:
         os.makedirs(root, mode=0o700, exist_ok=True)
     except OSError as e:
         raise PyociError(f"cannot create state root {root}: {e.strerror}") from None
+    if root == xdg_state_root():
+        # as runc: anything in $XDG_RUNTIME_DIR gets the sticky bit, so that the session's
+        # periodic clean-up leaves it alone
+        try:
+            os.chmod(root, 0o1700)
+        except OSError as e:
+            raise PyociError(f"cannot chmod state root {root}: {e.strerror}") from None
     return root
 
 

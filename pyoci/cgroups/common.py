@@ -116,8 +116,10 @@ def write_file(d: str, name: str, value: str | int, field: str = "") -> None:
 
 def write_error(d: str, name: str, value: object, err: int, field: str = "") -> SysError:
     what = f"{field}: " if field else ""
-    return SysError(f"{what}write {str(value)!r} to {os.path.join(d, name)}: "
-                    f"{os.strerror(err)}")
+    e = SysError(f"{what}write {str(value)!r} to {os.path.join(d, name)}: "
+                 f"{os.strerror(err)}")
+    e.errno = err                     # rootless create tells a denied write (EACCES...) apart
+    return e
 
 
 def read_procs(d: str) -> list[int]:
@@ -156,7 +158,9 @@ def mkdir_p(path: str, created: list[str]) -> None:
         except FileExistsError:
             continue
         except OSError as e:
-            raise SysError(f"create cgroup {m}: {e.strerror}") from None
+            err = SysError(f"create cgroup {m}: {e.strerror}")
+            err.errno = e.errno           # rootless create tells EACCES/EPERM/EROFS apart
+            raise err from None
         created.append(m)
 
 

@@ -3,6 +3,7 @@ maps, time namespace offsets, and bringing loopback up in a new network namespac
 
 from __future__ import annotations
 
+import errno
 import os
 
 from pyoci.errors import SysError
@@ -76,14 +77,76 @@ def format_id_map(mappings: list[dict]) -> bytes:
 
 
 def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict]) -> None:
-    """Write /proc/PID/{uid,gid}_map for a process that just unshared a user namespace."""
+    """Write /proc/PID/{uid,gid}_map for a process that just unshared a user namespace.
+
+    As runc: a caller that is not root first writes "deny" to /proc/PID/setgroups when the
+    gid mapping is exactly its own gid (the kernel demands it for an unprivileged gid_map),
+    and a map the kernel refuses to an unprivileged writer (several ranges, ids other than
+    its own) goes through the setuid helpers newuidmap/newgidmap, which check /etc/subuid
+    and /etc/subgid."""
+    rootless = os.geteuid() != 0
+    if rootless and [(int(m["containerID"]), int(m["hostID"]), int(m["size"]))
+                     for m in gid_maps] == [(0, os.getegid(), 1)]:
+        try:
+            with open(f"/proc/{pid}/setgroups", "wb", buffering=0) as f:
+                f.write(b"deny")
+        except OSError as e:
+            raise SysError(f"linux.gidMappings: writing setgroups: {e.strerror}") from None
     for name, maps in (("uid_map", uid_maps), ("gid_map", gid_maps)):
+        field = "uidMappings" if name == "uid_map" else "gidMappings"
         try:
             with open(f"/proc/{pid}/{name}", "wb", buffering=0) as f:
                 f.write(format_id_map(maps))
         except OSError as e:
-            field = "uidMappings" if name == "uid_map" else "gidMappings"
-            raise SysError(f"linux.{field}: writing {name}: {e.strerror}") from None
+            if not (rootless and e.errno == errno.EPERM):
+                raise SysError(f"linux.{field}: writing {name}: {e.strerror}") from None
+            map_with_helper("newuidmap" if name == "uid_map" else "newgidmap", pid, maps,
+                            field)
+
+
+def map_with_helper(tool: str, pid: int, maps: list[dict], field: str) -> None:
+    """Run newuidmap/newgidmap PID (containerID hostID size)... (package uidmap); their
+    complaint (a range not granted by /etc/subuid or /etc/subgid...) is the error."""
+    path = _find_program(tool)
+    if path is None:
+        raise SysError(f"linux.{field}: this mapping needs root or {tool} (package uidmap) "
+                       f"with ranges in /etc/sub{'uid' if tool == 'newuidmap' else 'gid'}: "
+                       f"{tool} not found in $PATH")
+    argv = [tool, str(pid)]
+    for m in maps:
+        argv += [str(m["containerID"]), str(m["hostID"]), str(m["size"])]
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        child = os.posix_spawn(path, argv, os.environ, file_actions=[
+            (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+    except OSError as e:
+        os.close(r)
+        os.close(w)
+        raise SysError(f"linux.{field}: run {path}: {e.strerror}") from None
+    os.close(w)
+    out = b""
+    try:
+        while True:
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(r)
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        why = out.decode(errors="replace").strip().splitlines()
+        raise SysError(f"linux.{field}: {tool} {pid} {' '.join(argv[2:])} failed"
+                       + (f": {why[-1]}" if why else ""))
+
+
+def _find_program(name: str) -> str | None:
+    for d in os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":") + \
+            ["/usr/bin", "/bin"]:
+        p = os.path.join(d or ".", name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return None
 
 
 def write_time_offsets(offsets: dict) -> None:

@@ -54,23 +54,32 @@ def default_spec(rootless: bool = False) -> dict:
         },
     }
     if rootless:
-        linux = spec["linux"]
-        linux["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup",
-                                                     "user")]
-        linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
-        linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
-        linux.pop("resources")
-        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in
-                          ("/sys", "/sys/fs/cgroup")]
-        spec["mounts"].append({"destination": "/sys", "type": "none", "source": "/sys",
-                               "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
-        for m in spec["mounts"]:
-            if m["destination"] == "/dev/pts":
-                m["options"].remove("gid=5")
-            if m["destination"] == "/dev/mqueue":
-                m.update(type="bind", source="/dev/mqueue",
-                         options=["rbind", "nosuid", "noexec", "nodev"])
+        to_rootless(spec)
     return spec
+
+
+def to_rootless(spec: dict) -> None:
+    """runc's specconv.ToRootless: no network namespace, a new user namespace (last) mapping
+    root to the caller's uid and gid, /sys bind-mounted from the host instead of a sysfs
+    (an unprivileged user cannot mount one without a network namespace of its own), no
+    uid=/gid= mount options (unmapped ids), no linux.resources."""
+    old = spec["linux"]
+    linux = {"uidMappings": [{"containerID": 0, "hostID": os.geteuid(), "size": 1}],
+             "gidMappings": [{"containerID": 0, "hostID": os.getegid(), "size": 1}]}
+    linux.update((k, v) for k, v in old.items() if k != "resources")
+    linux["namespaces"] = [ns for ns in old["namespaces"]
+                           if ns["type"] not in ("network", "user")] + [{"type": "user"}]
+    spec["linux"] = linux
+    mounts = []
+    for m in spec["mounts"]:
+        if m["destination"].rstrip("/") == "/sys":
+            m = {"destination": "/sys", "type": "none", "source": "/sys",
+                 "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+        elif "options" in m:
+            m["options"] = [o for o in m["options"]
+                            if not o.startswith(("gid=", "uid="))]
+        mounts.append(m)
+    spec["mounts"] = mounts
 
 
 def write_spec(bundle: str, rootless: bool = False) -> None:

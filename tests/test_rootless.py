@@ -503,3 +503,13 @@ def test_podman_rootless(user, podman_env, name):
     finally:
         _pm(user, env, "rm", "--force", "--time", "0", cname)
     assert _leftovers(user, name) == []
+
+
+def test_namespaced_sysctls(user, bundle):
+    """linux.sysctl of the container's own ipc and network namespaces: written by both."""
+    def sysctl(cfg):
+        cfg["linux"]["sysctl"] = {"kernel.msgmax": "9000", "net.ipv4.ip_forward": "1"}
+        cfg["linux"]["namespaces"].append({"type": "network"})
+    b = bundle(["cat", "/proc/sys/kernel/msgmax", "/proc/sys/net/ipv4/ip_forward"], sysctl)
+    out = _run_both(user, b)
+    assert out["pyoci"] == out["runc"] == (0, "9000\n1\n"), out["pyoci-stderr"]

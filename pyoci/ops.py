@@ -71,7 +71,9 @@ def run_command(cmd: str, root: str, global_opts: dict, opts: dict,
 
 def _manager(st: st_mod.State, what: str):
     if not st.cgroup:
-        raise UnsupportedError(f"{what}: container {st.id} has no cgroup")
+        raise UnsupportedError(f"{what}: container {st.id} has no cgroup (a rootless "
+                               "container whose user could not create one: this needs "
+                               "root or a delegated cgroup)")
     from pyoci import cgroups
 
     return cgroups.from_state(st.cgroup)

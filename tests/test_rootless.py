@@ -513,3 +513,26 @@ def test_namespaced_sysctls(user, bundle):
     b = bundle(["cat", "/proc/sys/kernel/msgmax", "/proc/sys/net/ipv4/ip_forward"], sysctl)
     out = _run_both(user, b)
     assert out["pyoci"] == out["runc"] == (0, "9000\n1\n"), out["pyoci-stderr"]
+
+
+def test_cgroup_commands_without_a_cgroup(user, bundle):
+    """pause/update/events of a container that runs without a cgroup of its own: a one-line
+    error saying what it needs (runc fails too); kill --all still signals it."""
+    if _cgroup_tree_writable(user):
+        pytest.skip("the user may write the cgroup tree here")
+    b = bundle(["sleep", "100"])
+    assert rt(user, "pyoci", "run", "-d", "c1", cwd=b).returncode == 0
+    for args in (["pause", "c1"], ["update", "--memory", "100m", "c1"],
+                 ["events", "--stats", "c1"]):
+        r = rt(user, "pyoci", *args)
+        assert r.returncode == 1 and r.stdout == "", r
+        assert len(r.stderr.splitlines()) == 1 and "no cgroup" in r.stderr \
+            and "root" in r.stderr, r.stderr
+        assert rt(user, "runc", *args).returncode != 0 or args[0] == "events"
+    assert rt(user, "pyoci", "kill", "--all", "c1", "KILL").returncode == 0
+    for _ in range(200):
+        reap_zombies()
+        if json.loads(rt(user, "pyoci", "state", "c1").stdout)["status"] == "stopped":
+            break
+        time.sleep(0.05)
+    assert rt(user, "pyoci", "delete", "c1").returncode == 0

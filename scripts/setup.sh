@@ -17,6 +17,23 @@ if [ -n "$missing" ]; then
     apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends $missing
 fi
 
+# Packages from backports (scripts/apt-backports.txt): Go 1.23 for the upstream runtime-tools
+# suite. The backports source is derived at run time from the machine's own Debian source.
+bpkgs=$(grep -v '^\s*#' scripts/apt-backports.txt | grep -v '^\s*$' | tr '\n' ' ')
+bmissing=""
+for p in $bpkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || bmissing="$bmissing $p"
+done
+if [ -n "$bmissing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    code=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    scripts/backports.py
+    apt-get -o DPkg::Lock::Timeout=600 update
+    # shellcheck disable=SC2086
+    apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends \
+        -t "$code-backports" $bmissing
+fi
+
 # The interpreter: Debian's python3 (python3-venv, python3-dev above) unless PYOCI_PYTHON
 # names another. Debian links libpython statically into /usr/bin/python3.11: no shared-library
 # relocation at start-up, and faster bytecode than a --enable-shared build (measured here:

@@ -45,3 +45,26 @@ def test_ci_runs_the_readme_test_command():
     ci = read(".ci/run")
     assert "bash scripts/test.sh" in readme
     assert "scripts/test.sh" in ci
+
+
+BACKPORTS = "scripts/apt-backports.txt"
+
+
+def test_backports_packages_are_installed_by_setup_from_a_derived_source():
+    with open(os.path.join(REPO, BACKPORTS)) as f:
+        bp = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    assert "golang-1.23-go" in bp                     # the upstream runtime-tools suite
+    assert not set(bp) & set(packages()), "a package in both lists"
+    setup = read("scripts/setup.sh")
+    assert os.path.basename(BACKPORTS) in setup and "scripts/backports.py" in setup
+    assert re.search(r'install [^\n]*\\\n\s*-t "\$code-backports"', setup)
+    # the Dockerfile gets them through setup.sh, and no file names a mirror
+    assert "scripts/setup.sh" in read("Dockerfile.ci")
+    for path in ("scripts/setup.sh", "scripts/backports.py", "Dockerfile.ci", BACKPORTS):
+        assert not re.search(r"https?://", read(path).split('"""', 2)[-1]), path
+
+
+def test_test_command_runs_the_upstream_suite():
+    test = read("scripts/test.sh")
+    assert "conformance/runtime-tools" in test
+    assert os.access(os.path.join(REPO, "conformance/runtime-tools"), os.X_OK)

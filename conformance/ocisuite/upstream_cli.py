@@ -1,0 +1,166 @@
+"""Command line of conformance/runtime-tools (see its docstring and conformance/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+from . import harness, upstream as up
+
+
+def host_line() -> str:
+    cg = "cgroup v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else \
+        "hybrid cgroups (v1 controllers)"
+    lsm = "none"
+    try:
+        with open("/sys/kernel/security/lsm") as f:
+            lsm = f.read().strip() or "none"
+    except OSError:
+        pass
+    return f"Linux {platform.release()}, {cg}, LSMs: {lsm}, {os.cpu_count()} CPUs"
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(prog="conformance/runtime-tools")
+    ap.add_argument("--runtime", action="append", default=[],
+                    help="pyoci | runc | crun | /path (repeatable; default pyoci and runc). "
+                         "The gate compares the first with runc.")
+    ap.add_argument("--program", default="", help="only programs matching this regex")
+    ap.add_argument("--timeout", type=float, default=up.PROGRAM_TIMEOUT,
+                    help="per program and runtime, seconds (default %(default)s)")
+    ap.add_argument("--source", default=os.environ.get("PYOCI_RUNTIME_TOOLS_SRC",
+                                                        up.DEFAULT_SOURCE))
+    ap.add_argument("--known", default=up.KNOWN_FILE)
+    ap.add_argument("--report", help="write the Markdown report here")
+    ap.add_argument("--results", help="write the raw results (JSON) here")
+    ap.add_argument("--lane-results", help="include this results file (from the lane) in "
+                                           "the report")
+    ap.add_argument("--report-from", help="no run: the report from a --results file")
+    ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--no-gate", action="store_true", help="exit 0 whatever the results")
+    ap.add_argument("--lane-note", default="", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        known = up.load_known(a.known)
+    except ValueError as e:
+        print(f"runtime-tools: {e}", file=sys.stderr)
+        return 2
+    lane = None
+    if a.lane_results:
+        with open(a.lane_results) as f:
+            lane = json.load(f)
+    if a.report_from:
+        with open(a.report_from) as f:
+            doc = json.load(f)
+        runs = {n: {p: up.ProgramResult.from_json(d) for p, d in progs.items()}
+                for n, progs in doc["runs"].items()}
+        return finish(a, runs, doc["meta"], known, lane)
+
+    src = os.path.abspath(a.source)
+    if not os.path.isdir(os.path.join(src, "validation")):
+        print(f"# SKIP runtime-tools: the suite's source is not at {src} "
+              f"(--source DIR or PYOCI_RUNTIME_TOOLS_SRC)")
+        return 0
+    if os.geteuid() != 0:
+        print("runtime-tools: must run as root (the suite creates containers)", file=sys.stderr)
+        return 2
+    t_all = time.monotonic()
+    try:
+        tree = up.build(src, log=lambda m: print(m, flush=True))
+    except RuntimeError as e:
+        print(f"runtime-tools: {e}", file=sys.stderr)
+        return 2
+    build_s = time.monotonic() - t_all
+    if a.build_only:
+        print(tree)
+        return 0
+    names = a.runtime or ["pyoci", "runc"]
+    binaries = {}
+    for spec in names:
+        try:
+            binaries[os.path.basename(spec) if os.sep in spec else spec] = \
+                harness.resolve_runtime(spec)
+        except FileNotFoundError as e:
+            print(f"runtime-tools: {e}", file=sys.stderr)
+            return 2
+    programs = [p for p in up.programs_in(tree) if p != "util" and re.search(a.program, p)]
+    if not programs:
+        print(f"runtime-tools: no program matches {a.program!r}", file=sys.stderr)
+        return 2
+
+    up.private_mount_namespace()
+    harness.set_subreaper()
+    cgroups = up.Cgroups(f"pyoci-rtools-{os.getpid()}")
+    scratch = tempfile.mkdtemp(prefix="pyoci-rtools-")
+    runs: dict[str, dict[str, up.ProgramResult]] = {n: {} for n in binaries}
+    try:
+        for p in programs:
+            for n, b in binaries.items():
+                r = up.run_program(tree, p, n, b, scratch, cgroups, a.timeout)
+                runs[n][p] = r
+                pa, fa, sk = r.counts
+                err = r.program_error()
+                print(f"# {p:36} {n:6} {pa:4} passed {fa:3} failed {sk:3} skipped "
+                      f"{r.status:7} {r.seconds:6.1f}s" + (f"  [{err}]" if err else ""),
+                      flush=True)
+    finally:
+        cgroups.leave()
+        up.unmount_under(scratch)
+        if not up.mounts_under(scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+    meta = {"source": os.path.basename(src), "host": host_line(),
+            "versions": {n: harness.runtime_version(b) for n, b in binaries.items()},
+            "go": open(os.path.join(tree, ".built")).read().split(" ")[0] if os.path.exists(
+                os.path.join(tree, ".built")) else "",
+            "timeout": a.timeout, "wall": time.monotonic() - t_all, "build_s": build_s,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if a.results:
+        doc = {"meta": meta, "runs": {n: {p: r.to_json() for p, r in rs.items()}
+                                      for n, rs in runs.items()}}
+        with open(a.results + ".tmp", "w") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(a.results + ".tmp", a.results)
+    return finish(a, runs, meta, known, lane)
+
+
+def finish(a, runs, meta, known, lane) -> int:
+    names = list(runs)
+    print(f"# runtime-tools ({meta.get('source', '')}), wall {meta.get('wall', 0):.0f}s")
+    for n in names:
+        t = up.totals(runs[n])
+        print(f"# {n:6} programs {t['programs_passed']} passed, {t['programs_failed']} failed, "
+              f"{t['programs_skipped']} skipped; TAP lines {t['passed']} passed, "
+              f"{t['failed']} failed, {t['skipped']} skipped")
+    regressions = []
+    subject = names[0] if names else ""
+    if "runc" in runs and subject and subject != "runc":
+        regressions = up.gate(runs[subject], runs["runc"], known, subject)
+        for p in sorted(set(runs[subject]) & set(runs["runc"])):
+            x, y = runs[subject][p], runs["runc"][p]
+            if (x.counts, x.status) != (y.counts, y.status):
+                print(f"# differs: {p}: {subject} {up.cell(x)}, runc {up.cell(y)}")
+        for r in regressions:
+            tag = (f"known, {up.CLASSES[r.known.klass]}: {r.known.reason}" if r.known
+                   else "NOT LISTED in " + os.path.relpath(a.known))
+            print(f"# {subject} fails, runc passes: {r.program} #{r.number} "
+                  f"{r.description}: {r.cause} [{tag}]")
+    if a.report:
+        up.write_report(a.report, runs, meta, known, regressions, lane)
+        print(f"# report: {a.report}")
+    unknown = [r for r in regressions if r.known is None]
+    if unknown:
+        print(f"# GATE FAILS: {len(unknown)} test(s) {subject} fails and runc passes, "
+              f"not listed in {os.path.relpath(a.known)}")
+        return 0 if a.no_gate else 1
+    return 0

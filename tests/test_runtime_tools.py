@@ -1,0 +1,235 @@
+"""Tests of the upstream runtime-tools runner itself (conformance/runtime-tools,
+conformance/ocisuite/upstream.py): TAP parsing (with the YAML-only errors that print `1..0`
+and exit 0), program verdicts, known failures and the CI gate, the backports source."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "conformance"))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+from ocisuite import upstream as up  # noqa: E402
+import backports  # noqa: E402
+
+# What runtime-tools' tap-go prints, taken from real runs.
+YAML_ONLY = textwrap.dedent("""\
+    TAP version 13
+      ---
+      {
+        "error": "Hooks MUST be called in the listed order\\nRefer to: https://github.com/opencontainers/runtime-spec/blob/v1.3.0/config.md#posix-platform-hooks"
+      }
+      ...
+    1..0
+    """)
+
+MIXED = textwrap.dedent("""\
+    TAP version 13
+    ok 1 - `delete` operation MUST generate an error if it is not provided the container ID
+      ---
+      {
+        "error": "exit status 1",
+        "reference": "https://github.com/opencontainers/runtime-spec/blob/v1.3.0/runtime.md#delete"
+      }
+      ...
+    not ok 2 - attempting to `delete` a container that is not `stopped` MUST generate an error
+      ---
+      {
+        "reference": "https://github.com/opencontainers/runtime-spec/blob/v1.3.0/runtime.md#delete"
+      }
+      ...
+    not ok 3 - attempting to `delete` a container that is not `stopped` MUST have no effect on the container
+      ---
+      {
+        "error": "exit status 1",
+        "stderr": "time=\\"2026-12-06T04:22:51Z\\" level=error msg=\\"container does not exist\\"\\n"
+      }
+      ...
+    ok 4 - attempting to `delete` a container that is not `stopped` MUST generate an error
+    ok 5 # SKIP linux.seccomp not set
+    1..5
+    """)
+
+
+def result(stdout, rc=0, stderr="", name="p", runtime="pyoci", timed_out=False):
+    return up.ProgramResult(name, runtime, rc, 1.0, stdout, stderr, timed_out)
+
+
+def test_tap_lines_directives_and_yaml():
+    tap = up.parse_tap(MIXED)
+    assert tap.plan == 5 and not tap.orphan_diags
+    assert [(ln.number, ln.status) for ln in tap.lines] == [
+        (1, "passed"), (2, "failed"), (3, "failed"), (4, "passed"), (5, "skipped")]
+    assert tap.lines[0].description.startswith("`delete` operation MUST")
+    assert tap.lines[4].directive == "SKIP linux.seccomp not set"
+    assert tap.lines[4].description == ""
+    assert tap.lines[2].diag["error"] == "exit status 1"
+    assert tap.lines[2].cause() == "exit status 1: container does not exist"
+    assert tap.counts() == (2, 2, 1)
+
+
+def test_yaml_only_error_with_empty_plan_and_exit_0_is_a_failure():
+    r = result(YAML_ONLY, rc=0)
+    assert r.tap.plan == 0 and r.tap.lines == [] and len(r.tap.orphan_diags) == 1
+    assert r.status == "failed"
+    assert r.program_error() == "Hooks MUST be called in the listed order"
+    assert r.failures() == [(up.PROGRAM_LINE, 1, 0, "Hooks MUST be called in the listed order")]
+    assert (up.PROGRAM_LINE, 1) not in r.passed_keys()
+
+
+def test_program_verdicts():
+    assert result(MIXED).status == "failed"
+    ok = "TAP version 13\nok 1 - a\nok 2 - b # SKIP no\n1..2\n"
+    assert result(ok).status == "passed" and result(ok).program_error() == ""
+    # a non-zero exit fails the program even when every printed line passed
+    r = result(ok, rc=1, stderr="failed to create the container\nruntime: boom\nexit status 1\n")
+    assert r.status == "failed"
+    assert r.program_error() == "exit status 1: failed to create the container: runtime: boom"
+    # a short plan, no plan, a timeout, `1..0` with nothing printed
+    assert result("ok 1 - a\n1..3\n").program_error() == "planned 3 tests, ran 1"
+    assert result("ok 1 - a\n").program_error() == "no TAP plan"
+    assert "timed out" in result(ok, rc=-9, timed_out=True).program_error()
+    assert result("TAP version 13\n1..0\n").status == "failed"
+    # util.Skip: `1..1` and one skipped line
+    skip = "TAP version 13\n1..1\nok 1 # skip cgroup v2 is not supported yet\n"
+    assert result(skip).status == "skipped"
+
+
+def test_repeated_descriptions_are_told_apart_by_occurrence():
+    r = result(MIXED)
+    keys = r.passed_keys()
+    d = "attempting to `delete` a container that is not `stopped` MUST generate an error"
+    assert (d, 2) in keys and (d, 1) not in keys
+    assert [(f[0], f[1], f[2]) for f in r.failures()] == [
+        (d, 1, 2), ("attempting to `delete` a container that is not `stopped` MUST have no "
+                    "effect on the container", 1, 3)]
+
+
+def write_known(tmp_path, text):
+    p = tmp_path / "known.txt"
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+def test_known_file_format_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="5 fields"):
+        up.load_known(write_known(tmp_path, "a | pyoci | * | host\n"))
+    with pytest.raises(ValueError, match="unknown class"):
+        up.load_known(write_known(tmp_path, "a | pyoci | * | nope | why\n"))
+    with pytest.raises(ValueError, match="reason"):
+        up.load_known(write_known(tmp_path, "a | pyoci | * | host | \n"))
+    ks = up.load_known(write_known(tmp_path, """\
+        # comment
+        hooks | pyoci,runc | (program) | suite | the suite reads the log too early
+
+        * | * | x | host | no BFQ
+        """))
+    assert [k.program for k in ks] == ["hooks", "*"]
+    assert ks[0].runtimes == {"pyoci", "runc"} and ks[0].lineno == 2
+
+
+def test_gate_fails_only_on_unlisted_tests_runc_passes(tmp_path):
+    both_fail = "TAP version 13\nnot ok 1 - same\n1..1\n"
+    runc = {"a": result("TAP version 13\nok 1 - x\nok 2 - y\n1..2\n", runtime="runc"),
+            "b": result(both_fail, runtime="runc"),
+            "c": result("TAP version 13\nok 1 - z\n1..1\n", runtime="runc"),
+            "d": result("TAP version 13\nok 1 - w\n1..1\n", runtime="runc")}
+    pyoci = {"a": result("TAP version 13\nok 1 - x\nnot ok 2 - y\n1..2\n"),
+             "b": result(both_fail),                               # runc fails it too
+             "c": result(YAML_ONLY),                               # program error
+             "d": result("TAP version 13\nok 1 - w\n1..1\n")}
+    regs = up.gate(pyoci, runc, [])
+    assert {(r.program, r.description) for r in regs} == {("a", "y"), ("c", up.PROGRAM_LINE)}
+    assert all(r.known is None for r in regs)
+    assert not any(r.program in ("b", "d") for r in regs)
+    known = up.load_known(write_known(tmp_path, """\
+        a | pyoci | y | pyoci | tracked in issue 10
+        c | pyoci | (program) | host | no BFQ here
+        """))
+    regs = up.gate(pyoci, runc, known)
+    assert regs and all(r.known is not None for r in regs)
+    # an entry for runc only does not excuse pyoci
+    known = up.load_known(write_known(tmp_path, "a | runc | y | runc | runc's own\n"))
+    assert any(r.known is None for r in up.gate(pyoci, runc, known))
+
+
+def test_gate_counts_tests_pyoci_never_ran():
+    runc = {"a": result("TAP version 13\nok 1 - x\nok 2 - y\n1..2\n", runtime="runc")}
+    pyoci = {"a": result("TAP version 13\nok 1 - x\n", rc=1,
+                         stderr="failed to create the container\n")}
+    regs = up.gate(pyoci, runc, [])
+    assert [(r.program, r.description) for r in regs] == [("a", up.PROGRAM_LINE)]
+
+
+def test_results_round_trip_and_report(tmp_path):
+    runs = {"pyoci": {"a": result(YAML_ONLY)},
+            "runc": {"a": result("TAP version 13\nok 1 - x\n1..1\n", runtime="runc")}}
+    runs2 = {n: {p: up.ProgramResult.from_json(r.to_json()) for p, r in rs.items()}
+             for n, rs in runs.items()}
+    assert runs2["pyoci"]["a"].program_error() == runs["pyoci"]["a"].program_error()
+    known = up.load_known(write_known(tmp_path, "a | pyoci | (program) | suite | because\n"))
+    regs = up.gate(runs2["pyoci"], runs2["runc"], known)
+    rep = tmp_path / "R.md"
+    up.write_report(str(rep), runs2, {"wall": 3.0}, known, regs)
+    text = rep.read_text()
+    assert "| pyoci | 0 | 1 | 0 | 0 | 0 | 0 | 1 |" in text
+    assert "| runc | 1 | 0 | 0 | 1 | 0 | 0 | 0 |" in text
+    assert "Hooks MUST be called in the listed order" in text and "because" in text
+    assert "not listed: 0" in text
+
+
+def test_backports_source_derived_from_deb822(tmp_path):
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(textwrap.dedent("""\
+        Types: deb
+        # a comment
+        URIs: http://mirror.example/debian
+        Suites: bookworm bookworm-updates
+        Components: main contrib
+        Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+        Types: deb
+        URIs: http://mirror.example/debian-security
+        Suites: bookworm-security
+        Components: main
+        """))
+    path, text = backports.plan(str(tmp_path), "bookworm")
+    assert path.endswith("sources.list.d/pyoci-backports.sources")
+    assert "URIs: http://mirror.example/debian\n" in text
+    assert "Suites: bookworm-backports\n" in text and "Components: main contrib" in text
+    assert "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" in text
+    (d / "bp.sources").write_text("Types: deb\nURIs: x\nSuites: bookworm-backports\n")
+    assert backports.plan(str(tmp_path), "bookworm") is None
+
+
+def test_backports_source_derived_from_one_line_list(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text(
+        "deb [arch=amd64] http://m.example/debian bookworm main # x\n"
+        "deb http://m.example/debian-security bookworm-security main\n")
+    path, text = backports.plan(str(tmp_path), "bookworm")
+    assert path.endswith("pyoci-backports.list")
+    assert text == "deb [arch=amd64] http://m.example/debian bookworm-backports main\n"
+    with pytest.raises(SystemExit, match="no APT source"):
+        backports.plan(str(tmp_path), "trixie")
+
+
+def test_runner_skips_without_the_source(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(REPO, "conformance", "runtime-tools"),
+                        "--source", str(tmp_path / "absent")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0
+    assert r.stdout.startswith("# SKIP runtime-tools: the suite's source is not at")
+
+
+def test_known_failures_file_is_valid():
+    known = up.load_known()
+    for k in known:
+        assert k.reason and k.klass in up.CLASSES

@@ -90,15 +90,34 @@ def test_program_verdicts():
     # a non-zero exit fails the program even when every printed line passed
     r = result(ok, rc=1, stderr="failed to create the container\nruntime: boom\nexit status 1\n")
     assert r.status == "failed"
-    assert r.program_error() == "exit status 1: failed to create the container: runtime: boom"
+    assert r.program_error() == "exit status 1: failed to create the container / runtime: boom"
     # a short plan, no plan, a timeout, `1..0` with nothing printed
     assert result("ok 1 - a\n1..3\n").program_error() == "planned 3 tests, ran 1"
     assert result("ok 1 - a\n").program_error() == "no TAP plan"
     assert "timed out" in result(ok, rc=-9, timed_out=True).program_error()
-    assert result("TAP version 13\n1..0\n").status == "failed"
+    # `1..0` and nothing else: the lifecycle programs' success (poststop, prestart_fail)
+    assert result("TAP version 13\n1..0\n").status == "passed"
+    # no TAP at all: the *_fail programs report through their exit status only
+    assert result("", rc=0).status == "passed"
+    assert result("", rc=1, stderr="The runtime MUST generate an error\n").program_error() == \
+        "exit status 1: The runtime MUST generate an error"
     # util.Skip: `1..1` and one skipped line
     skip = "TAP version 13\n1..1\nok 1 # skip cgroup v2 is not supported yet\n"
     assert result(skip).status == "skipped"
+
+
+def test_several_tap_documents_in_one_program():
+    # linux_cgroups_cpus: one document per test function, each with its own plan
+    two = ("TAP version 13\nok 1 - a\n# expect: 1, actual: 1\nok 2 - b\n1..2\n"
+           "TAP version 13\n1..0\n")
+    r = result(two)
+    assert r.tap.docs == [[2, 2], [0, 0]] and r.status == "passed" and r.counts == (2, 0, 0)
+    assert r.tap.lines[0].comments == ["expect: 1, actual: 1"]
+    short = "TAP version 13\nok 1 - a\n1..1\nTAP version 13\nok 1 - b\n1..2\n"
+    assert result(short).program_error() == "planned 2 tests, ran 1"
+    # a YAML-only error in the second document
+    r = result("TAP version 13\nok 1 - a\n1..1\n" + YAML_ONLY)
+    assert r.status == "failed" and r.program_error().startswith("Hooks MUST be called")
 
 
 def test_repeated_descriptions_are_told_apart_by_occurrence():
@@ -233,3 +252,17 @@ def test_known_failures_file_is_valid():
     known = up.load_known()
     for k in known:
         assert k.reason and k.klass in up.CLASSES
+
+
+def test_known_entry_by_cause(tmp_path):
+    known = up.load_known(write_known(tmp_path, """\
+        * | pyoci | cause: close_range: Operation not permitted | pyoci | issue 10 (1)
+        """))
+    runc = {"a": result("TAP version 13\nok 1 - x\n1..1\n", runtime="runc"),
+            "b": result("TAP version 13\nok 1 - y\n1..1\n", runtime="runc")}
+    pyoci = {"a": result("TAP version 13\n", rc=1,
+                         stderr="failed to create the container\npyoci: close_range: "
+                                "Operation not permitted\n"),
+             "b": result("TAP version 13\n", rc=1, stderr="pyoci: other\n")}
+    regs = {r.program: r for r in up.gate(pyoci, runc, known)}
+    assert regs["a"].known is not None and regs["b"].known is None

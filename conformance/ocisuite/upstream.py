@@ -237,6 +237,11 @@ class ProgramResult:
     def counts(self) -> tuple[int, int, int]:
         return self.tap.counts()
 
+    def warnings(self) -> list[str]:
+        """`WARNING: ...` lines the program printed (poststop: the hook was not invoked)."""
+        return sorted({ln.strip() for ln in self.stderr.splitlines()
+                       if ln.strip().startswith("WARNING")})
+
     def stderr_cause(self) -> str:
         """The runtime's error the program printed on stderr (the last distinct one)."""
         lines = [one_line(ln) for ln in self.stderr.splitlines()]
@@ -259,9 +264,8 @@ class ProgramResult:
         if self.rc != 0:
             useful = [t for t in (one_line(ln) for ln in self.stderr.splitlines())
                       if t and not t.startswith("exit status")]
-            msg = useful[-1] if useful else "the program printed no cause"
-            if len(useful) > 1 and useful[0].startswith("failed to") and useful[-1] != useful[0]:
-                msg = f"{useful[0]}: {useful[-1]}"
+            distinct = list(dict.fromkeys(useful))
+            msg = " / ".join(distinct[:3]) if distinct else "the program printed no cause"
             return f"exit status {self.rc}: {msg}"
         if not tap.seen_tap:
             return ""        # a program that reports through its exit status only (*_fail)
@@ -272,7 +276,7 @@ class ProgramResult:
         p, f, s = self.counts
         if self.program_error() or f:
             return "failed"
-        if (s and not p) or (self.tap.plan == 0 and self.tap.plan_skip):
+        if (s and not p) or (self.tap.plan_skip and not self.tap.lines):
             return "skipped"
         return "passed"
 
@@ -340,15 +344,21 @@ class Known:
     lineno: int = 0
     used: int = 0
 
-    def matches(self, program: str, runtime: str, description: str) -> bool:
-        return ((self.program in ("*", program)) and
-                ("*" in self.runtimes or runtime in self.runtimes) and
-                self.description in ("*", description))
+    def matches(self, program: str, runtime: str, description: str, cause: str = "") -> bool:
+        if self.program not in ("*", program):
+            return False
+        if "*" not in self.runtimes and runtime not in self.runtimes:
+            return False
+        if self.description.startswith("cause: "):
+            return re.search(self.description[len("cause: "):], cause) is not None
+        return self.description in ("*", description)
 
 
 def load_known(path: str = KNOWN_FILE) -> list[Known]:
-    """`program | runtimes | TAP description, * or (program) | class | reason` per line;
-    `#` comments. Every entry needs a known class and a reason."""
+    """`program | runtimes | test | class | reason` per line, `#` comments. program: a name
+    or `*`; runtimes: comma-separated or `*`; test: a TAP description, `*` (any), `(program)`
+    (the program as a whole) or `cause: REGEX` (any test whose cause matches). Every entry
+    needs a known class and a reason; the first matching entry wins."""
     out = []
     if not os.path.exists(path):
         return out
@@ -372,9 +382,10 @@ def load_known(path: str = KNOWN_FILE) -> list[Known]:
     return out
 
 
-def classify(known: list[Known], program: str, runtime: str, description: str) -> Known | None:
+def classify(known: list[Known], program: str, runtime: str, description: str,
+             cause: str = "") -> Known | None:
     for k in known:
-        if k.matches(program, runtime, description):
+        if k.matches(program, runtime, description, cause):
             return k
     return None
 
@@ -401,16 +412,18 @@ def gate(pyoci: dict[str, ProgramResult], runc: dict[str, ProgramResult],
         for desc, occ, num, cause in res.failures():
             if (desc, occ) in ref_passed:
                 out.append(Regression(prog, desc, num, cause,
-                                      classify(known, prog, runtime, desc)))
+                                      classify(known, prog, runtime, desc, cause)))
         if res.status != "passed" and ref.status == "passed":
             # lines pyoci never printed (it stopped early) count through (program)
             if not any(r.program == prog and r.description == PROGRAM_LINE for r in out):
                 missing = {k for k in ref_passed - res.passed_keys() if k[0] != PROGRAM_LINE}
                 missing -= {(d, o) for d, o, _, _ in res.failures()}
                 if missing:
-                    out.append(Regression(prog, PROGRAM_LINE, 0,
-                                          f"{len(missing)} test(s) runc passes not run",
-                                          classify(known, prog, runtime, PROGRAM_LINE)))
+                    hint = res.stderr_cause()
+                    cause = f"{len(missing)} test(s) runc passes not run" + (
+                        f"; stderr: {hint}" if hint else "")
+                    out.append(Regression(prog, PROGRAM_LINE, 0, cause,
+                                          classify(known, prog, runtime, PROGRAM_LINE, cause)))
     return out
 
 
@@ -498,7 +511,8 @@ def build(src: str, log=print, force: bool = False) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError("building runtime-tools failed:\n" + (r.stdout + r.stderr)[-3000:])
     with open(os.path.join(tree, ".built"), "w") as f:
-        f.write(f"{go_version(go)} {time.monotonic() - t0:.1f}s\n")
+        v = go_version(go)
+        f.write(f"go{v[0]}.{v[1]} {time.monotonic() - t0:.1f}s\n")
     shutil.rmtree(os.path.join(tmp, "gopath"), ignore_errors=True)
     try:
         os.rename(tree, out)
@@ -660,6 +674,8 @@ def run_program(tree: str, program: str, name: str, binary: str, scratch: str,
     os.makedirs(root, exist_ok=True)
     rt = wrapper(scratch, name, binary, root)
     tmp = tempfile.mkdtemp(prefix=f"{name}-{program[:30]}-", dir=scratch)
+    os.chmod(tmp, 0o711)     # as /tmp would be for the suite: a container's mapped root
+    #                          must reach the bundle (the suite's own bundle dir is 0700)
     exe = os.path.join(tree, "validation", program, program + ".t")
     env = dict(os.environ, RUNTIME=rt, TMPDIR=tmp)
     before = cgroups.snapshot() if cgroups else set()
@@ -748,7 +764,7 @@ def cell(r: ProgramResult | None) -> str:
         return "—"
     p, f, s = r.counts
     mark = {"passed": "pass", "failed": "**FAIL**", "skipped": "skip"}[r.status]
-    extra = " (error)" if r.program_error() else ""
+    extra = " (error)" if r.program_error() else (" (warning)" if r.warnings() else "")
     return f"{p}/{f}/{s} {mark}{extra}"
 
 
@@ -815,7 +831,7 @@ def write_report(path: str, runs: dict[str, dict[str, ProgramResult]], meta: dic
             if r is None:
                 continue
             for desc, occ, num, cause in r.failures():
-                k = classify(known, p, n, desc)
+                k = classify(known, p, n, desc, cause)
                 if k:
                     k.used += 1
                 cls = CLASSES[k.klass] if k else "**unclassified**"
@@ -828,6 +844,12 @@ def write_report(path: str, runs: dict[str, dict[str, ProgramResult]], meta: dic
             L.append("|---|---|---|---|---|---|")
             L += rows
             L.append("")
+    warned = [(n, r) for n in names for r in runs[n].values() if r.warnings()]
+    if warned:
+        L.append("## Warnings (the suite passes the program but says something is wrong)\n")
+        for n, r in warned:
+            L.append(f"- {n} `{r.program}`: " + "; ".join(md(w) for w in r.warnings()))
+        L.append("")
     leftovers = [(n, r) for n in names for r in runs[n].values()
                  if r.left_mounts or r.left_cgroups or r.left_containers]
     L.append("## Left behind after the program (cleaned up by the runner)\n")

@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     harness.set_subreaper()
     cgroups = up.Cgroups(f"pyoci-rtools-{os.getpid()}")
     scratch = tempfile.mkdtemp(prefix="pyoci-rtools-")
+    os.chmod(scratch, 0o711)
     runs: dict[str, dict[str, up.ProgramResult]] = {n: {} for n in binaries}
     try:
         for p in programs:

@@ -314,11 +314,15 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
 
                 moved = netdev.move_devices(linux["netDevices"], init_pid)
             idmap = _idmapped_mounts(spec, init_pid, st.bundle, "user" in ns)
-            unix.send_fds(parent_sock, [jsonio.dumps({
-                "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap)}).encode()],
-                list(idmap.values()))
-            for fd in idmap.values():
-                os.close(fd)
+            sources = _bind_sources(spec, init_pid, st.bundle, ns)
+            try:
+                unix.send_fds(parent_sock, [jsonio.dumps({
+                    "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap),
+                    "sources": list(sources)}).encode()],
+                    list(idmap.values()) + list(sources.values()))
+            finally:
+                for fd in list(idmap.values()) + list(sources.values()):
+                    os.close(fd)
             if joiner is not None:
                 joiner.finish(init_pid)           # the bootstrap's write paid the wait
                 rs["joiner"] = None
@@ -409,6 +413,18 @@ def _await_exec(sock) -> None:
         msg = jsonio.loads(data)
         raise SysError(msg.get("msg", "container init failed") if msg.get("t") == "error"
                        else f"unexpected message from container init: {msg.get('t')!r}")
+
+
+def _bind_sources(spec: dict, pid: int, bundle: str, ns: dict) -> dict[int, int]:
+    """In a user namespace of its own the init may not reach a bind source (a directory on
+    the way only the host's root may search): they are opened here, as runc does."""
+    if "user" not in ns or "mount" not in ns or not any(
+            m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or [])
+            for m in spec.get("mounts") or [] if isinstance(m, dict)):
+        return {}
+    from pyoci.linux import mounts
+
+    return mounts.open_bind_sources(spec, pid, bundle)
 
 
 def _recv_child(sock) -> dict:

@@ -183,9 +183,12 @@ def _container_init(ctx: InitContext) -> None:
     spec = ctx.spec
     proc = spec.get("process") or {}
     linux = spec.get("linux") or {}
-    msg, fds = _expect_ok(ctx.sock, 64)           # the parent recorded our pid
-    # idmapped mounts the parent prepared on the host side (index in mounts[] -> fd)
-    mount_fds = dict(zip(msg.get("idmap") or [], fds)) or None
+    msg, fds = _expect_ok(ctx.sock, 253)          # the parent recorded our pid
+    # idmapped mounts and bind sources the parent opened on the host side (index in
+    # mounts[] -> fd)
+    idmap = msg.get("idmap") or []
+    mount_fds = dict(zip(idmap, fds)) or None
+    source_fds = dict(zip(msg.get("sources") or [], fds[len(idmap):])) or None
     ctx.state["pid"] = msg["pid"]                 # as seen by the host, for hooks
     netdev_addrs = msg.get("netdev")
     for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE, _signal.SIGXFSZ):
@@ -207,7 +210,9 @@ def _container_init(ctx: InitContext) -> None:
         if any(m.get("type") == "cgroup" for m in spec.get("mounts") or []):
             _await_cgroup(ctx)           # a cgroup mount shows the init's cgroup
         mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns,
-                              mount_fds=mount_fds, bundle=ctx.bundle)
+                              mount_fds=mount_fds, bundle=ctx.bundle, source_fds=source_fds)
+    for fd in fds:
+        os.close(fd)
     _await_cgroup(ctx)                   # before hooks and anything forked
     send(ctx.sock, {"t": "hooks"})
     _expect_ok(ctx.sock)                          # prestart + createRuntime ran

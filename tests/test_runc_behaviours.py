@@ -244,3 +244,26 @@ def test_program_that_cannot_run_is_worded_as_runc(runtime, bundle_factory, conf
         assert runtime("state", "w2").returncode == 1
         r = runtime("exec", "w1", prog)
         assert r.returncode != 0 and words in r.stderr.replace('\\"', '"'), (prog, r.stderr)
+
+
+@pytest.mark.parametrize("opts", [["bind", "ro"], ["rbind"]])
+def test_bind_source_under_a_root_only_directory_with_a_user_namespace(
+        runtime, bundle_factory, config, tmp_path, opts):
+    """runc opens bind sources on the host side: a source under a directory only the host's
+    root may search is mounted although container root is another host uid."""
+    private = tmp_path / "private"
+    (private / "data").mkdir(parents=True)
+    (private / "data" / "f").write_text("secret\n")
+    os.chmod(private, 0o700)
+    with_userns(config)
+    config["process"]["args"] = ["sh", "-c", "cat /data/f; touch /data/new 2>/dev/null || "
+                                 "echo refused"]
+    config["mounts"].append({"destination": "/data", "type": "bind",
+                             "source": str(private / "data"), "options": opts})
+    b = bundle_factory(config)
+    open_path_to(b)
+    chown_rootfs(b)
+    r = run(runtime, b)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["secret", "refused"]
+    assert not (private / "data" / "new").exists()

@@ -598,16 +598,81 @@ def prepare_idmapped_mounts(spec: dict, container_userns_fd: int | None = None,
     return out
 
 
+def open_bind_sources(spec: dict, pid: int, bundle: str | None = None) -> dict[int, int]:
+    """Host side, for a container in a user namespace of its own (runc's mount sources): an
+    O_PATH fd of the source of every bind mount that is not id-mapped, keyed by mount index,
+    for prepare_rootfs(source_fds=...). They are opened by a helper that keeps the host's
+    credentials but enters the mount namespace of the container's init (pid): a bind needs
+    its source in the caller's mount namespace, and there its mounts are locked as the
+    init's own are. Inside the container's user namespace the init could not reach a source
+    under a directory only the host's root may search. A source that cannot be opened is
+    left out: the init then reports its error as before."""
+    mnts = [m for m in _resolve_sources(parse_mounts(spec), bundle)
+            if m.bind and not m.idmap and m.source]
+    if not mnts:
+        return {}
+    from pyoci import jsonio
+    from pyoci.linux import sock as unix
+
+    try:
+        ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SysError(f"mounts: the container's mount namespace: {_why(e)}") from e
+    ours, theirs = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
+    try:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - helper
+            code = 1
+            try:
+                ours.close()
+                sc.setns(ns, sc.CLONE_NEWNS)
+                for i in range(0, len(mnts), 200):      # SCM_MAX_FD is 253 per message
+                    idx, fds = [], []
+                    for m in mnts[i:i + 200]:
+                        try:
+                            fds.append(os.open(m.source or "", os.O_PATH | os.O_CLOEXEC))
+                            idx.append(m.index)
+                        except OSError:
+                            pass
+                    unix.send_fds(theirs, [jsonio.dumps(idx).encode()], fds)
+                    for fd in fds:
+                        os.close(fd)
+                code = 0
+            finally:
+                os._exit(code)
+        theirs.close()
+        out: dict[int, int] = {}
+        try:
+            for _ in range(0, len(mnts), 200):
+                data, fds, _, _ = unix.recv_fds(ours, 65536, 253)
+                if not data:
+                    break
+                out.update(zip(jsonio.loads(data), fds))
+        finally:
+            _, status = os.waitpid(child, 0)
+        if status != 0:
+            for fd in out.values():
+                os.close(fd)
+            raise SysError("mounts: cannot enter the container's mount namespace to open the "
+                           "bind mount sources")
+        return out
+    finally:
+        os.close(ns)
+        ours.close()
+        theirs.close()
+
+
 # --- one mounts[] entry -------------------------------------------------------------------
 
 def mount_entry(root_fd: int, rootfs: str, mnt: Mount, spec: dict, *, userns: bool,
-                tree_fd: int | None = None) -> None:
+                tree_fd: int | None = None, source_fd: int | None = None) -> None:
     """Mount one parsed entry under the rootfs (before pivot_root)."""
     try:
         if mnt.type == "cgroup":
             mount_cgroup(root_fd, rootfs, mnt, spec)
         elif mnt.bind:
-            mount_bind(root_fd, rootfs, mnt, userns=userns, tree_fd=tree_fd)
+            mount_bind(root_fd, rootfs, mnt, userns=userns, tree_fd=tree_fd,
+                       source_fd=source_fd)
         else:
             mount_filesystem(root_fd, rootfs, mnt)
     except OSError as e:
@@ -616,8 +681,9 @@ def mount_entry(root_fd: int, rootfs: str, mnt: Mount, spec: dict, *, userns: bo
 
 
 def mount_bind(root_fd: int, rootfs: str, mnt: Mount, *, userns: bool = False,
-               tree_fd: int | None = None) -> None:
-    src = _source_path(mnt.source or "")
+               tree_fd: int | None = None, source_fd: int | None = None) -> None:
+    """source_fd: an O_PATH fd of the source opened on the host side (open_bind_sources)."""
+    src = _source_path(mnt.source or "") if source_fd is None else fd_path(source_fd)
     try:
         st = os.stat(src)
     except OSError as e:
@@ -913,12 +979,13 @@ def _resolve_sources(mnts: list[Mount], bundle: str | None) -> list[Mount]:
 
 def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
                    mount_fds: dict[int, int] | None = None,
-                   bundle: str | None = None) -> None:
+                   bundle: str | None = None,
+                   source_fds: dict[int, int] | None = None) -> None:
     """Before pivot_root, in the container's mount namespace: make / slave (or
     rootfsPropagation), bind the rootfs on itself, do mounts[] in order, then devices and
     /dev links unless /dev is a host bind. mount_fds: detached id-mapped trees made by
     prepare_idmapped_mounts() on the host side, keyed by mount index (needed when the init is
-    in a user namespace)."""
+    in a user namespace); source_fds: bind sources opened there (open_bind_sources)."""
     from pyoci.linux import devices
 
     mounts = _resolve_sources(parse_mounts(spec), bundle)
@@ -935,7 +1002,8 @@ def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
     try:
         for mnt in mounts:
             tree = (mount_fds or {}).get(mnt.index)
-            mount_entry(root_fd, rootfs, mnt, spec, userns=userns, tree_fd=tree)
+            mount_entry(root_fd, rootfs, mnt, spec, userns=userns, tree_fd=tree,
+                        source_fd=(source_fds or {}).get(mnt.index))
             if mnt.destination == "/":
                 # a mount on the rootfs itself: what follows goes on top of it, as
                 # pivot_root will see it (root_fd still names the covered directory)

@@ -285,7 +285,7 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             rs["joiner"] = joiner
         else:
             cg.add(pid)
-            cg.apply(linux.get("resources"))
+            _apply_resources(cg, linux.get("resources"))
     # the bootstrap's go: what it could not inherit (made after the fork) comes with it
     unix.send_fds(parent_sock, [jsonio.dumps({
         "t": "ok", "cgroup_later": background, "fds": names}).encode()], fds)
@@ -326,7 +326,7 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             if joiner is not None:
                 joiner.finish(init_pid)           # the bootstrap's write paid the wait
                 rs["joiner"] = None
-                cg.apply(linux.get("resources"))
+                _apply_resources(cg, linux.get("resources"))
                 try:
                     init_mod.send(parent_sock, {"t": "cgroup"})
                 except OSError:
@@ -351,6 +351,25 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
     st_mod.save(st)
     if opts.pid_file:
         _write_pid_file(opts.pid_file, st.pid)
+
+
+def _apply_resources(cg, resources: dict | None) -> None:
+    """linux.resources into the container's cgroups, only when pyoci made them: a cgroup
+    that existed before (linux.cgroupsPath naming it) is joined as it is, its limits and
+    device rules untouched; runc 1.1 warns when it holds processes, and so does pyoci."""
+    if cg.found:
+        from pyoci import log
+
+        log.warning("container's cgroup is not empty: %d process(es) found", cg.found)
+    if cg.owned():
+        cg.apply(resources)
+    elif resources:
+        from pyoci import log
+
+        log.warning("linux.resources: not applied: the container's cgroup %s existed "
+                    "before it (pyoci changes no cgroup it did not create)",
+                    next((d for d in cg.leaves() if d not in getattr(cg, "created", ())),
+                         cg.leaves()[0] if cg.leaves() else "?"))
 
 
 class _Joiner:
@@ -595,7 +614,11 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
     if all_ and st.cgroup:
         from pyoci import cgroups
 
-        cgroups.from_state(st.cgroup).kill_all(sig)
+        cg = cgroups.from_state(st.cgroup)
+        if cg.owned():
+            cg.kill_all(sig)
+        else:
+            signal_own(st, sig)
         return
     signal_init(st, sig)
 
@@ -616,6 +639,120 @@ def signal_init(st, sig: int) -> None:
         raise SysError(f"kill: {e.strerror}") from None
     finally:
         os.close(pidfd)
+
+
+def own_processes(st) -> list[tuple[int, int]]:
+    """(pid, start time) of the container's processes when its cgroup is not its own
+    (linux.cgroupsPath named a cgroup that existed, other processes may be in it): with a
+    PID namespace of its own, every process in that namespace; without one, the init, the
+    processes `exec` started (recorded in the state directory) and their descendants."""
+    table = _proc_table()
+    if _own_pid_ns(st):
+        if not st_mod.init_alive(st):
+            return []                     # the namespace died with its init
+        try:
+            ns = os.stat(f"/proc/{st.pid}/ns/pid")
+        except OSError:
+            return []
+        out = []
+        for pid, (_ppid, start) in table.items():
+            try:
+                s = os.stat(f"/proc/{pid}/ns/pid")
+            except OSError:
+                continue
+            if (s.st_ino, s.st_dev) == (ns.st_ino, ns.st_dev):
+                out.append((pid, start))
+        return out
+    roots = [(st.pid, st.start_time)] + recorded_processes(st)
+    mine = {pid for pid, start in roots if table.get(pid, (0, -1))[1] == start}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _start) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(mine)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in mine:
+                mine.add(child)
+                todo.append(child)
+    return [(pid, table[pid][1]) for pid in sorted(mine)]
+
+
+def _own_pid_ns(st) -> bool:
+    """The container has a new PID namespace (not one joined by path)."""
+    try:
+        cfg = st_mod.load_config(st)
+    except (OSError, ValueError):
+        return False
+    for ns in (cfg.get("linux") or {}).get("namespaces") or []:
+        if isinstance(ns, dict) and ns.get("type") == "pid":
+            return not ns.get("path")
+    return False
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, start time) of every process."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        rest = data[data.rindex(b")") + 2:].split()
+        if rest[0] in (b"Z", b"X", b"x"):
+            continue
+        out[int(name)] = (int(rest[1]), int(rest[19]))
+    return out
+
+
+def recorded_processes(st) -> list[tuple[int, int]]:
+    """(pid, start time) of the processes `exec` started, recorded when the container's
+    cgroup is not its own (st_mod.PROCS_FILE)."""
+    try:
+        with open(os.path.join(st.dir, st_mod.PROCS_FILE)) as f:
+            lines = f.read().split("\n")
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
+def record_process(st, pid: int) -> None:
+    """Note a process `exec` started in a container whose cgroup is not its own."""
+    ps = st_mod.proc_stat(pid)
+    if ps is None:
+        return
+    fd = os.open(os.path.join(st.dir, st_mod.PROCS_FILE),
+                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{pid} {ps[1]}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def signal_own(st, sig: int) -> None:
+    """`kill --all` of a container whose cgroup is not its own: only its processes."""
+    from pyoci.linux import syscalls as sc
+
+    for pid, start in own_processes(st):
+        try:
+            pidfd = sc.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            ps = st_mod.proc_stat(pid)
+            if ps is not None and ps[1] == start:
+                sc.pidfd_send_signal(pidfd, sig)
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
 
 
 # --- delete ---------------------------------------------------------------------------------
@@ -648,14 +785,17 @@ def _kill_all_and_wait(st) -> None:
         from pyoci import cgroups
 
         cg = cgroups.from_state(st.cgroup)
-        try:
-            cg.kill_all(_signal.SIGKILL)
-        except Exception:
-            pass
-        try:
-            cg.thaw()
-        except Exception:
-            pass
+        if cg.owned():
+            try:
+                cg.kill_all(_signal.SIGKILL)
+            except Exception:
+                pass
+            try:
+                cg.thaw()
+            except Exception:
+                pass
+        else:
+            signal_own(st, _signal.SIGKILL)
     try:
         signal_init(st, _signal.SIGKILL)
     except PyociError:
@@ -667,17 +807,7 @@ def _kill_all_and_wait(st) -> None:
 def destroy(st) -> None:
     """Remove the container's cgroup and state; then the poststop hooks (warnings only)."""
     if st.cgroup:
-        from pyoci import cgroups
-
-        try:
-            cg = cgroups.from_state(st.cgroup)
-            if cg.pids():                 # leftovers when the container shared a pid ns
-                cg.kill_all(_signal.SIGKILL)
-            cg.destroy()
-        except Exception as e:  # noqa: BLE001 - reported, deletion goes on
-            from pyoci import log
-
-            log.warning("cgroup cleanup: %s", e)
+        destroy_cgroup(st)
     try:
         cfg = st_mod.load_config(st)
     except (OSError, ValueError):
@@ -688,6 +818,26 @@ def destroy(st) -> None:
 
         run_hooks(hooks, "poststop", st_mod.public_state(st, "stopped"), warn_only=True)
     _rmtree(st.dir)
+
+
+def destroy_cgroup(st) -> None:
+    """Kill what is left in the container's cgroups (when they are its own: processes of a
+    container without a PID namespace of its own may outlive its init) and remove them;
+    a cgroup pyoci did not create is left as it is, and with it every process in it."""
+    from pyoci import cgroups
+
+    try:
+        cg = cgroups.from_state(st.cgroup)
+        if cg.owned():
+            if cg.pids():
+                cg.kill_all(_signal.SIGKILL)
+        else:
+            signal_own(st, _signal.SIGKILL)
+        cg.destroy()
+    except Exception as e:  # noqa: BLE001 - reported, deletion goes on
+        from pyoci import log
+
+        log.warning("cgroup cleanup: %s", e)
 
 
 # --- run ------------------------------------------------------------------------------------

@@ -314,15 +314,21 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
     res["fds"] = [fd for fd in res["fds"] if fd not in {f for _, f in ns_fds}]
     child.close()                   # EOF on parent once the process has executed
     _expect(parent, "join")
+    cg = None
     if st.cgroup:
         from pyoci import cgroups
 
-        cgroups.from_state(st.cgroup).add(pid)
+        cg = cgroups.from_state(st.cgroup)
+        cg.add(pid)
     _send(parent, {"t": "ok"})
     msg, _ = _recv(parent)
     if msg.get("t") != "pid":
         raise SysError(f"exec: unexpected message {msg.get('t')!r} from the joining process")
     res["pid"] = msg["pid"]
+    if cg is not None and not cg.owned():   # kill --all finds it by this record only
+        from pyoci import container
+
+        container.record_process(st, res["pid"])
     os.waitpid(pid, 0)
     res["joiner"] = 0
     _send(parent, {"t": "go"})

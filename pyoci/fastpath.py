@@ -450,7 +450,7 @@ def _delete(root: str, cid: str) -> int:
         if _init_alive(doc):
             raise _Fallback          # not stopped: refused, or --force kills it first
         if cg:
-            _destroy_cgroup(cg)
+            _destroy_cgroup(d, doc)
         _remove_state_dir(d)
     finally:
         posix.close(fd)
@@ -468,10 +468,12 @@ def _plain_cgroup(cg: dict) -> bool:
     return cg.get("driver") == "v2" and isinstance(cg.get("path"), str)
 
 
-def _destroy_cgroup(cg: dict) -> None:
+def _destroy_cgroup(d: str, doc: dict) -> None:
     """rmdir what create made, deepest first; a busy or non-empty container cgroup (tasks
-    draining, cgroups made inside) goes to the driver's destroy(), which waits and recurses;
-    an ancestor still in use stays, as the drivers do."""
+    draining, cgroups made inside) goes to pyoci.container.destroy_cgroup, which waits and
+    recurses; an ancestor still in use stays, as the drivers do. A cgroup pyoci did not
+    create is never in "created": it stays, and so do the processes in it."""
+    cg = doc["cgroup"]
     leaves = set(cg["paths"].values()) if cg["driver"] == "v1" else {cg["path"]}
     if cg.get("unified"):
         leaves.add(cg["unified"])
@@ -482,23 +484,16 @@ def _destroy_cgroup(cg: dict) -> None:
             pass
         except OSError as e:
             if path in leaves or e.errno not in (16, 39):   # EBUSY, ENOTEMPTY
-                _driver_destroy(cg)
+                _driver_destroy(d, doc)
                 return
 
 
-def _driver_destroy(cg: dict) -> None:
+def _driver_destroy(d: str, doc: dict) -> None:
     """pyoci.container.destroy's cgroup step, with the full driver."""
-    import signal
+    from pyoci import container, state
 
-    from pyoci import cgroups
-
-    try:
-        mgr = cgroups.from_state(cg)
-        if mgr.pids():                 # leftovers when the container shared a pid ns
-            mgr.kill_all(signal.SIGKILL)
-        mgr.destroy()
-    except Exception as e:  # noqa: BLE001 - reported, deletion goes on
-        _log().warning("cgroup cleanup: %s", e)
+    _log()      # its warnings go where pyoci.cli would send them
+    container.destroy_cgroup(state.State.from_json(doc, d))
 
 
 def _remove_state_dir(d: str) -> None:
@@ -560,6 +555,9 @@ def _freezer(cg) -> tuple[str, str]:
         raise _Fallback
     if not isinstance(path, str) or not path.startswith("/"):
         raise _Fallback
+    created = cg.get("created")
+    if not isinstance(created, list) or path not in created:
+        raise _Fallback     # not a cgroup pyoci made: the full path refuses to freeze it
     return cg["driver"], path
 
 

@@ -352,6 +352,7 @@ def update(root: str, cid: str, opts: dict) -> None:
         cg = _manager(st, "update")
         if st_mod.status(st) == "stopped":
             raise StateError("container not running")
+        cg.mine("update")
         old = current_resources(st)
         new = merge_resources(old, delta)
         try:

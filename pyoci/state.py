@@ -23,6 +23,7 @@ DEFAULT_ROOT = "/run/pyoci"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 FIFO = "exec.fifo"
+PROCS_FILE = "procs"      # "pid start-time" lines: `exec`'s processes, in a cgroup not ours
 
 
 def check_id(cid: str) -> None:

@@ -284,7 +284,8 @@ def test_pause_hands_a_slow_freeze_to_the_driver(tmp_path, monkeypatch):
     os.unlink(os.path.dirname(root) + "/cg/cgroup.freeze")
     with pytest.raises(fastpath._Reported) as e:
         driver_freeze({"driver": "v2", "path": os.path.dirname(root) + "/cg",
-                       "mountpoint": os.path.dirname(root)}, True)
+                       "mountpoint": os.path.dirname(root),
+                       "created": [os.path.dirname(root) + "/cg"]}, True)
     assert "freezer not supported" in str(e.value.args[0])
 
 
@@ -344,3 +345,26 @@ def _own_cgroup2_procs() -> str:
     if base is None:
         pytest.skip("no cgroup2 mount")
     return base + "/cgroup.procs"
+
+
+@pytest.mark.parametrize("driver", ["v1", "v2"])
+def test_pause_falls_back_for_a_cgroup_pyoci_did_not_create(tmp_path, driver):
+    """A freezer cgroup that is not in "created" (linux.cgroupsPath named an existing one)
+    is never written by the fast path: the full path refuses to freeze it."""
+    root = _fake_container(tmp_path, "fast", driver, False, "0")
+    path = os.path.join(root, "c1", "state.json")
+    with open(path) as f:
+        doc = json.load(f)
+    doc["cgroup"]["created"] = []
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    from pyoci import ops
+    from pyoci.errors import PyociError
+
+    before = _files(root)
+    with pytest.raises(fastpath._Fallback):
+        fastpath._pause(root, "c1", True)
+    assert _files(root) == before
+    with pytest.raises(PyociError, match="not created by pyoci"):
+        ops.pause(root, "c1")
+    assert _files(root) == before

@@ -12,6 +12,8 @@ TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only 
 if TYPE_CHECKING:
     from typing import Any
 
+from pyoci.errors import SysError
+
 
 class Manager:
     """Interface; drivers subclass it. All paths are absolute filesystem paths."""
@@ -20,6 +22,30 @@ class Manager:
     # add() is a plain, stateless cgroup.procs write that may run in a thread and be
     # repeated (create overlaps it with the children's setup); systemd's is not.
     join_in_background: bool = False
+
+    # processes create() found in a container cgroup that existed before (None: pyoci made
+    # every container cgroup): runc 1.1 warns "container's cgroup is not empty"
+    found: int | None = None
+
+    def leaves(self) -> list[str]:
+        """The container's own cgroup directories (one per hierarchy)."""
+        raise NotImplementedError
+
+    def owned(self) -> bool:
+        """Whether pyoci created every one of the container's cgroups (recorded in
+        state.json). Only then does it write limits or device rules into them, freeze them,
+        signal their members or remove them: a cgroup that existed before may hold
+        processes that are not the container's."""
+        raise NotImplementedError
+
+    def mine(self, what: str) -> None:
+        """SysError unless owned(): `what` (update, pause...) would act on a cgroup pyoci
+        did not create."""
+        if not self.owned():
+            theirs = [d for d in self.leaves() if d not in getattr(self, "created", ())]
+            raise SysError(f"{what}: cgroup {(theirs or self.leaves() or ['?'])[0]} was not "
+                           f"created by pyoci (linux.cgroupsPath names an existing cgroup): "
+                           f"pyoci does not change it")
 
     @classmethod
     def for_container(cls, cgroups_path: str | None, cid: str) -> "Manager":

@@ -49,6 +49,8 @@ def clean_path(p: str | None) -> str:
     if not p:
         return ""
     p = posixpath.normpath(p)
+    if p.startswith("//"):      # POSIX keeps a leading "//"; Go's filepath.Clean does not
+        p = "/" + p.lstrip("/")
     if not p.startswith("/"):
         p = posixpath.relpath(posixpath.normpath("/" + p), "/")
     return posixpath.normpath(p)
@@ -132,15 +134,62 @@ def unified_mount(mounts: list[CgroupMount] | None = None) -> CgroupMount | None
 
 def inner_path(cgroups_path: str | None, cid: str) -> str:
     """The container's cgroup path before resolving it against a hierarchy: the cleaned
-    cgroupsPath, or the container id when it is empty (runc's Name=id)."""
+    cgroupsPath, or the container id when it is empty (runc's Name=id).
+
+    A cgroupsPath that climbs with ".." above where it starts (the hierarchy root, or the
+    caller's cgroup for a relative path), or that names the hierarchy root ("/", "//") or
+    the caller's own cgroup (".") is refused: runc cleans such paths and places the
+    container there, and its device rules and `kill --all` then reach host processes."""
     if cgroups_path is not None and not isinstance(cgroups_path, str):
         raise ConfigError(f"linux.cgroupsPath: must be a string, not {cgroups_path!r}")
+    if cgroups_path:
+        check_escape(cgroups_path)
     inner = clean_path(cgroups_path)
+    if cgroups_path and inner in ("/", ".", ""):
+        what = "the root of every cgroup hierarchy" if inner == "/" else "pyoci's own cgroup"
+        raise ConfigError(f"linux.cgroupsPath: {cgroups_path!r} names {what}")
     if not inner:
         if not cid or "/" in cid or cid in (".", ".."):
             raise ConfigError(f"container id {cid!r} cannot name a cgroup")
         inner = cid
     return inner
+
+
+def check_escape(cgroups_path: str) -> None:
+    """ConfigError when a ".." component of cgroupsPath climbs above its starting point."""
+    if "\0" in cgroups_path:
+        raise ConfigError(f"linux.cgroupsPath: {cgroups_path!r} contains a NUL byte")
+    depth = 0
+    for part in cgroups_path.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                top = ("the cgroup hierarchy root" if cgroups_path.startswith("/")
+                       else "the caller's cgroup")
+                raise ConfigError(f"linux.cgroupsPath: {cgroups_path!r} climbs above {top} "
+                                  f"with '..'")
+        elif part not in ("", "."):
+            depth += 1
+
+
+def check_resolved(cgroups_path: str | None, path: str, m: CgroupMount,
+                   own: str | None) -> None:
+    """ConfigError when the container's directory `path` in the hierarchy mounted at m is
+    the hierarchy's root, or the caller's own cgroup there (`own`), or one of its ancestors:
+    the container would share its cgroup with the host or with pyoci itself."""
+    field = f"linux.cgroupsPath: {cgroups_path!r}" if cgroups_path else "linux.cgroupsPath"
+    mount = posixpath.normpath(m.mountpoint)
+    if path == mount:
+        raise ConfigError(f"{field} resolves to {path}, the root of a cgroup hierarchy")
+    if not is_within(path, mount):
+        raise ConfigError(f"{field} resolves to {path}, outside the cgroup hierarchy at "
+                          f"{mount}")
+    mine = resolve(m, own, ".")
+    if mine == path:
+        raise ConfigError(f"{field} resolves to {path}, pyoci's own cgroup")
+    if mine != mount and is_within(mine, path):
+        raise ConfigError(f"{field} resolves to {path}, an ancestor of pyoci's own cgroup "
+                          f"{mine}")
 
 
 def resolve(m: CgroupMount, own: str | None, inner: str) -> str:
@@ -165,6 +214,7 @@ def v1_paths(cgroups_path: str | None, cid: str,
     out = {}
     for sub, m in v1_mounts(mounts).items():
         out[sub] = resolve(m, own.get(sub), inner)
+        check_resolved(cgroups_path, out[sub], m, own.get(sub))
     return dict(sorted(out.items(), key=lambda kv: _order(kv[0])))
 
 
@@ -176,7 +226,9 @@ def unified_path(cgroups_path: str | None, cid: str,
     if m is None:
         return None
     own = own if own is not None else own_cgroups()
-    return resolve(m, own.get(""), inner_path(cgroups_path, cid))
+    path = resolve(m, own.get(""), inner_path(cgroups_path, cid))
+    check_resolved(cgroups_path, path, m, own.get(""))
+    return path
 
 
 def _order(sub: str) -> int:
@@ -202,5 +254,5 @@ def is_within(path: str, top: str) -> bool:
 __all__ = [
     "CgroupMount", "V1_SUBSYSTEMS", "clean_path", "cgroup_mounts", "own_cgroups",
     "v1_mounts", "unified_mount", "inner_path", "resolve", "v1_paths", "unified_path",
-    "own_dir", "is_within",
+    "own_dir", "is_within", "check_escape", "check_resolved",
 ]

@@ -685,11 +685,26 @@ class SystemdManager(Manager):
         from pyoci import cgroups
 
         if cgroups.mode() == "v2":
-            return cls(cgroups_path, cid)
+            mgr = cls(cgroups_path, cid)
+            from pyoci.cgroups import paths
+
+            m = paths.unified_mount()
+            if m is not None:
+                paths.check_resolved(cgroups_path, mgr.fs.leaves()[0], m,
+                                     paths.own_cgroups().get(""))
+            return mgr
         from pyoci.cgroups import v1  # type: ignore[attr-defined]
 
         return cls(cgroups_path, cid,
                    fs_factory=lambda cg: v1.V1Manager.for_container(cg, cid))
+
+    def leaves(self) -> list[str]:
+        return self.fs.leaves()
+
+    def owned(self) -> bool:
+        """The scope is a new transient unit (StartTransientUnit fails for an existing
+        one): its cgroups are the container's once it is started."""
+        return self.started
 
     def _unified(self) -> bool:
         return getattr(self.fs, "driver", "") == "v2"
@@ -716,6 +731,10 @@ class SystemdManager(Manager):
             start_unit(conn, self.unit, props)
             self.started = True
         self.fs.create()
+        created = getattr(self.fs, "created", None)
+        self.fs.found = None        # a new unit: what is in it is the container
+        if created is not None:     # systemd made the scope's directories for us
+            created.extend(d for d in self.fs.leaves() if d not in created)
         if self.pending_resources is not None:
             res, self.pending_resources = self.pending_resources, None
             self.apply(res)

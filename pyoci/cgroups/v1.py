@@ -78,8 +78,20 @@ class V1Manager(Manager):
 
     # --- lifecycle -------------------------------------------------------------------------
 
+    def leaves(self) -> list[str]:
+        out = list(dict.fromkeys(self.paths.values()))
+        if self.unified:
+            out.append(self.unified)
+        return out
+
+    def owned(self) -> bool:
+        return all(d in self.created for d in self.leaves())
+
     def create(self) -> None:
         created: list[str] = []
+        existing = [d for d in self.leaves() if os.path.isdir(d)]
+        if existing:
+            self.found = len({pid for d in existing for pid in c.read_procs_recursive(d)})
         try:
             for sub, d in self.paths.items():
                 if d in created:
@@ -287,6 +299,7 @@ class V1Manager(Manager):
     # --- resources ------------------------------------------------------------------------
 
     def apply(self, resources: dict | None) -> None:
+        self.mine("linux.resources")
         r = resources if resources is not None else {}
         self.check(r)
         cpu = _section(r, "cpu") or {}
@@ -557,6 +570,7 @@ class V1Manager(Manager):
     # --- freezer ------------------------------------------------------------------------
 
     def freeze(self) -> None:
+        self.mine("pause")
         d = self.paths.get("freezer")
         if d:
             _freeze_v1(d)
@@ -566,6 +580,7 @@ class V1Manager(Manager):
             raise UnsupportedError("pause: the freezer cgroup controller is not mounted")
 
     def thaw(self) -> None:
+        self.mine("resume")
         d = self.paths.get("freezer")
         if d:
             c.write_file(d, "freezer.state", "THAWED", "resume")
@@ -616,6 +631,7 @@ class V1Manager(Manager):
         return c.read_procs_recursive(d) if d else []
 
     def kill_all(self, sig: int) -> None:
+        self.mine("kill")
         can_freeze = self._can_freeze()
         was_frozen = can_freeze and self.frozen()
         # hybrid: cgroup.kill in the unified hierarchy kills everything at once (as runc);

@@ -187,8 +187,7 @@ class V2Manager(Manager):
         m = paths.unified_mount(mounts)
         if m is None:
             raise UnsupportedError("cgroup v2 driver: no cgroup2 hierarchy is mounted")
-        return cls(paths.resolve(m, paths.own_cgroups().get(""),
-                                 paths.inner_path(cgroups_path, cid)), m.mountpoint)
+        return cls(paths.unified_path(cgroups_path, cid, mounts), m.mountpoint)
 
     # -- validation --------------------------------------------------------------------
 
@@ -308,13 +307,22 @@ class V2Manager(Manager):
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def leaves(self) -> list[str]:
+        return [self.path]
+
+    def owned(self) -> bool:
+        return self.path in self.created
+
     def create(self) -> None:
+        if os.path.isdir(self.path):
+            self.found = len(common.read_procs_recursive(self.path))
         created: list[str] = []
         common.mkdir_p(self.path, created)
         for d in created:
             if d not in self.created:
                 self.created.append(d)
-        self.enable_controllers()
+        if self.owned():        # a cgroup that existed is used as it is
+            self.enable_controllers()
 
     def enable_controllers(self) -> None:
         """Enable every available controller in the subtree_control of each ancestor of the
@@ -378,6 +386,7 @@ class V2Manager(Manager):
     # -- resources ---------------------------------------------------------------------
 
     def apply(self, resources: dict | None) -> None:
+        self.mine("linux.resources")
         if resources is None:
             resources = {}
         self.check(resources)
@@ -537,6 +546,7 @@ class V2Manager(Manager):
     # -- freezer -----------------------------------------------------------------------
 
     def freeze(self) -> None:
+        self.mine("pause")
         if not os.path.exists(os.path.join(self.path, "cgroup.freeze")):
             raise UnsupportedError("freezer not supported: no cgroup.freeze in "
                                    f"{self.path}")
@@ -562,6 +572,7 @@ class V2Manager(Manager):
         raise SysError(f"timeout waiting for cgroup {self.path} to freeze")
 
     def thaw(self) -> None:
+        self.mine("resume")
         if not os.path.exists(os.path.join(self.path, "cgroup.freeze")):
             return
         self._write("cgroup.freeze", "0", "")
@@ -578,6 +589,7 @@ class V2Manager(Manager):
         return common.read_procs_recursive(self.path)
 
     def kill_all(self, sig: int) -> None:
+        self.mine("kill")
         if not os.path.isdir(self.path):
             return
         if sig == _signal.SIGKILL and os.path.exists(os.path.join(self.path, "cgroup.kill")):

@@ -1056,3 +1056,35 @@ def test_bind_mount_ignores_filesystem_data_as_runc(runtime, bundle_factory, con
     assert "nosuid" in opts and "mode=755" not in out[1] and "size=1k" not in out[1], out[1]
     if runtime.name == "pyoci":
         assert "ignoring mode=755,size=1k for a bind mount" in log.read_text()
+
+
+def _root_propagation(rt, b: str) -> list[str] | None:
+    """The propagation tags of / in a container (shared, master, unbindable; [] private),
+    None when it did not run."""
+    r = rt("run", "-b", b, "rp")
+    if r.returncode != 0:
+        return None
+    fields = r.stdout.split(" - ")[0].split()[6:]
+    return sorted(f.split(":")[0] for f in fields)
+
+
+@pytest.mark.parametrize("prop", ["rprivate", "rslave", "rshared", "runbindable", "private",
+                                  "shared"])
+def test_recursive_rootfs_propagation_as_runc(pyoci, runc, bundle_factory, config, prop):
+    """rootfsPropagation rprivate/rshared/rslave/runbindable (the upstream schema lists only
+    the non-recursive forms): runc and crun take them, docker and containerd's CRI send them.
+    / gets the propagation runc gives it, except where runc departs from the spec: shared
+    (runc leaves / private) and runbindable (runc fails: it makes / unbindable before binding
+    the rootfs onto itself)."""
+    config["linux"]["rootfsPropagation"] = prop
+    config["process"]["args"] = ["sh", "-c", "grep -E '^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ' "
+                                 "/proc/self/mountinfo"]
+    b = bundle_factory(config)
+    mine, theirs = _root_propagation(pyoci, b), _root_propagation(runc, b)
+    if prop == "runbindable":
+        assert theirs is None and mine == ["unbindable"], (mine, theirs)
+    elif prop in ("shared", "rshared"):
+        # runc 1.1 leaves / private (conformance: rootfs_propagation); the spec says shared
+        assert mine == ["shared"], (mine, theirs)
+    else:
+        assert mine is not None and mine == theirs, (mine, theirs)

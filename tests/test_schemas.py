@@ -51,6 +51,29 @@ INTENTIONAL_DIFFERENCES = {
     ("linux", "intelRdt", "schemata"): "features-linux.md v1.3.0: bool; upstream schema lacks it",
 }
 
+# Where spec-schemas/ deliberately accepts what the upstream schemas reject, because runc
+# and crun (and real clients) do: the departures recorded in spec-schemas/README.md and in
+# the conformance report. Paths as above, "*" for any array index; (path, how) -> example.
+DEPARTURES = {
+    ("linux", "rootfsPropagation"): "runc, crun, docker and containerd's CRI use rprivate, "
+                                    "rshared, rslave, runbindable",
+    ("process", "consoleSize", "height"): "runc and crun take a missing height as 0",
+    ("process", "consoleSize", "width"): "runc and crun take a missing width as 0",
+    ("linux", "resources", "pids", "limit"): "runc and crun take a missing limit as no limit",
+    ("linux", "seccomp", "syscalls", "*", "args", "*", "index"): "runc and crun default to 0",
+    ("linux", "seccomp", "syscalls", "*", "args", "*", "value"): "runc and crun default to 0",
+}
+
+
+def departure(path: tuple) -> bool:
+    """Whether path (a JSON path of the mutated value) is one of DEPARTURES."""
+    for dp in DEPARTURES:
+        if len(dp) == len(path) and all(d == "*" and isinstance(p, int) or d == p
+                                        for d, p in zip(dp, path)):
+            return True
+    return False
+
+
 SETTINGS = settings(
     max_examples=150,
     deadline=None,
@@ -145,7 +168,10 @@ ARCHS = enum("SeccompArch", "SeccompArch")
 SECCOMP_FLAGS = enum("SeccompFlag", "SeccompFlag")
 POLICIES = enum("SchedulerPolicy", "SchedulerPolicy")
 SCHED_FLAGS = enum("SchedulerFlag", "SchedulerFlag")
-PROPAGATION = enum("RootfsPropagation", "RootfsPropagation")
+PROPAGATION = enum("RootfsPropagation")
+# the values upstream knows too: the valid corpus must be valid everywhere (ours-only values
+# are DEPARTURES, tested by test_departures_are_accepted)
+PROPAGATION = [p for p in PROPAGATION if not p.startswith("r")]
 MPOL_MODES = enum("MemoryPolicyMode", "MemoryPolicyMode")
 MPOL_FLAGS = enum("MemoryPolicyFlag", "MemoryPolicyFlag")
 DOMAINS = enum("PersonalityDomain", "PersonalityDomain")
@@ -423,6 +449,9 @@ def test_mutated_corpus_same_verdict(kind, data):
     differ = may_differ(kind, how, path)
     event(f"{how}: {'rejected' if not ours else 'accepted'}{' (may differ)' if differ else ''}")
     assert quick == ours  # (c)
+    if kind == "config" and how == "drop-key" and departure(path):
+        assert ours and not upstream  # a required field we do not require (DEPARTURES)
+        return
     if differ:
         assert upstream or not ours  # we may be stricter, never laxer
     else:
@@ -479,14 +508,14 @@ TARGETED = [
     (("linux", "devices"), [{"type": "c", "path": "/dev/x", "fileMode": 512}], "linux.devices[0].fileMode",
      "maximum", False),
     (("linux", "devices"), [{"type": "x", "path": "/dev/x"}], "linux.devices[0].type", "does not match", False),
-    (("linux", "resources"), {"pids": {}}, "linux.resources.pids", "'limit' is a required property", False),
     (("linux", "resources"), {"memory": {"limit": 1.0}}, "linux.resources.memory.limit", "'integer'", False),
     (("linux", "resources"), {"cpu": {"shares": True}}, "linux.resources.cpu.shares", "'integer'", False),
     (("linux", "resources"), {"hugepageLimits": [{"pageSize": "64kB", "limit": 1}]},
      "linux.resources.hugepageLimits[0].pageSize", "does not match", False),
     (("linux", "resources"), {"blockIO": {"weightDevice": [{"major": 8, "weight": 10}]}},
      "linux.resources.blockIO.weightDevice[0]", "'minor' is a required property", False),
-    (("linux", "rootfsPropagation"), "rprivate", "linux.rootfsPropagation", "is not one of", False),
+    (("linux", "rootfsPropagation"), "rbogus", "linux.rootfsPropagation", "is not one of", False),
+    (("linux", "rootfsPropagation"), "", "linux.rootfsPropagation", "is not one of", False),
     (("linux", "uidMappings"), [{"containerID": 0, "hostID": 1000}], "linux.uidMappings[0]",
      "'size' is a required property", False),
     (("linux", "timeOffsets"), {"monotonic": {"nanosecs": -1}}, "linux.timeOffsets.monotonic.nanosecs",
@@ -520,3 +549,40 @@ def test_intentional_differences_are_few_and_documented():
         readme = f.read()
     for path in INTENTIONAL_DIFFERENCES:
         assert ".".join(path) in readme
+
+
+# What DEPARTURES accepts, on top of a random valid config: (path to set, value)
+DEPARTURE_EXAMPLES = [
+    (("linux", "rootfsPropagation"), "rprivate"),
+    (("linux", "rootfsPropagation"), "rshared"),
+    (("linux", "rootfsPropagation"), "rslave"),
+    (("linux", "rootfsPropagation"), "runbindable"),
+    (("process",), {"cwd": "/", "consoleSize": {"width": 80}}),
+    (("process",), {"cwd": "/", "consoleSize": {}}),
+    (("linux", "resources"), {"pids": {}}),
+    (("linux", "seccomp"), {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "args": [{"op": "SCMP_CMP_EQ"}]}]}),
+]
+
+
+@needs_upstream
+@pytest.mark.parametrize("path, value", DEPARTURE_EXAMPLES,
+                         ids=[f"{'.'.join(p)}={json.dumps(v)}" for p, v in DEPARTURE_EXAMPLES])
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(base=configs)
+def test_departures_are_accepted(base, path, value):
+    doc = copy.deepcopy(base)
+    parent = doc
+    for p in path[:-1]:
+        parent = parent.setdefault(p, {})
+    parent[path[-1]] = copy.deepcopy(value)
+    assert verdicts("config", doc) == (False, True, True)
+    validate_config(doc)
+
+
+def test_departures_are_documented():
+    with open(os.path.join(OURS, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    for path in DEPARTURES:
+        assert ".".join(p for p in path if p != "*") in readme.replace("[]", ""), path

@@ -296,6 +296,20 @@ def test_argument_filter_personality_query_only(children):
     assert (query, linux) == (errno.EPERM, 0)
 
 
+def test_argument_index_and_value_default_to_zero(children):
+    """runc and crun take a missing index or value as 0 (upstream's schema requires them)."""
+    cfg = allow_default({"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                         "args": [{"op": "SCMP_CMP_EQ"}]})
+    seccomp.check(cfg)
+
+    def body():
+        load_in_child(cfg)()
+        return errno_of(syscalls.personality, 0), errno_of(syscalls.personality, 0xFFFFFFFF)
+
+    status, (zero, query) = run_child(children, body)
+    assert (zero, query) == (errno.EPERM, 0)
+
+
 def test_conditions_on_different_args_are_anded(children):
     cfg = allow_default({"names": ["socket"], "action": "SCMP_ACT_ERRNO",
                          "args": [{"index": 0, "value": socket.AF_INET, "op": "SCMP_CMP_EQ"},

@@ -81,6 +81,8 @@ KNOWN_DEPARTURES = {
                                         "default to 0)",
     ("runc", "oci_version_not_semver"): "runc 1.1 does not validate ociVersion",
     ("runc", "seccomp_empty_names"): "runc 1.1 accepts a syscalls entry without names",
+    ("runc", "rootfs_propagation_recursive"): "runc 1.1 leaves / private with rshared, as "
+                                              "with shared (rootfs_propagation)",
     ("runc", "seccomp_filter_after_setup"): "without noNewPrivileges runc loads the filter "
                                             "before its own setup, whose getcwd (the "
                                             "CVE-2024-21626 check) the filter refuses",
@@ -1552,6 +1554,22 @@ def rootfs_propagation(ctx: Ctx) -> None:
         shared = any(o.startswith("shared:") for o in root["optional"])
         expect(shared == (prop == "shared"), f"rootfsPropagation {prop}: / has optional fields "
                f"{root['optional']} (host / is {host_root_propagation()})")
+
+
+@check("EnvCreateImplement")
+def rootfs_propagation_recursive(ctx: Ctx) -> None:
+    """rootfsPropagation rshared/rprivate (runc's and crun's forms) is accepted and applied"""
+    # the upstream schema lists only the non-recursive forms; docker, containerd's CRI and a
+    # peer runtime's suite send these
+    for prop in ("rshared", "rprivate"):
+        cid = ctx.new_id()
+        cfg = ctx.config(cid, probes=[])
+        cfg["linux"]["rootfsPropagation"] = prop
+        root = [m for m in mountinfo_entries(ctx.probe(cfg, cid)["mountinfo"])
+                if m["mountpoint"] == "/"][-1]
+        shared = any(o.startswith("shared:") for o in root["optional"])
+        expect(shared == (prop == "rshared"), f"rootfsPropagation {prop}: / has optional "
+               f"fields {root['optional']} (host / is {host_root_propagation()})")
 
 
 def host_root_propagation() -> str:

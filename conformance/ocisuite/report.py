@@ -151,6 +151,14 @@ def _esc(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
+SCHEMA_NOTE = ("Schema: pyoci validates configs against its own schemas, which accept a few "
+               "values the upstream runtime-spec schema rejects because runc and crun accept "
+               "them (`rprivate`, `rshared`, `rslave`, `runbindable` rootfsPropagation, ...): "
+               "each departure and the audit of every enum, pattern and required field "
+               "against runc and crun are in [docs/schema-departures.md]"
+               "(../docs/schema-departures.md).")
+
+
 def markdown(docs: list[dict], catalogue: list[Requirement], checks: list[Check]) -> str:
     names = [d["runtime"] for d in docs]
     host = docs[0]["host"]
@@ -171,6 +179,7 @@ def markdown(docs: list[dict], catalogue: list[Requirement], checks: list[Check]
     out += ["", "Verdicts per code: **pass** = covered and every covering check passes; "
             "**FAIL** = a covering check fails; n/t = not testable on this host or on Linux "
             "(reason given); — = not yet covered.", "",
+            SCHEMA_NOTE, "",
             "## Summary", "", "| | " + " | ".join(names) + " |",
             "|---|" + "---|" * len(names)]
     rows = [("checks passed", lambda d: d["summary"]["passed"]),

@@ -139,9 +139,10 @@ def _check_action(field: str, name: object, errno_ret: object, errno_field: str)
 def _check_arg(field: str, arg: object) -> None:
     if not isinstance(arg, dict):
         raise ConfigError(f"{field}: must be an object")
-    if not _is_uint(arg.get("index"), _MAX_ARGS - 1):
+    # index and value default to 0, as in runc and crun (upstream's schema requires them)
+    if not _is_uint(arg.get("index", 0), _MAX_ARGS - 1):
         raise ConfigError(f"{field}.index: {arg.get('index')!r} is not in 0..5")
-    if not _is_uint(arg.get("value")):
+    if not _is_uint(arg.get("value", 0)):
         raise ConfigError(f"{field}.value: {arg.get('value')!r} is not a uint64")
     if "valueTwo" in arg and not _is_uint(arg["valueTwo"]):
         raise ConfigError(f"{field}.valueTwo: {arg['valueTwo']!r} is not a uint64")
@@ -402,7 +403,8 @@ def resolve_syscall(name: str, arch: int = 0) -> int | None:
 def _rule_conditions(args: list[dict]) -> list[list[tuple[int, int, int, int]]]:
     """The condition sets to add as separate rules: one set normally, one rule per condition
     when several conditions test the same argument (libseccomp refuses that; runc does so)."""
-    conds = [(a["index"], OPERATORS[a["op"]], a["value"], a.get("valueTwo", 0)) for a in args]
+    conds = [(a.get("index", 0), OPERATORS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
+             for a in args]
     indexes = [c[0] for c in conds]
     if len(set(indexes)) != len(indexes):
         return [[c] for c in conds]

@@ -3,7 +3,7 @@
 """spec-schemas/*.json as Python literals, keyed by file name (the jsonschema slow path
 resolves $refs like "defs.json#/definitions/Uint32" against these keys)."""
 
-SCHEMAS_SHA256 = '629d4d3ba25e4b807acddb60ba955103f163d79b78bcdcbcbfe911de7b6afe6f'
+SCHEMAS_SHA256 = '8124a564d284b65f043b7ca4bcd272b14229e3a86d02c8a50b6b30a719828020'
 ROOTS = {'config': 'config-schema.json', 'state': 'state-schema.json', 'features': 'features-schema.json'}
 
 SCHEMAS = {'config-linux.json': {'$schema': 'http://json-schema.org/draft-04/schema#',
@@ -113,8 +113,17 @@ SCHEMAS = {'config-linux.json': {'$schema': 'http://json-schema.org/draft-04/sch
                                                                                                                                      'priority'],
                                                                                                                         'properties': {'name': {'type': 'string'},
                                                                                                                                        'priority': {'$ref': 'defs.json#/definitions/Uint32'}}}}}},
-                                                                    'pids': {'type': 'object',
-                                                                             'required': ['limit'],
+                                                                    'pids': {'description': 'departure: '
+                                                                                            'limit '
+                                                                                            'is '
+                                                                                            'not '
+                                                                                            'required '
+                                                                                            '(runc '
+                                                                                            'and '
+                                                                                            'crun: '
+                                                                                            'no '
+                                                                                            'limit)',
+                                                                             'type': 'object',
                                                                              'properties': {'limit': {'$ref': 'defs.json#/definitions/Int64'}}},
                                                                     'rdma': {'description': 'limits '
                                                                                             'keyed '
@@ -300,9 +309,19 @@ SCHEMAS = {'config-linux.json': {'$schema': 'http://json-schema.org/draft-04/sch
                                         'Process': {'type': 'object',
                                                     'required': ['cwd'],
                                                     'properties': {'terminal': {'type': 'boolean'},
-                                                                   'consoleSize': {'type': 'object',
-                                                                                   'required': ['height',
-                                                                                                'width'],
+                                                                   'consoleSize': {'description': 'departure: '
+                                                                                                  'height '
+                                                                                                  'and '
+                                                                                                  'width '
+                                                                                                  'are '
+                                                                                                  'not '
+                                                                                                  'required '
+                                                                                                  '(runc '
+                                                                                                  'and '
+                                                                                                  'crun '
+                                                                                                  'take '
+                                                                                                  '0)',
+                                                                                   'type': 'object',
                                                                                    'properties': {'height': {'$ref': 'defs.json#/definitions/Uint64'},
                                                                                                   'width': {'$ref': 'defs.json#/definitions/Uint64'}}},
                                                                    'cwd': {'type': 'string'},
@@ -437,9 +456,12 @@ SCHEMAS = {'config-linux.json': {'$schema': 'http://json-schema.org/draft-04/sch
                                                               'SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV']},
                                      'SyscallArg': {'description': 'compare argument number index '
                                                                    'with value (and valueTwo for '
-                                                                   'SCMP_CMP_MASKED_EQ)',
+                                                                   'SCMP_CMP_MASKED_EQ); '
+                                                                   'departure: index and value '
+                                                                   'default to 0 as in runc and '
+                                                                   'crun',
                                                     'type': 'object',
-                                                    'required': ['index', 'value', 'op'],
+                                                    'required': ['op'],
                                                     'properties': {'index': {'$ref': 'defs.json#/definitions/Uint32'},
                                                                    'value': {'$ref': 'defs.json#/definitions/Uint64'},
                                                                    'valueTwo': {'$ref': 'defs.json#/definitions/Uint64'},
@@ -493,11 +515,21 @@ SCHEMAS = {'config-linux.json': {'$schema': 'http://json-schema.org/draft-04/sch
                                                                         'rate': {'$ref': 'defs.json#/definitions/Uint64'}}},
                                      'BlockDeviceRateList': {'type': 'array',
                                                              'items': {'$ref': '#/definitions/BlockDeviceRate'}},
-                                     'RootfsPropagation': {'type': 'string',
+                                     'RootfsPropagation': {'description': 'departure: upstream '
+                                                                          'lists only the first '
+                                                                          'four; runc, crun, '
+                                                                          "docker and containerd's "
+                                                                          'CRI use the recursive '
+                                                                          'forms too',
+                                                           'type': 'string',
                                                            'enum': ['private',
                                                                     'shared',
                                                                     'slave',
-                                                                    'unbindable']},
+                                                                    'unbindable',
+                                                                    'rprivate',
+                                                                    'rshared',
+                                                                    'rslave',
+                                                                    'runbindable']},
                                      'MemoryPolicyMode': {'type': 'string',
                                                           'enum': ['MPOL_BIND',
                                                                    'MPOL_DEFAULT',

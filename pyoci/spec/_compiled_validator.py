@@ -6,7 +6,7 @@
 Plain Python compiled from the schemas (draft-04 semantics, as jsonschema's Draft4Validator);
 it answers only yes/no. pyoci.spec.validate asks jsonschema to explain a "no"."""
 
-SCHEMAS_SHA256 = '629d4d3ba25e4b807acddb60ba955103f163d79b78bcdcbcbfe911de7b6afe6f'
+SCHEMAS_SHA256 = '8124a564d284b65f043b7ca4bcd272b14229e3a86d02c8a50b6b30a719828020'
 ROOTS = {'config': 'config-schema.json', 'state': 'state-schema.json', 'features': 'features-schema.json'}
 
 _SET0 = frozenset(('creating', 'created', 'running', 'stopped'))
@@ -14,7 +14,7 @@ _SET1 = frozenset(('class',))
 _SET2 = frozenset(('qcow2', 'raw', 'vdi', 'vhd', 'vmdk'))
 _SET3 = frozenset(('ipc', 'mount', 'pid', 'uts'))
 _SET4 = frozenset(('IOPRIO_CLASS_BE', 'IOPRIO_CLASS_IDLE', 'IOPRIO_CLASS_RT'))
-_SET5 = frozenset(('private', 'shared', 'slave', 'unbindable'))
+_SET5 = frozenset(('private', 'shared', 'slave', 'unbindable', 'rprivate', 'rshared', 'rslave', 'runbindable'))
 _SET6 = frozenset(('LINUX', 'LINUX32'))
 _SET7 = frozenset(('MPOL_BIND', 'MPOL_DEFAULT', 'MPOL_INTERLEAVE', 'MPOL_LOCAL', 'MPOL_PREFERRED', 'MPOL_PREFERRED_MANY', 'MPOL_WEIGHTED_INTERLEAVE'))
 _SET8 = frozenset(('MPOL_F_NUMA_BALANCING', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_STATIC_NODES'))
@@ -187,7 +187,6 @@ def _config_Process(x):
     if 'consoleSize' in x:
         v1 = x['consoleSize']
         if not (isinstance(v1, dict)): return False
-        if 'height' not in v1 or 'width' not in v1: return False
         if 'height' in v1 and not _defs_Uint64(v1['height']): return False
         if 'width' in v1 and not _defs_Uint64(v1['width']): return False
     if 'cwd' in x and not (isinstance(x['cwd'], str)): return False
@@ -727,7 +726,6 @@ def _config_linux_Resources(x):
     if 'pids' in x:
         v1 = x['pids']
         if not (isinstance(v1, dict)): return False
-        if 'limit' not in v1: return False
         if 'limit' in v1 and not _defs_Int64(v1['limit']): return False
     if 'rdma' in x:
         v1 = x['rdma']
@@ -944,7 +942,7 @@ def _defs_linux_BlockDeviceRate(x):
 
 def _defs_linux_SyscallArg(x):
     if not (isinstance(x, dict)): return False
-    if 'index' not in x or 'value' not in x or 'op' not in x: return False
+    if 'op' not in x: return False
     if 'index' in x and not _defs_Uint32(x['index']): return False
     if 'value' in x and not _defs_Uint64(x['value']): return False
     if 'valueTwo' in x and not _defs_Uint64(x['valueTwo']): return False

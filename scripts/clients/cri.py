@@ -2,7 +2,7 @@
 without crictl: gRPC from python3-grpcio, the protobuf messages encoded by hand.
 
 Run with the system python (python3-grpcio): python3 cri.py SOCKET CALL JSON_ARGS
-prints a JSON result. Calls: runp, create, start, status, exec, update, stop, rm, stopp, rmp.
+prints a JSON result. Calls: runp, create, start, status, exec, update, stats, stop, rm, stopp, rmp.
 """
 
 from __future__ import annotations
@@ -143,6 +143,15 @@ def run(sock: str, what: str, a: dict) -> dict:
             res = f_int(3, a.get("cpu_shares", 0)) + f_int(4, a.get("memory", 0))
             call(ch, "UpdateContainerResources", f_bytes(1, a["id"]) + f_msg(2, res))
             return {}
+        if what == "stats":
+            st = decode(call(ch, "ContainerStats", f_bytes(1, a["id"]))[1][0])
+
+            def u64(msg: list, field: int) -> int:     # a UInt64Value field of a message
+                inner = decode(msg[0]) if msg else {}
+                wrapped = inner.get(field, [b""])[0]
+                return decode(wrapped).get(1, [0])[0] if wrapped else 0
+
+            return {"cpu_ns": u64(st.get(2, []), 2), "memory_working_set": u64(st.get(3, []), 2)}
         if what == "stop":
             call(ch, "StopContainer", f_bytes(1, a["id"]) + f_int(2, a.get("timeout", 0)))
             return {}

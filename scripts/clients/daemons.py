@@ -70,9 +70,12 @@ def _ok(argv: list[str], env: dict | None = None) -> bool:
 
 # --- containerd -------------------------------------------------------------------------
 
-def containerd_config(wd: str, runtimes: dict[str, str]) -> str:
+def containerd_config(wd: str, runtimes: dict[str, str],
+                      shim_runtimes: dict[str, str] | None = None) -> str:
     """config.toml: private root/state/socket, CRI with one runtime handler per binary
-    (io.containerd.runc.v2 with BinaryName), cgroupfs, host-network pods only."""
+    (io.containerd.runc.v2 with BinaryName) and one per shim runtime type in shim_runtimes
+    (handler name -> runtime_type, e.g. io.containerd.pyoci.v2), cgroupfs, host-network pods
+    only."""
     lines = [
         "version = 2",
         f'root = "{wd}/root"',
@@ -98,25 +101,50 @@ def containerd_config(wd: str, runtimes: dict[str, str]) -> str:
         base = f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}'
         lines += [base + "]", '  runtime_type = "io.containerd.runc.v2"',
                   base + ".options]", f'  BinaryName = "{binary}"', "  SystemdCgroup = false"]
+    for name, runtime_type in (shim_runtimes or {}).items():
+        base = f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}'
+        lines += [base + "]", f'  runtime_type = "{runtime_type}"']
     path = os.path.join(wd, "config.toml")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
 
 
-def start_containerd(runtimes: dict[str, str]) -> Daemon:
+def start_containerd(runtimes: dict[str, str], shim_runtimes: dict[str, str] | None = None,
+                     env: dict | None = None) -> Daemon:
+    """containerd with its own config; env (default: ours) is containerd's environment,
+    and so its shims' (their PATH decides which shim and runtime binaries exist)."""
     wd = workdir("containerd")
-    cfg = containerd_config(wd, runtimes)
-    log = os.path.join(wd, "containerd.log")
-    proc = _spawn(["containerd", "--config", cfg], log)
-    d = Daemon("containerd", wd, proc, dict(os.environ), os.path.join(wd, "containerd.sock"))
+    cfg = containerd_config(wd, runtimes, shim_runtimes)
+    env = dict(os.environ) if env is None else env
+    d = Daemon("containerd", wd, None, env, os.path.join(wd, "containerd.sock"))
+    _run_containerd(d)
+    return d
+
+
+def _run_containerd(d: Daemon) -> None:
+    log = os.path.join(d.workdir, "containerd.log")
+    argv = [shutil.which("containerd", path=d.env.get("PATH")) or "containerd", "--config",
+            os.path.join(d.workdir, "config.toml")]
+    d.proc = _spawn(argv, log, d.env)
     try:
         _wait_until(lambda: _ok(["ctr", "--address", d.address, "version"]), "containerd",
-                    proc, log)
+                    d.proc, log)
     except BaseException:
         stop(d)
         raise
-    return d
+
+
+def restart_containerd(d: Daemon) -> None:
+    """Stop containerd alone (its shims and containers go on running) and start it again
+    on the same state."""
+    d.proc.terminate()
+    try:
+        d.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        d.proc.kill()
+        d.proc.wait()
+    _run_containerd(d)
 
 
 def ctr(d: Daemon, *args: str, namespace: str = "default") -> list[str]:

@@ -1,0 +1,259 @@
+"""containerd-shim-pyoci-v2: the command containerd runs for `io.containerd.pyoci.v2`.
+
+    containerd-shim-pyoci-v2 -namespace NS -address SOCK -publish-binary BIN -id ID [-debug]
+                             [-bundle DIR] start|delete
+
+Flags are Go's (-flag value, -flag=value, one or two dashes). The bundle is the working
+directory (or -bundle). `start` makes the shim's socket, starts the long-lived shim (this
+command without `start`, the socket's fd number in PYOCI_SHIM_SOCKET_FD) unless the pod's shim already runs, writes
+`address` and `shim.pid` in the bundle and prints the address; `delete` cleans up after a
+shim that died (pyoci delete --force, the rootfs unmounted) and prints a DeleteResponse.
+
+`start` imports no protobuf: it runs on every container start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+
+SOCKET_DIR = "/run/containerd/s"
+SANDBOX_ANNOTATION = "io.kubernetes.cri.sandbox-id"
+STRING_FLAGS = ("namespace", "address", "publish-binary", "id", "bundle", "socket")
+BOOL_FLAGS = ("debug", "v", "version")
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse(argv: list[str]) -> tuple[dict, list[str]]:
+    opts: dict = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        i += 1
+        if a == "--" or not a.startswith("-") or a == "-":
+            rest.append(a)
+            rest += argv[i:] if a != "--" else []
+            if a == "--":
+                rest.remove("--")
+            break
+        name, eq, value = a.lstrip("-").partition("=")
+        if name in BOOL_FLAGS:
+            opts[name] = value.lower() not in ("false", "0") if eq else True
+        elif name in STRING_FLAGS:
+            if not eq:
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+                i += 1
+            opts[name] = value
+        else:
+            raise UsageError(f"flag provided but not defined: -{name}")
+    return opts, rest
+
+
+def socket_path(address: str, namespace: str, group: str) -> str:
+    digest = hashlib.sha256(f"pyoci\0{address}\0{namespace}\0{group}".encode()).hexdigest()
+    return os.path.join(SOCKET_DIR, digest)
+
+
+def _group(bundle: str, cid: str) -> str:
+    """The CRI sandbox id (one shim per pod), else the container's id."""
+    from pyoci import jsonio
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            spec = jsonio.loads(f.read())
+        return (spec.get("annotations") or {}).get(SANDBOX_ANNOTATION) or cid
+    except (OSError, ValueError, AttributeError):
+        return cid
+
+
+def _alive(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _write_file(bundle: str, name: str, text: str) -> None:
+    tmp = os.path.join(bundle, f".{name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(bundle, name))
+
+
+def start(opts: dict, bundle: str) -> int:
+    import fcntl
+    import subprocess
+
+    cid, ns = opts["id"], opts["namespace"]
+    path = socket_path(opts.get("address", ""), ns, _group(bundle, cid))
+    os.makedirs(SOCKET_DIR, mode=0o711, exist_ok=True)
+    address = "unix://" + path
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _alive(path):               # the pod's shim: it serves this container too
+            _write_file(bundle, "address", address)
+            sys.stdout.write(address)
+            return 0
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        listener.bind(path)
+        os.chmod(path, 0o600)
+        listener.listen(128)
+        argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "start"]
+        if not os.path.isabs(argv[0]) and os.sep in argv[0]:
+            argv[0] = os.path.abspath(argv[0])
+        fd = listener.fileno()
+        env = dict(os.environ, PYOCI_SHIM_SOCKET_FD=str(fd))
+        p = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, cwd=bundle, env=env, start_new_session=True,
+            pass_fds=(fd,), close_fds=True)
+        listener.close()
+        _write_file(bundle, "shim.pid", str(p.pid))
+        _write_file(bundle, "address", address)
+        p.returncode = 0      # never waited for: the shim outlives this command
+    finally:
+        os.close(lock)
+    sys.stdout.write(address)
+    return 0
+
+
+def delete(opts: dict, bundle: str) -> int:
+    """After a shim died: delete the container, unmount the rootfs, report SIGKILL."""
+    import subprocess
+    import time
+
+    from pyoci.shim import pb
+    from pyoci.shim.service import unmount_rootfs
+
+    cid, ns = opts["id"], opts["namespace"]
+    pyoci = _pyoci_path()
+    root = os.path.join("/run/containerd/pyoci", ns)
+    subprocess.run([pyoci, "--root", root, "--log", os.path.join(bundle, "log.json"),
+                    "--log-format", "json", "delete", "--force", cid],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    unmount_rootfs(bundle)
+    resp = pb.DeleteResponse(exit_status=128 + 9, exited_at=pb.timestamp(time.time()))
+    sys.stdout.buffer.write(resp.SerializeToString())
+    sys.stdout.flush()
+    return 0
+
+
+def _pyoci_path() -> str:
+    here = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "pyoci")
+    if os.access(here, os.X_OK):
+        return here
+    import shutil
+    return shutil.which("pyoci") or "pyoci"
+
+
+def serve(opts: dict, bundle: str) -> int:
+    """The long-lived shim."""
+    import signal
+    import threading
+
+    from pyoci.shim import ttrpc
+    from pyoci.shim.events import Publisher
+    from pyoci.shim.reaper import Reaper
+    from pyoci.shim.service import Service
+
+    logfd = _open_log(bundle)
+    debug = bool(opts.get("debug"))
+
+    def log(msg: str) -> None:
+        if logfd is not None:
+            try:
+                os.write(logfd, f"pyoci-shim[{os.getpid()}] {opts.get('id')}: {msg}\n"
+                         .encode(errors="replace"))
+            except OSError:
+                pass
+
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    fd = int(os.environ.pop("PYOCI_SHIM_SOCKET_FD", "-1"))
+    if fd >= 0:
+        listener = socket.socket(fileno=fd)
+        os.set_inheritable(fd, False)
+    else:
+        listener = ttrpc.listen(opts.get("socket") or socket_path(
+            opts.get("address", ""), opts["namespace"], _group(bundle, opts["id"])))
+    path = listener.getsockname()
+    reaper = Reaper()
+    publisher = Publisher(opts.get("publish-binary", ""), opts.get("address", ""),
+                          opts["namespace"], reaper, log)
+    server = None
+
+    def shutdown() -> None:
+        def later() -> None:
+            publisher.flush(10)
+            try:
+                os.unlink(path)
+            except (OSError, TypeError):
+                pass
+            os._exit(0)
+        threading.Timer(0.05, later).start()
+
+    service = Service(opts["namespace"], _pyoci_path(), reaper, publisher, log, shutdown)
+    server = ttrpc.Server(listener, service.methods(), log=log if debug else None)
+    if debug:
+        log(f"serving on {path}")
+    server.serve_forever()
+    return 0
+
+
+def _open_log(bundle: str) -> int | None:
+    """containerd reads the shim's log from the fifo `log` in the bundle (when it made one)."""
+    try:
+        return os.open(os.path.join(bundle, "log"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts, rest = parse(argv)
+        if opts.get("v") or opts.get("version"):
+            from pyoci import __version__
+            sys.stdout.write(f"containerd-shim-pyoci-v2:\n  Version:  {__version__}\n")
+            return 0
+        if not opts.get("namespace"):
+            raise UsageError("shim namespace cannot be empty")
+        action = rest[0] if rest else ""
+        bundle = opts.get("bundle") or os.getcwd()
+        if action in ("start", "delete") and not opts.get("id"):
+            raise UsageError("-id is required")
+        if action == "start":
+            return start(opts, bundle)
+        if action == "delete":
+            return delete(opts, bundle)
+        if action:
+            raise UsageError(f"unknown action {action!r}: start or delete")
+        if not opts.get("id"):
+            raise UsageError("-id is required")
+        return serve(opts, bundle)
+    except UsageError as e:
+        sys.stderr.write(f"containerd-shim-pyoci-v2: {e}\n")
+        return 1
+    except OSError as e:
+        sys.stderr.write(f"containerd-shim-pyoci-v2: {e}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,7 +28,8 @@ from support.harness import PYOCI
 SLOW = ("json", "re", "enum", "signal", "socket", "selectors", "shutil", "typing",
         "functools", "collections", "importlib", "prctl", "dataclasses", "inspect",
         "logging", "warnings", "subprocess", "tempfile", "argparse",
-        "pyseccomp", "seccomp", "ctypes.util")
+        "pyseccomp", "seccomp", "ctypes.util",
+        "google")   # protobuf: containerd-shim-pyoci-v2's alone (pyoci/shim)
 
 
 def imported_modules(stderr: str) -> set[str]:

@@ -84,6 +84,8 @@ class ProcessIO:
         self.child_fds: list[int] = []    # the command's stdin, stdout, stderr
         self._to_close: list[int] = []    # our copies of the child's ends
         self._stdin_w: int | None = None  # the process's stdin pipe, our end
+        self._stdin_r: int | None = None  # the stdin fifo, read end
+        self._stdin_keep: int | None = None  # the stdin fifo, our own writer (CloseIO)
         self._stdin_lock = threading.Lock()
         self._out_done: list[threading.Event] = []
         self._console_dir: str | None = None
@@ -97,6 +99,11 @@ class ProcessIO:
     def prepare(self) -> None:
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._to_close.append(null)
+        if self.stdin:
+            r = os.open(self.stdin, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._stdin_r = r
+            self._stdin_keep = os.open(self.stdin, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.set_blocking(r, True)
         if self.terminal:
             self._console_dir = tempfile.mkdtemp(prefix="pyoci-shim-console-")
             self.console_socket = os.path.join(self._console_dir, "console.sock")
@@ -193,7 +200,7 @@ class ProcessIO:
             threading.Thread(target=self._copy_in, args=(None,), daemon=True).start()
 
     def failed(self) -> None:
-        """The command failed: close everything."""
+        """The command failed (or never ran): close everything."""
         for fd in self._to_close:
             _close(fd)
         self._to_close = []
@@ -224,13 +231,9 @@ class ProcessIO:
             self._console_dir = None
 
     def _copy_in(self, master: int | None) -> None:
-        """stdin fifo -> the process (its stdin pipe, or the pty master)."""
-        try:
-            src = os.open(self.stdin, os.O_RDONLY | os.O_CLOEXEC)   # waits for a writer
-        except OSError:
-            self.close_stdin()
-            _close(master)
-            return
+        """stdin fifo -> the process (its stdin pipe, or the pty master), until every
+        writer of the fifo is gone (ours: CloseIO)."""
+        src, self._stdin_r = self._stdin_r, None
         try:
             while True:
                 try:
@@ -255,6 +258,12 @@ class ProcessIO:
 
     # --- requests --------------------------------------------------------------------
 
+    def close_io(self) -> None:
+        """CloseIO: drop our writer of the stdin fifo; the process's stdin ends once the
+        client's data is through."""
+        fd, self._stdin_keep = self._stdin_keep, None
+        _close(fd)
+
     def close_stdin(self) -> None:
         with self._stdin_lock:
             fd, self._stdin_w = self._stdin_w, None
@@ -272,7 +281,10 @@ class ProcessIO:
         return all(d.wait(max(0.0, deadline - time.monotonic())) for d in self._out_done)
 
     def close(self) -> None:
+        self.close_io()
         self.close_stdin()
+        fd, self._stdin_r = self._stdin_r, None
+        _close(fd)
         self._close_console_socket()
         master, self.master = self.master, None
         _close(master)

@@ -144,6 +144,7 @@ class Service:
             p.status = pb.STOPPED
             p.exited.set()
             if p.io is not None:
+                p.io.close_io()
                 p.io.close_stdin()
             self.publisher.publish("/tasks/exit", "containerd.events.TaskExit", pb.TaskExit(
                 container_id=c.id, id=p.exec_id or c.id, pid=p.pid, exit_status=code,
@@ -440,7 +441,7 @@ class Service:
         c = self._container(req.id)
         p = c.process(req.exec_id)
         if req.stdin and p.io is not None:
-            p.io.close_stdin()
+            p.io.close_io()
         return pb.Empty()
 
     def connect(self, req):

@@ -259,14 +259,6 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
         names.append("console")
         fds.append(cs.fileno())
     linux = spec.get("linux") or {}
-    seccomp = linux.get("seccomp") or {}
-    if seccomp.get("listenerPath"):
-        from pyoci.linux import seccomp as seccomp_mod
-
-        listener = seccomp_mod.connect_listener(seccomp["listenerPath"])
-        socks.append(listener)
-        names.append("listener")
-        fds.append(listener.fileno())
     background = bool(cg is not None and getattr(cg, "join_in_background", False))
     if cg is not None:
         rs["cgroup_made"] = True          # (destroy removes what exists of it)
@@ -338,6 +330,18 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             run_hooks(hooks, "prestart", public)
             run_hooks(hooks, "createRuntime", public)
             init_mod.send(parent_sock, {"t": "ok"})
+        elif t == "listener":
+            # the init is set up and about to report ready: only now is the seccomp agent
+            # contacted (its connection then brings it the listener fd, unless `start`
+            # fails); the init keeps it for the filter's load
+            from pyoci.linux import seccomp as seccomp_mod
+
+            listener = seccomp_mod.connect_listener(linux["seccomp"]["listenerPath"])
+            try:
+                unix.send_fds(parent_sock, [jsonio.dumps({"t": "ok"}).encode()],
+                              [listener.fileno()])
+            finally:
+                listener.close()
         elif t == "ready":
             _await_exec(parent_sock)      # a seccomp filter may be loaded after "ready"
             break

@@ -291,17 +291,11 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
             console_parent, cs = unix.socketpair(unix.AF_UNIX, unix.SOCK_STREAM)
             res["socks"] += [console_parent, cs]
             console_fd = _above(cs, floor, res).fileno()
-    listener = None
     seccomp = (cfg.get("linux") or {}).get("seccomp") or {}
-    if prog and seccomp.get("listenerPath"):
-        from pyoci.linux import seccomp as seccomp_mod
-
-        listener = seccomp_mod.connect_listener(seccomp["listenerPath"])
-        res["socks"].append(listener)
     ns_fds = _open_namespaces(st, floor, res)
     job = {"proc": proc, "linux": cfg.get("linux") or {}, "prog": prog, "preserve": preserve,
            "sock": child.fileno(), "console": console_fd, "ns": ns_fds,
-           "notify": listener is not None, "rootless": os.geteuid() != 0}
+           "notify": bool(prog and seccomp.get("listenerPath")), "rootless": os.geteuid() != 0}
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -341,6 +335,9 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
 
             public = st_mod.public_state(st, "running")
             try:
+                # the agent is contacted once there is a listener fd to give it: a failure
+                # before never leaves it a connection without one
+                listener = seccomp_mod.connect_listener(seccomp["listenerPath"])
                 seccomp_mod.send_listener(listener, fds[0], public,
                                           seccomp.get("listenerMetadata", ""), pid=res["pid"])
             finally:

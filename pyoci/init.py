@@ -7,7 +7,8 @@ filesystem, lets the parent run the runtime-namespace hooks, drops into the cont
 identity and blocks on exec.fifo until `pyoci start` opens it; then it executes the user program.
 
 Parent and children speak over a SOCK_SEQPACKET socketpair, one JSON object per message:
-children send {"t": "userns"}, {"t": "pid", "pid": N}, {"t": "hooks"}, {"t": "ready"} or
+children send {"t": "userns"}, {"t": "pid", "pid": N}, {"t": "hooks"}, {"t": "listener"}
+(the seccomp agent's connection, answered with its fd), {"t": "ready"} or
 {"t": "error", "msg": "..."}; the parent answers {"t": "ok"} (or closes the socket to abort).
 """
 
@@ -144,16 +145,14 @@ def bootstrap(ctx: InitContext) -> None:
 
 
 def _receive_setup(ctx: InitContext) -> None:
-    """The parent's go, with the fds it made after forking us (exec.fifo, the console and
-    seccomp listener sockets) and whether it joins the cgroup late."""
+    """The parent's go, with the fds it made after forking us (exec.fifo, the console
+    socket) and whether it joins the cgroup late."""
     msg, fds = _expect_ok(ctx.sock, 8)
     got = dict(zip(msg.get("fds") or [], fds))
     ctx.cgroup_later = bool(msg.get("cgroup_later"))
     ctx.fifo_fd = got.get("fifo", -1)
     if "console" in got:
         ctx.console_fd = got["console"]
-    if "listener" in got:
-        ctx.listener_sock = unix.socket(fileno=got["listener"])
     for fd in fds:
         os.set_inheritable(fd, False)             # none of them is the container's
 
@@ -279,6 +278,8 @@ def _container_init(ctx: InitContext) -> None:
     # (no sendto under it): the runtime waits for the socket's EOF (close-on-exec) or the
     # load's error. waiter.uses() checked that the filter lets the waiter run.
     load_here = waiter_argv is not None and bool(seccomp_prog) and not nnp
+    if seccomp_prog and seccomp.get("listenerPath"):
+        ctx.listener_sock = _receive_listener(ctx)
     send(ctx.sock, {"t": "ready"})
     notify_fd = None
     if waiter_argv is not None:
@@ -311,6 +312,18 @@ def _container_init(ctx: InitContext) -> None:
         os.close(notify_fd)
         ctx.listener_sock.close()
     os.execve(path, proc["args"], env)
+
+
+def _receive_listener(ctx: InitContext) -> socket.socket:
+    """The connection to the seccomp agent (linux.seccomp.listenerPath), which the parent
+    makes on the host when the init asks, right before "ready": a setup that fails earlier
+    never leaves the agent a connection without the listener fd."""
+    send(ctx.sock, {"t": "listener"})
+    _, fds = _expect_ok(ctx.sock, 1)
+    if len(fds) != 1:
+        raise SysError("linux.seccomp.listenerPath: the runtime sent no connection")
+    os.set_inheritable(fds[0], False)
+    return unix.socket(fileno=fds[0])
 
 
 def _install_or_report(ctx: InitContext, program: tuple[bytes, int]) -> None:

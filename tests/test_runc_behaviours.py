@@ -4,9 +4,14 @@ asserts what runc does, so both must pass."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
+import socket
+import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -267,3 +272,138 @@ def test_bind_source_under_a_root_only_directory_with_a_user_namespace(
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["secret", "refused"]
     assert not (private / "data" / "new").exists()
+
+
+# --- kill --all --------------------------------------------------------------------------------
+
+def test_kill_all_after_the_init_exited_kills_what_is_left(runtime, bundle_factory, config):
+    """Without a PID namespace of its own a container's processes outlive its init: `kill
+    --all` of the stopped container still signals what is left in its cgroup (runc: status
+    stopped but the cgroup exists)."""
+    config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                     if n["type"] != "pid"]
+    config["root"]["readonly"] = False
+    config["process"]["args"] = ["sh", "-c", "sleep 1000 </dev/null >/dev/null 2>&1 & "
+                                 "echo $! > /left; exit 0"]
+    b = bundle_factory(config)
+    runtime("run", "-d", "--bundle", b, "ka", check=True)
+    left = os.path.join(b, "rootfs", "left")
+    deadline = time.monotonic() + 10
+    while not (os.path.exists(left) and open(left).read().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    pid = int(open(left).read())
+    deadline = time.monotonic() + 10
+    while runtime.state("ka")["status"] != "stopped":
+        assert time.monotonic() < deadline
+        reap_zombies()
+        time.sleep(0.02)
+    assert not wait_gone(pid, 0.2), "the leftover process died on its own"
+    assert runtime("kill", "--all", "ka", "KILL").returncode == 0
+    assert wait_gone(pid), "kill --all left the container's process alive"
+    runtime("delete", "ka", check=True)
+
+
+# --- seccomp agent (listenerPath) --------------------------------------------------------------
+
+NOTIF_RECV, NOTIF_SEND = 0xC0502100, 0xC0182101
+NOTIF, NOTIF_RESP = struct.Struct("=QIIiIQ6Q"), struct.Struct("=QqiI")
+
+
+class Agent:
+    """A seccomp agent on a unix socket: records the number of fds each connection brought
+    and answers every notified syscall (getppid) with 4242."""
+
+    def __init__(self, path: str):
+        self.path, self.nfds = path, []
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(8)
+        self.srv.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(30)
+                _, fds, _, _ = socket.recv_fds(conn, 65536, 4)
+            self.nfds.append(len(fds))
+            for fd in fds[1:]:
+                os.close(fd)
+            if fds:
+                threading.Thread(target=self._serve, args=(fds[0],), daemon=True).start()
+
+    def _serve(self, fd: int) -> None:
+        try:
+            while not self.stop.is_set():
+                if not select.select([fd], [], [], 0.2)[0]:
+                    continue
+                buf = bytearray(NOTIF.size)
+                try:
+                    fcntl.ioctl(fd, NOTIF_RECV, buf)
+                    fcntl.ioctl(fd, NOTIF_SEND, bytearray(NOTIF_RESP.pack(
+                        NOTIF.unpack(buf)[0], 4242, 0, 0)))
+                except OSError:     # the process is gone: its filter's listener hangs up
+                    return
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.srv.close()
+
+
+@pytest.fixture
+def agent(tmp_path):
+    a = Agent(str(tmp_path / "agent.sock"))
+    yield a
+    a.close()
+
+
+@pytest.mark.parametrize("userns", [False, True], ids=["host-userns", "userns"])
+@pytest.mark.parametrize("nnp", [True, False], ids=["nnp", "no-nnp"])
+def test_seccomp_agent_gets_one_fd_per_connection(runtime, bundle_factory, config, agent,
+                                                  userns, nnp):
+    """Every connection to the agent brings the listener fd, for run and exec, with and
+    without a user namespace; a container or exec that fails to start never connects (a
+    connection without the fd: "expected 1 FD, got 0"). runc 1.1.5 panics without
+    noNewPrivileges (a nil pointer in its init): those cases are pyoci's only."""
+    if runtime.name == "runc" and not nnp:
+        pytest.skip("runc 1.1.5's init panics with a listener and without noNewPrivileges")
+    config["process"]["noNewPrivileges"] = nnp
+    config["process"]["args"] = ["sh", "-c", "echo $PPID"]
+    config["linux"]["seccomp"] = {
+        "defaultAction": "SCMP_ACT_ALLOW", "listenerPath": agent.path,
+        "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}]}
+    if userns:
+        with_userns(config)
+    b = bundle_factory(config)
+    if userns:
+        open_path_to(b)
+        chown_rootfs(b)
+    r = run(runtime, b, "s1")
+    assert (r.returncode, r.stdout) == (0, "4242\n"), r.stderr
+    config["process"]["args"] = ["/nonexistent"]
+    b2 = bundle_factory(config)
+    if userns:
+        open_path_to(b2)
+        chown_rootfs(b2)
+    assert run(runtime, b2, "s2").returncode == 1
+    config["process"]["args"] = ["sleep", "1000"]
+    b3 = bundle_factory(config)
+    if userns:
+        open_path_to(b3)
+        chown_rootfs(b3)
+    runtime("run", "-d", "--bundle", b3, "s3", check=True)
+    r = runtime("exec", "s3", "sh", "-c", "echo $PPID")
+    assert (r.returncode, r.stdout) == (0, "4242\n"), r.stderr
+    assert runtime("exec", "s3", "/nonexistent").returncode != 0
+    runtime("delete", "--force", "s3", check=True)
+    assert agent.nfds == [1, 1, 1], agent.nfds

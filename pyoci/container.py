@@ -612,9 +612,11 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
     st = st_mod.load(root, cid)
     status = st_mod.status(st)
     if status == "stopped":
-        if all_:
-            return
-        raise StateError("container not running")
+        if not all_:
+            raise StateError("container not running")
+        if st.cgroup:
+            _kill_leftovers(st, sig)
+        return
     if all_ and st.cgroup:
         from pyoci import cgroups
 
@@ -625,6 +627,25 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
             signal_own(st, sig)
         return
     signal_init(st, sig)
+
+
+def _kill_leftovers(st, sig: int) -> None:
+    """`kill --all` of a stopped container, as runc's: its init is gone, but without a PID
+    namespace of its own its other processes may still be in its cgroup (a pod's shared
+    PID namespace), and they are signalled; in a cgroup pyoci did not create only the
+    container's own processes are (signal_own)."""
+    from pyoci import cgroups
+
+    cg = cgroups.from_state(st.cgroup)
+    if not cg.owned():
+        signal_own(st, sig)
+        return
+    try:
+        left = cg.pids()
+    except OSError:
+        return                            # its cgroup is gone: nothing is left
+    if left:
+        cg.kill_all(sig)
 
 
 def signal_init(st, sig: int) -> None:

@@ -251,6 +251,32 @@ def test_program_that_cannot_run_is_worded_as_runc(runtime, bundle_factory, conf
         assert r.returncode != 0 and words in r.stderr.replace('\\"', '"'), (prog, r.stderr)
 
 
+@pytest.mark.parametrize("kind", ["bind", "tmpfs"])
+def test_mount_on_the_root_before_the_others(runtime, bundle_factory, config, tmp_path, kind):
+    """A directory bound (or a tmpfs with tmpcopyup) onto / as the first mount: proc, /dev
+    and the rest are mounted on top of it, not on the rootfs it covers."""
+    if kind == "bind":
+        new_root = tmp_path / "newroot"
+        new_root.mkdir()
+        subprocess.run(["cp", "/bin/busybox", str(new_root)], check=True)
+        first = {"destination": "/", "type": "bind", "source": str(new_root),
+                 "options": ["bind"]}
+        sh = "/busybox"
+    else:
+        first = {"destination": "/", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["tmpcopyup"]}
+        sh = "/bin/busybox"
+    config["mounts"].insert(0, first)
+    config["process"]["args"] = [sh, "sh", "-c", f"{sh} test -c /dev/null && "
+                                 f"{sh} grep -c ' /proc ' /proc/self/mountinfo && {sh} ls /"]
+    b = bundle_factory(config)
+    r = run(runtime, b)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    assert out[0] == "1"
+    assert ("busybox" in out) if kind == "bind" else ("etc" in out and "bin" in out)
+
+
 @pytest.mark.parametrize("opts", [["bind", "ro"], ["rbind"]])
 def test_bind_source_under_a_root_only_directory_with_a_user_namespace(
         runtime, bundle_factory, config, tmp_path, opts):

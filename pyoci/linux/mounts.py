@@ -388,6 +388,14 @@ def mkdir_all_in_root(root_fd: int, path: str, mode: int = 0o755) -> int:
     raise OSError(errno.ELOOP, f"{path}: too many symbolic links")
 
 
+def open_mounted(root_fd: int, rootfs: str, dest: str) -> int:
+    """O_PATH fd of what was just mounted on dest: on "/" the rootfs itself is covered, and
+    root_fd (resolved from below the new mount) would still name the covered directory."""
+    if clean_path(dest) == "/":
+        return os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return open_in_root(root_fd, dest)
+
+
 def create_target(root_fd: int, dest: str, is_dir: bool) -> int:
     """Make dest exist inside the rootfs (a directory, or an empty file when binding a
     non-directory) and return an O_PATH fd of it (symlinks resolved inside the root). A
@@ -717,7 +725,7 @@ def mount_bind(root_fd: int, rootfs: str, mnt: Mount, *, userns: bool = False,
                    f"{mnt.where}: bind {mnt.source} on {mnt.destination}")
     finally:
         os.close(target)
-    fd = open_in_root(root_fd, mnt.destination)
+    fd = open_mounted(root_fd, rootfs, mnt.destination)
     try:
         flags = mnt.flags
         if mnt.destination == "/dev":
@@ -755,7 +763,7 @@ def mount_filesystem(root_fd: int, rootfs: str, mnt: Mount) -> None:
                f"{mnt.where}: mount {mnt.type} on {mnt.destination}")
     finally:
         os.close(fd)
-    fd = open_in_root(root_fd, mnt.destination)
+    fd = open_mounted(root_fd, rootfs, mnt.destination)
     try:
         if copy_from is not None:
             new = os.open(fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

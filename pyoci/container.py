@@ -114,6 +114,22 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
     return rootfs
 
 
+def _seal(spec: dict) -> None:
+    """Unless the init will be alone in a new PID namespace until it executes the sealed
+    waiter, run the command again from a read-only view of the interpreter (see
+    pyoci.linux.sealed): processes of another container (a joined or the host's PID
+    namespace) or `exec`'d ones (the Python init waiting for `start`) could see it."""
+    from pyoci.linux import sealed, waiter
+    from pyoci.spec import load as spec_load
+
+    if spec_load.namespaces(spec).get("pid", "") is None and waiter.available(spec):
+        return
+    from pyoci import warmup
+
+    warmup.finish()         # its scratch cgroup would outlive the execve
+    sealed.reexec()
+
+
 def _rmtree(path: str) -> None:
     """Remove the (flat) state directory; shutil only for anything unexpected in it."""
     try:
@@ -140,6 +156,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     bundle = os.path.abspath(opts.bundle)
     spec = spec_load.read_config(bundle)
     rootfs = _check_config(spec, bundle, opts)
+    _seal(spec)
     root = st_mod.ensure_root(opts.root)
     cdir = st_mod.container_dir(root, opts.cid)
     st = st_mod.State(id=opts.cid, bundle=bundle, rootfs=rootfs, created=_rfc3339_now(),

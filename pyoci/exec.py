@@ -65,6 +65,9 @@ def run_command(cmd: str, root: str, global_opts: dict, opts: dict,
     if not positionals:
         raise UsageError("exec: requires a container id (pyoci exec [options] ID [ARGS...])")
     cid, args = positionals[0], positionals[1:]
+    from pyoci.linux import sealed
+
+    sealed.reexec()         # done by the launcher already, unless that failed: say why
     preserve = _preserve_fds(opts.get("preserve_fds"))
     st = st_mod.load(root, cid)
     check_status(st, bool(opts.get("ignore_paused")))

@@ -37,6 +37,8 @@ def launch() -> None:
     """The launcher's entry: main(), then exit without the interpreter's teardown (module
     and object finalisation: ~5 ms after a `run`). Every file pyoci writes is closed by
     then; only stdio may hold buffered output."""
+    global launched
+    launched = True
     try:
         rc = main()
     except SystemExit as e:
@@ -49,9 +51,19 @@ def launch() -> None:
     posix._exit(rc & 0xFF if isinstance(rc, int) else 1)
 
 
+launched = False   # this process is the `pyoci` command's (pyoci.linux.sealed may re-execute it)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pyoci` launcher: the fast path, else pyoci.cli.main."""
     argv = sys.argv[1:] if argv is None else argv
+    if launched and _command(argv) == "exec":
+        try:    # before anything else: everything done until the execve is done twice
+            from pyoci.linux import sealed
+
+            sealed.reexec()
+        except Exception:  # noqa: BLE001 - pyoci.exec tries again and reports why
+            pass
     try:
         return _fast(argv)
     except _Reported as r:

@@ -66,6 +66,12 @@ def uses(spec: dict) -> bool:
     return True
 
 
+def available(spec: dict) -> bool:
+    """Whether load() would give this container a waiter (without reading the binary)."""
+    path = binary_path()
+    return bool(path) and uses(spec) and os.access(path, os.R_OK)
+
+
 def filter_allows_waiter(seccomp: dict) -> bool:
     """Conservatively, whether linux.seccomp lets every syscall of SYSCALLS through whatever
     its arguments: no rule with another action names one, and unless the default action

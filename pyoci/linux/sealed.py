@@ -1,0 +1,103 @@
+"""Run the command from a read-only view of the interpreter before anything of it enters a
+namespace that a container's processes share (runc's CVE-2019-5736 class).
+
+A process pyoci forks into a container's PID namespace runs the host's interpreter until it
+executes the user program. Being non-dumpable keeps it out of reach of an ordinary container
+process, but not of one with CAP_SYS_PTRACE: that one can open /proc/PID/exe, keep the fd and,
+once the file is no longer being executed, reopen it for writing (/proc/self/fd/N) and so
+replace the host's interpreter. This concerns the process of `pyoci exec` (always in the
+container's namespaces) and the init of `create`/`run` when it joins an existing PID
+namespace, shares the host's, or waits for `start` in Python (no waiter: then `exec`'d
+processes share its namespace).
+
+The answer, as runc's since 1.1.12: the command executes itself again (same argv and
+environment, nothing done yet) from a detached, read-only bind mount of its own executable
+(open_tree(OPEN_TREE_CLONE) + mount_setattr(MOUNT_ATTR_RDONLY) + execveat). Every process it
+then forks has that file as /proc/PID/exe: reopening it for writing fails with EROFS, and
+the mount is in no mount namespace, so nothing in the container can remount it. An
+interpreter already on a read-only mount is used as it is.
+
+What stays open to such a process, as with runc: ptrace itself (code injection before the
+execve: CAP_SYS_PTRACE without a user namespace is a host capability) and /proc/PID/root of
+an init that has not pivoted yet. Files the interpreter reads (libraries, modules) are not
+reachable: /proc/PID/map_files needs CAP_SYS_ADMIN, and pyoci closes them.
+"""
+
+from __future__ import annotations
+
+import posix
+import sys
+
+_ST_RDONLY = 1
+
+
+def is_sealed() -> bool:
+    """Whether this process executes a file on a read-only mount."""
+    try:
+        return bool(posix.statvfs("/proc/self/exe").f_flag & _ST_RDONLY)
+    except OSError:
+        return False
+
+
+def reexec(argv: list[str] | None = None) -> None:
+    """Execute the command again from a read-only view of the interpreter; returns only if
+    nothing needs to be done (not the launcher's process, not root, already read-only).
+    Raises SysError if the view cannot be made."""
+    launcher = sys.modules.get("pyoci.fastpath")
+    if not getattr(launcher, "launched", False):
+        return          # not the `pyoci` command's own process (e.g. a test calling pyoci)
+    if posix.geteuid() != 0 or is_sealed():
+        return
+    from pyoci.errors import SysError
+    from pyoci.linux import syscalls as sc
+
+    fds: list[int] = []
+    try:
+        exe = _open(fds, posix.open, "/proc/self/exe", posix.O_PATH | posix.O_CLOEXEC)
+        target = _view(fds, exe)
+        if not posix.fstatvfs(target).f_flag & _ST_RDONLY:      # never loop
+            raise OSError(30, "the view is not read-only")
+        args = list(argv if argv is not None else sys.orig_argv)
+        if sys.executable.startswith("/"):
+            args[0] = sys.executable      # the venv's path: prefix and paths as before
+        for f in (sys.stdout, sys.stderr):
+            f.flush()
+        posix.execve(target, args, posix.environ)
+    except OSError as e:
+        raise SysError("cannot run from a read-only view of the interpreter "
+                       f"(CVE-2019-5736 protection): {e.strerror or e}") from None
+    finally:
+        for fd in fds:
+            posix.close(fd)
+
+
+def _open(fds: list[int], fn, *args, **kw) -> int:
+    fd = fn(*args, **kw)
+    fds.append(fd)
+    return fd
+
+
+def _view(fds: list[int], exe: int) -> int:
+    """An fd of the executable on a detached read-only bind mount: of its directory, so that
+    /proc/PID/exe still names it (/python3.11), else of the file itself (named "/")."""
+    from pyoci.linux import syscalls as sc
+
+    clone = sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC
+    ro = sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID | sc.MOUNT_ATTR_NODEV
+    st = posix.fstat(exe)
+    try:
+        path = posix.readlink("/proc/self/exe")
+        d, _, name = path.rpartition("/")
+        if path.startswith("/") and name:
+            tree = _open(fds, sc.open_tree, sc.AT_FDCWD, d or "/", clone)
+            sc.mount_setattr(tree, "", sc.AT_EMPTY_PATH, attr_set=ro)
+            fd = _open(fds, posix.open, name, posix.O_PATH | posix.O_CLOEXEC |
+                       posix.O_NOFOLLOW, dir_fd=tree)
+            got = posix.fstat(fd)
+            if (got.st_dev, got.st_ino) == (st.st_dev, st.st_ino):
+                return fd
+    except OSError:
+        pass
+    tree = _open(fds, sc.open_tree, exe, "", clone | sc.AT_EMPTY_PATH)
+    sc.mount_setattr(tree, "", sc.AT_EMPTY_PATH, attr_set=ro)
+    return tree

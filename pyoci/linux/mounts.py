@@ -613,8 +613,9 @@ def open_bind_sources(spec: dict, pid: int, bundle: str | None = None) -> dict[i
     credentials but enters the mount namespace of the container's init (pid): a bind needs
     its source in the caller's mount namespace, and there its mounts are locked as the
     init's own are. Inside the container's user namespace the init could not reach a source
-    under a directory only the host's root may search. A source that cannot be opened is
-    left out: the init then reports its error as before."""
+    under a directory only the host's root may search. A source that cannot be opened (or
+    all of them, when the caller may not enter the namespace: rootless) is left out: the
+    init then opens it itself, or reports why it cannot."""
     mnts = [m for m in _resolve_sources(parse_mounts(spec), bundle)
             if m.bind and not m.idmap and m.source]
     if not mnts:
@@ -658,11 +659,10 @@ def open_bind_sources(spec: dict, pid: int, bundle: str | None = None) -> dict[i
                 out.update(zip(jsonio.loads(data), fds))
         finally:
             _, status = os.waitpid(child, 0)
-        if status != 0:
+        if status != 0:           # not entered (an unprivileged caller): the init opens them
             for fd in out.values():
                 os.close(fd)
-            raise SysError("mounts: cannot enter the container's mount namespace to open the "
-                           "bind mount sources")
+            return {}
         return out
     finally:
         os.close(ns)

@@ -73,8 +73,6 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
     if opts.console_socket and not proc.get("terminal"):
         raise PyociError("--console-socket: given but process.terminal is false")
     ns = spec_load.namespaces(spec)
-    if "mount" not in ns:
-        raise PyociError("config.json: linux.namespaces: a mount namespace is required")
     from pyoci.linux import namespaces as nsmod
 
     for t, path in ns.items():
@@ -167,6 +165,13 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     # what the init needs (~2 ms) while this process sets up the cgroup manager, the state
     # directory, exec.fifo and the sockets, which it then sends over (_send_setup).
     listen = _listen_fds()
+    # Without a mount namespace the init mounts in ours: what appears under the rootfs from
+    # now on is the container's (recorded in the state, unmounted at delete or on failure)
+    host_mounts = None
+    if "mount" not in spec_load.namespaces(spec):
+        from pyoci.linux import mounts
+
+        host_mounts = mounts.mounts_under(rootfs)
     parent_sock, child_sock = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
     public = st_mod.public_state(st, "creating")
     ctx = init_mod.InitContext(
@@ -185,7 +190,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     child_sock.close()
     ctx_sockets: list = [parent_sock]
     rs = {"init": 0, "bootstrap": pid, "cgroup_made": False, "hooks_ran": False,
-          "dir_made": False}
+          "dir_made": False, "host_mounts": host_mounts, "rootfs": rootfs}
     cg = None
     try:
         linux = spec.get("linux") or {}
@@ -369,6 +374,10 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
     if cg is not None:
         st.cgroup = cg.to_state()
     st.namespaces = {t: f"/proc/{st.pid}/ns/{nsmod.PROC_NAME[t]}" for t in ns}
+    if rs.get("host_mounts") is not None:
+        from pyoci.linux import mounts
+
+        st.mounts = mounts.new_mounts(rs["rootfs"], rs["host_mounts"])
     st_mod.save(st)
     if opts.pid_file:
         _write_pid_file(opts.pid_file, st.pid)
@@ -493,6 +502,10 @@ def _abort_create(st, spec, cg, rs) -> None:
             pass
     if rs.get("init"):
         _wait_dead(rs["init"], 0, timeout=10)
+    if rs.get("host_mounts") is not None:
+        from pyoci.linux import mounts
+
+        mounts.unmount_recorded(mounts.new_mounts(rs["rootfs"], rs["host_mounts"]))
     if cg is not None and rs.get("cgroup_made"):
         try:
             cg.destroy()
@@ -848,7 +861,15 @@ def _kill_all_and_wait(st) -> None:
 
 
 def destroy(st) -> None:
-    """Remove the container's cgroup and state; then the poststop hooks (warnings only)."""
+    """Unmount what create mounted in the runtime's mount namespace (a container without a
+    mount namespace of its own), remove the container's cgroup and state; then the
+    poststop hooks (warnings only)."""
+    if st.mounts:
+        from pyoci import log
+        from pyoci.linux import mounts
+
+        for path in mounts.unmount_recorded(st.mounts):
+            log.warning("%s: not unmounted (no longer the mount create made there)", path)
     if st.cgroup:
         destroy_cgroup(st)
     try:

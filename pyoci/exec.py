@@ -295,9 +295,9 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
             res["socks"] += [console_parent, cs]
             console_fd = _above(cs, floor, res).fileno()
     seccomp = (cfg.get("linux") or {}).get("seccomp") or {}
-    ns_fds = _open_namespaces(st, floor, res)
+    ns_fds, root_fd = _open_namespaces(st, floor, res)
     job = {"proc": proc, "linux": cfg.get("linux") or {}, "prog": prog, "preserve": preserve,
-           "sock": child.fileno(), "console": console_fd, "ns": ns_fds,
+           "sock": child.fileno(), "console": console_fd, "ns": ns_fds, "root": root_fd,
            "notify": bool(prog and seccomp.get("listenerPath")), "rootless": os.geteuid() != 0}
     sys.stdout.flush()
     sys.stderr.flush()
@@ -370,9 +370,10 @@ def _above(s, floor: int, res: dict):
     return dup
 
 
-def _open_namespaces(st, floor: int, res: dict) -> list[tuple[str, int]]:
+def _open_namespaces(st, floor: int, res: dict) -> tuple[list[tuple[str, int]], int]:
     """Open the init's namespaces that differ from ours, in join order (user first, mount
-    last), then make sure the init is still the container's (not a reused PID)."""
+    last), and without a mount namespace of its own the init's root (the rootfs it chrooted
+    to; -1 otherwise); then make sure the init is still the container's (not a reused PID)."""
     import fcntl
 
     paths: dict[str, str | None] = {}
@@ -398,9 +399,18 @@ def _open_namespaces(st, floor: int, res: dict) -> list[tuple[str, int]]:
             fd = high
         res["fds"].append(fd)
         out.append((t, fd))
+    root = -1
+    if "mount" not in st.namespaces:
+        try:
+            fd = os.open(f"/proc/{st.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SysError(f"exec: the container's root: {e.strerror}") from None
+        root = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
+        os.close(fd)
+        res["fds"].append(root)
     if not st_mod.init_alive(st):
         raise StateError("cannot exec in a stopped container")
-    return out
+    return out, root
 
 
 def _abort(res: dict) -> None:
@@ -477,6 +487,10 @@ def _joiner(job: dict) -> None:
         if any(t == "user" for t, _ in fds):
             child.become_root("exec")
         nsmod.join([(t, fd) for t, fd in fds if t != "user"])   # mount last
+        if job["root"] >= 0:        # no mount namespace: the init's chroot
+            os.fchdir(job["root"])
+            os.chroot(".")
+            os.close(job["root"])
         pid = os.fork()             # the pid and time namespaces apply to children
         if pid == 0:
             _process(job, sock)     # never returns
@@ -506,6 +520,8 @@ def _close_other_fds(job: dict) -> None:
     keep = {0, 1, 2, job["sock"], job["console"]}
     keep.update(range(3, 3 + job["preserve"]))
     keep.update(fd for _, fd in job["ns"])
+    if job["root"] >= 0:
+        keep.add(job["root"])
     child.close_fds_except(keep)
 
 

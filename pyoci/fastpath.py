@@ -455,8 +455,8 @@ def _delete(root: str, cid: str) -> int:
     if _config_mentions(d, b'"poststop"'):
         raise _Fallback
     cg = doc.get("cgroup")
-    if cg and not _plain_cgroup(cg):
-        raise _Fallback
+    if cg and not _plain_cgroup(cg) or doc.get("mounts"):
+        raise _Fallback              # mounts to undo (no mount namespace): the full path
     fd = _lock(d)
     try:
         if _init_alive(doc):

@@ -205,11 +205,11 @@ def _container_init(ctx: InitContext) -> None:
         netdev.configure_in_container(netdev_addrs)
     from pyoci.linux import mounts
 
-    if "mount" in ctx.ns:
-        if any(m.get("type") == "cgroup" for m in spec.get("mounts") or []):
-            _await_cgroup(ctx)           # a cgroup mount shows the init's cgroup
-        mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns,
-                              mount_fds=mount_fds, bundle=ctx.bundle, source_fds=source_fds)
+    own_ns = "mount" in ctx.ns          # else the runtime's (see mounts.mounts_under)
+    if any(m.get("type") == "cgroup" for m in spec.get("mounts") or []):
+        _await_cgroup(ctx)               # a cgroup mount shows the init's cgroup
+    mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns, mount_fds=mount_fds,
+                          bundle=ctx.bundle, source_fds=source_fds, own_ns=own_ns)
     for fd in fds:
         os.close(fd)
     _await_cgroup(ctx)                   # before hooks and anything forked
@@ -231,10 +231,10 @@ def _container_init(ctx: InitContext) -> None:
         from pyoci.linux import seccomp as seccomp_mod
 
         seccomp_prog = seccomp_mod.build(seccomp)
-    if "mount" in ctx.ns:
+    if own_ns:
         mounts.enter_rootfs(ctx.rootfs, ctx.no_pivot)
-    else:
-        os.chroot(ctx.rootfs)
+    else:                               # as runc: no pivot_root without a mount namespace
+        os.chroot(os.path.realpath(ctx.rootfs))
         os.chdir("/")
     if proc.get("terminal"):
         from pyoci.linux import terminal
@@ -251,8 +251,7 @@ def _container_init(ctx: InitContext) -> None:
         sc.setdomainname(spec["domainname"])
     for key, value in (linux.get("sysctl") or {}).items():
         _write_sysctl(key, value)
-    if "mount" in ctx.ns:
-        mounts.finish_rootfs(spec)
+    mounts.finish_rootfs(spec, own_ns)
     if not ctx.no_new_keyring:
         from pyoci.linux import keyring
 

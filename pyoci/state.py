@@ -93,6 +93,8 @@ class State:
     namespaces: dict[str, str] = field(default_factory=dict)   # type -> /proc path at create
     started: bool = False
     dir: str = ""
+    mounts: list = field(default_factory=list)   # [id, path]: made in the runtime's mount
+                                                 # namespace (no mount namespace of its own)
 
     def to_json(self) -> dict:
         return {
@@ -100,6 +102,7 @@ class State:
             "startTime": self.start_time, "bundle": self.bundle, "rootfs": self.rootfs,
             "created": self.created, "owner": self.owner, "annotations": self.annotations,
             "cgroup": self.cgroup, "namespaces": self.namespaces, "started": self.started,
+            **({"mounts": self.mounts} if self.mounts else {}),
         }
 
     @classmethod
@@ -110,7 +113,7 @@ class State:
                    annotations=d.get("annotations") or {},
                    oci_version=d.get("ociVersion", "1.3.0"), cgroup=d.get("cgroup"),
                    namespaces=d.get("namespaces") or {}, started=d.get("started", False),
-                   dir=directory)
+                   dir=directory, mounts=d.get("mounts") or [])
 
 
 def container_dir(root: str, cid: str) -> str:

@@ -83,6 +83,8 @@ KNOWN_DEPARTURES = {
     ("runc", "seccomp_empty_names"): "runc 1.1 accepts a syscalls entry without names",
     ("runc", "rootfs_propagation_recursive"): "runc 1.1 leaves / private with rshared, as "
                                               "with shared (rootfs_propagation)",
+    ("runc", "no_mount_namespace"): "runc leaves proc, sysfs, /dev, devpts, shm, mqueue and "
+                                    "the rootfs bind mounted in the host after delete",
     ("runc", "seccomp_filter_after_setup"): "without noNewPrivileges runc loads the filter "
                                             "before its own setup, whose getcwd (the "
                                             "CVE-2024-21626 check) the filter refuses",
@@ -1570,6 +1572,43 @@ def rootfs_propagation_recursive(ctx: Ctx) -> None:
         shared = any(o.startswith("shared:") for o in root["optional"])
         expect(shared == (prop == "rshared"), f"rootfsPropagation {prop}: / has optional "
                f"fields {root['optional']} (host / is {host_root_propagation()})")
+
+
+def _mounts_below(path: str) -> list[str]:
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        mps = [line.split()[4] for line in f]
+    return [mp for mp in mps if mp == path or mp.startswith(path + "/")]
+
+
+@check("EnvCreateImplement")
+def no_mount_namespace(ctx: Ctx) -> None:
+    """a config without a mount namespace runs, and delete leaves nothing mounted"""
+    # runtime-tools' linux_ns_itype; the mounts happen in the runtime's mount namespace
+    if host_has_shared_mounts() and "runc" in os.path.basename(ctx.rt.binary):
+        raise CheckSkipped("a shared host mount: runc would make the host's / rslave")
+    cid = ctx.new_id()
+    cfg = ctx.config(cid, probes=["stat:/proc/self"])
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "mount"]
+    cfg["linux"].pop("maskedPaths", None)      # runc refuses them without a mount namespace
+    cfg["linux"].pop("readonlyPaths", None)
+    bundle = ctx.bundle(cid, cfg)
+    rootfs = os.path.join(bundle, "rootfs")
+
+    def unmount_left():               # what a runtime left in the host (runc does)
+        for mp in sorted(_mounts_below(rootfs), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+
+    ctx.on_cleanup(unmount_left)
+    out = ctx.run_to_end(cid, bundle=bundle)
+    expect(out.strip().startswith("{"), f"the container printed {out[:200]!r}")
+    left = _mounts_below(rootfs)
+    expect(not left, f"{len(left)} mounts left under the rootfs after delete: {left[:4]}")
+
+
+def host_has_shared_mounts() -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any("shared:" in " ".join(line.split(" - ")[0].split()[6:]) for line in f)
 
 
 def host_root_propagation() -> str:

@@ -971,6 +971,69 @@ def make_parent_mount_private(rootfs: str) -> None:
                "rootfs parent mount: make private")
 
 
+# --- a container without a mount namespace ------------------------------------------------
+# Its mounts are made in the runtime's mount namespace, under the rootfs (bound onto itself
+# first, so that root.readonly & co. change that bind, never the host's mount holding the
+# bundle); "/" and the rootfs' parent mount keep their propagation (runc makes the host's
+# / rslave and the parent private). The runtime records the mounts that appeared under the
+# rootfs during create (mount id and mountpoint) and unmounts exactly those at delete, or
+# at once when create fails.
+
+def mounts_under(rootfs: str) -> dict[int, str]:
+    """Mount id -> mountpoint of every mount at or below rootfs (a real path)."""
+    top = rootfs.rstrip("/") + "/"
+    return {mi["id"]: mi["mountpoint"] for mi in parse_mountinfo()
+            if mi["mountpoint"] == rootfs or mi["mountpoint"].startswith(top)}
+
+
+def new_mounts(rootfs: str, before: dict[int, str]) -> list[list]:
+    """[id, mountpoint] of the mounts below rootfs that are not in before, oldest first."""
+    return [[i, mp] for i, mp in sorted(mounts_under(rootfs).items()) if i not in before]
+
+
+def _fd_mount_id(fd: int) -> int | None:
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def unmount_recorded(recorded: list) -> list[str]:
+    """Detach the mounts create recorded ([id, mountpoint], oldest first), newest first:
+    each one only if the mount its path leads to now is still that very mount (its id, read
+    from the fd that is then unmounted: a path the container changed meanwhile, through a
+    symlink or a rename, reaches some other mount and is left alone). Mounts the container
+    made under them go with them (MNT_DETACH). Returns the mountpoints left in place."""
+    left = []
+    for entry in reversed(recorded or []):
+        try:
+            mid, path = int(entry[0]), str(entry[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if mid not in {mi["id"] for mi in parse_mountinfo()}:
+            continue                    # gone already (detached with its parent)
+        try:
+            fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            left.append(path)
+            continue
+        try:
+            if _fd_mount_id(fd) != mid:
+                left.append(path)       # covered, moved or replaced: not touched
+                continue
+            try:
+                sc.umount2(f"/proc/self/fd/{fd}", sc.MNT_DETACH)
+            except OSError:
+                left.append(path)
+        finally:
+            os.close(fd)
+    return left
+
+
 def needs_dev_setup(mounts: list[Mount]) -> bool:
     """False when /dev is bind-mounted from the host (runc's needsSetupDev)."""
     return not any(m.bind and m.destination == "/dev" for m in mounts)
@@ -988,12 +1051,15 @@ def _resolve_sources(mnts: list[Mount], bundle: str | None) -> list[Mount]:
 def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
                    mount_fds: dict[int, int] | None = None,
                    bundle: str | None = None,
-                   source_fds: dict[int, int] | None = None) -> None:
+                   source_fds: dict[int, int] | None = None,
+                   own_ns: bool = True) -> None:
     """Before pivot_root, in the container's mount namespace: make / slave (or
     rootfsPropagation), bind the rootfs on itself, do mounts[] in order, then devices and
     /dev links unless /dev is a host bind. mount_fds: detached id-mapped trees made by
     prepare_idmapped_mounts() on the host side, keyed by mount index (needed when the init is
-    in a user namespace); source_fds: bind sources opened there (open_bind_sources)."""
+    in a user namespace); source_fds: bind sources opened there (open_bind_sources).
+    own_ns False: no mount namespace of its own, the runtime's is used: the propagation of
+    / and of the rootfs' parent mount is left alone (see mounts_under)."""
     from pyoci.linux import devices
 
     mounts = _resolve_sources(parse_mounts(spec), bundle)
@@ -1003,8 +1069,9 @@ def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
     if flag & sc.MS_UNBINDABLE:
         # an unbindable / could not be bound below; finish_rootfs applies it to the new /
         flag = sc.MS_SLAVE | sc.MS_REC
-    _mount(None, "/", None, flag, None, "linux.rootfsPropagation: /")
-    make_parent_mount_private(rootfs)
+    if own_ns:
+        _mount(None, "/", None, flag, None, "linux.rootfsPropagation: /")
+        make_parent_mount_private(rootfs)
     _mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None, "root.path: bind rootfs")
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -1226,9 +1293,10 @@ def set_root_readonly() -> None:
         os.close(fd)
 
 
-def finish_rootfs(spec: dict) -> None:
-    """After enter_rootfs: read-only tmpfs and /dev mounts, readonlyPaths, maskedPaths,
-    root.readonly and the final rootfsPropagation of /."""
+def finish_rootfs(spec: dict, own_ns: bool = True) -> None:
+    """After enter_rootfs (or the chroot without a mount namespace, where / is the rootfs
+    bind): read-only tmpfs and /dev mounts, readonlyPaths, maskedPaths, root.readonly and
+    the final rootfsPropagation of /."""
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for mnt in parse_mounts(spec):
@@ -1252,5 +1320,5 @@ def finish_rootfs(spec: dict) -> None:
         set_root_readonly()
     if linux.get("rootfsPropagation"):
         flag = _propagation_flag(spec)
-        if not flag & sc.MS_PRIVATE:  # private was done on the parent before pivot
+        if not flag & sc.MS_PRIVATE or not own_ns:  # private: done on the parent before pivot
             _mount(None, "/", None, flag, None, "linux.rootfsPropagation")

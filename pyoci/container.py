@@ -206,6 +206,9 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
         except FileExistsError:
             raise ContainerExists(opts.cid) from None
         rs["dir_made"] = True
+        if host_mounts is not None:       # for delete --force if this process dies midway
+            st_mod.write_atomic(os.path.join(cdir, MOUNTS_BEFORE), jsonio.dumps(
+                {"rootfs": rootfs, "before": sorted(host_mounts)}).encode())
         with st_mod.Lock(cdir):
             _create_in(opts, spec, st, cg, ctx_sockets, rs, parent_sock, public, ctx.ns)
     except BaseException as e:
@@ -520,6 +523,25 @@ def _abort_create(st, spec, cg, rs) -> None:
         _rmtree(st.dir)
 
 
+MOUNTS_BEFORE = "mounts-before.json"   # a create without a mount namespace, in progress
+
+
+def _unmount_leftover(d: str) -> None:
+    """A create without a mount namespace that died midway (no state.json): unmount what
+    appeared under its rootfs since it started (as a failed create does)."""
+    try:
+        with open(os.path.join(d, MOUNTS_BEFORE), "rb") as f:
+            doc = jsonio.loads(f.read())
+        rootfs, before = doc["rootfs"], {int(i): "" for i in doc["before"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not isinstance(rootfs, str) or not rootfs.startswith("/"):
+        return
+    from pyoci.linux import mounts
+
+    mounts.unmount_recorded(mounts.new_mounts(rootfs, before))
+
+
 def _wait_dead(pid: int, start_time: int, timeout: float) -> bool:
     """Wait until pid is gone or a zombie (or another process with a new start time)."""
     deadline = time.monotonic() + timeout
@@ -820,6 +842,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         if force:
             d = st_mod.container_dir(root, cid)
             if os.path.isdir(d):          # a half-created leftover without state.json
+                _unmount_leftover(d)
                 _rmtree(d)
             return
         raise

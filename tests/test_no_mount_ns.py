@@ -141,3 +141,22 @@ def test_same_namespaces_as_runc(pyoci, runc, bundle_factory, config, unmount_le
         r = rt("run", "-b", b, f"it-{rt.name}")
         assert r.returncode == 0, (rt.name, r.stderr)
         assert r.stdout.split() == ours, (rt.name, r.stdout)
+
+
+def test_delete_force_after_create_died_midway(pyoci, bundle_factory, config,
+                                               unmount_leftovers):
+    """`pyoci create` killed after the init mounted (a createRuntime hook kills it): no
+    state.json, but delete --force unmounts what appeared under the rootfs since it began."""
+    cfg = _without_mount_ns(config, ["true"])
+    cfg["hooks"] = {"createRuntime": [{"path": "/bin/sh",
+                                       "args": ["sh", "-c", "kill -9 $PPID; sleep 5"]}]}
+    b = bundle_factory(cfg)
+    rootfs = _rootfs(b)
+    unmount_leftovers.append(rootfs)
+    r = pyoci("create", "-b", b, "nm")
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    assert mounts.mounts_under(rootfs), "the init had mounted nothing"
+    assert not os.path.exists(os.path.join(pyoci.root, "nm", "state.json"))
+    pyoci("delete", "--force", "nm", check=True)
+    assert mounts.mounts_under(rootfs) == {}
+    assert not os.path.exists(os.path.join(pyoci.root, "nm"))

@@ -96,4 +96,12 @@ with open(path + ".tmp", "w") as f:
     f.write(text)
 os.chmod(path + ".tmp", 0o755)
 os.replace(path + ".tmp", path)
+# containerd-shim-pyoci-v2 (pyoci/shim) the same way: containerd runs it on every start
+shim = text.replace("from pyoci.fastpath import launch\nlaunch()\n",
+                    "from pyoci.shim.main import main\nsys.exit(main())\n")
+path = os.path.join(venv, "bin", "containerd-shim-pyoci-v2")
+with open(path + ".tmp", "w") as f:
+    f.write(shim)
+os.chmod(path + ".tmp", 0o755)
+os.replace(path + ".tmp", path)
 PY

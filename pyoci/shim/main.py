@@ -5,7 +5,8 @@
 
 Flags are Go's (-flag value, -flag=value, one or two dashes). The bundle is the working
 directory (or -bundle). `start` makes the shim's socket, starts the long-lived shim (this
-command without `start`, the socket's fd number in PYOCI_SHIM_SOCKET_FD) unless the pod's shim already runs, writes
+command without `start`; the socket's fd number in PYOCI_SHIM_SOCKET_FD) unless the pod's
+shim already runs, writes
 `address` and `shim.pid` in the bundle and prints the address; `delete` cleans up after a
 shim that died (pyoci delete --force, the rootfs unmounted) and prints a DeleteResponse.
 
@@ -14,10 +15,16 @@ shim that died (pyoci delete --force, the rootfs unmounted) and prints a DeleteR
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 import sys
+
+try:
+    from _sha256 import sha256   # built in: hashlib would load OpenSSL (~10 ms per start)
+except ImportError:              # Python >= 3.12
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 SOCKET_DIR = "/run/containerd/s"
 SANDBOX_ANNOTATION = "io.kubernetes.cri.sandbox-id"
@@ -58,7 +65,7 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
 
 
 def socket_path(address: str, namespace: str, group: str) -> str:
-    digest = hashlib.sha256(f"pyoci\0{address}\0{namespace}\0{group}".encode()).hexdigest()
+    digest = sha256(f"pyoci\0{address}\0{namespace}\0{group}".encode()).hexdigest()
     return os.path.join(SOCKET_DIR, digest)
 
 
@@ -74,6 +81,7 @@ def _group(bundle: str, cid: str) -> str:
 
 
 def _alive(path: str) -> bool:
+    from pyoci.linux import sock as socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(path)
@@ -93,7 +101,8 @@ def _write_file(bundle: str, name: str, text: str) -> None:
 
 def start(opts: dict, bundle: str) -> int:
     import fcntl
-    import subprocess
+
+    from pyoci.linux import sock as socket
 
     cid, ns = opts["id"], opts["namespace"]
     path = socket_path(opts.get("address", ""), ns, _group(bundle, cid))
@@ -114,23 +123,33 @@ def start(opts: dict, bundle: str) -> int:
         listener.bind(path)
         os.chmod(path, 0o600)
         listener.listen(128)
-        argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "start"]
-        if not os.path.isabs(argv[0]) and os.sep in argv[0]:
-            argv[0] = os.path.abspath(argv[0])
+        argv = [_self_path()] + [a for a in sys.argv[1:] if a != "start"]
         fd = listener.fileno()
+        os.set_inheritable(fd, True)   # the only inheritable fd: posix_spawn passes it on
         env = dict(os.environ, PYOCI_SHIM_SOCKET_FD=str(fd))
-        p = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, cwd=bundle, env=env, start_new_session=True,
-            pass_fds=(fd,), close_fds=True)
+        if os.path.realpath(bundle) != os.path.realpath(os.getcwd()):
+            os.chdir(bundle)
+        null = os.O_RDWR
+        pid = os.posix_spawn(argv[0], argv, env, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, null, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, null, 0),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, null, 0)])
         listener.close()
-        _write_file(bundle, "shim.pid", str(p.pid))
+        _write_file(bundle, "shim.pid", str(pid))
         _write_file(bundle, "address", address)
-        p.returncode = 0      # never waited for: the shim outlives this command
     finally:
         os.close(lock)
     sys.stdout.write(address)
     return 0
+
+
+def _self_path() -> str:
+    """This command's path, for the long-lived shim (the launcher, not the interpreter)."""
+    path = os.environ.get("PYOCI_SHIM_EXE") or sys.argv[0]
+    if os.sep not in path:
+        import shutil
+        path = shutil.which(path) or path
+    return os.path.abspath(path)
 
 
 def delete(opts: dict, bundle: str) -> int:
@@ -166,6 +185,7 @@ def _pyoci_path() -> str:
 def serve(opts: dict, bundle: str) -> int:
     """The long-lived shim."""
     import signal
+    import socket
     import threading
 
     from pyoci.shim import ttrpc
@@ -195,7 +215,8 @@ def serve(opts: dict, bundle: str) -> int:
     path = listener.getsockname()
     reaper = Reaper()
     publisher = Publisher(opts.get("publish-binary", ""), opts.get("address", ""),
-                          opts["namespace"], reaper, log)
+                          opts["namespace"], reaper, log,
+                          ttrpc_address=os.environ.get("TTRPC_ADDRESS"))
     server = None
 
     def shutdown() -> None:
@@ -209,7 +230,11 @@ def serve(opts: dict, bundle: str) -> int:
         threading.Timer(0.05, later).start()
 
     service = Service(opts["namespace"], _pyoci_path(), reaper, publisher, log, shutdown)
-    server = ttrpc.Server(listener, service.methods(), log=log if debug else None)
+    trace = None
+    if debug:
+        def trace(method: str, seconds: float, error: str | None) -> None:
+            log(f"{method} {seconds * 1000:.1f} ms" + (f": {error}" if error else ""))
+    server = ttrpc.Server(listener, service.methods(), log=log, trace=trace)
     if debug:
         log(f"serving on {path}")
     server.serve_forever()

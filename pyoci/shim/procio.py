@@ -17,15 +17,47 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import socket
 import struct
-import tempfile
 import termios
 import threading
-import urllib.parse
 
 BUF = 32 * 1024
+
+
+def _unquote(s: str) -> str:
+    """URL percent-decoding (urllib.parse's, without importing it)."""
+    if "%" not in s:
+        return s
+    out = bytearray()
+    i = 0
+    raw = s.encode(errors="surrogateescape")
+    hexdigits = b"0123456789abcdefABCDEF"
+    while i < len(raw):
+        if raw[i] == 0x25 and i + 2 < len(raw) and raw[i + 1] in hexdigits and \
+                raw[i + 2] in hexdigits:
+            out.append(int(raw[i + 1:i + 3], 16))
+            i += 3
+            continue
+        out.append(raw[i])
+        i += 1
+    return out.decode(errors="surrogateescape")
+
+
+def split_uri(target: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """(scheme, path, query items) of a stdio URI; a plain path has no scheme."""
+    if "://" not in target:
+        return "", target, []
+    scheme, rest = target.split("://", 1)
+    path, _, query = rest.partition("?")
+    if not path.startswith("/"):           # scheme://host/path: the host is not used
+        path = "/" + path.partition("/")[2]
+    items = []
+    for part in query.split("&"):
+        if part:
+            k, _, v = part.partition("=")
+            items.append((_unquote(k.replace("+", " ")), _unquote(v.replace("+", " "))))
+    return scheme, _unquote(path), items
 
 
 def _close(fd: int | None) -> None:
@@ -105,7 +137,8 @@ class ProcessIO:
             self._stdin_keep = os.open(self.stdin, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             os.set_blocking(r, True)
         if self.terminal:
-            self._console_dir = tempfile.mkdtemp(prefix="pyoci-shim-console-")
+            self._console_dir = f"/tmp/pyoci-shim-console-{os.urandom(6).hex()}"
+            os.mkdir(self._console_dir, 0o700)
             self.console_socket = os.path.join(self._console_dir, "console.sock")
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.bind(self.console_socket)
@@ -119,7 +152,7 @@ class ProcessIO:
             fds[0] = r
             self._to_close.append(r)
             self._stdin_w = w
-        out_scheme = urllib.parse.urlsplit(self.stdout).scheme if self.stdout else ""
+        out_scheme = split_uri(self.stdout)[0] if self.stdout else ""
         if out_scheme == "binary":
             fds[1], fds[2] = self._start_binary_logger(self.stdout)
         else:
@@ -130,46 +163,44 @@ class ProcessIO:
 
     def _output(self, target: str) -> int:
         """The fd the process writes target through."""
-        url = urllib.parse.urlsplit(target)
-        if url.scheme == "file":
-            path = urllib.parse.unquote(url.path)
+        scheme, path, _ = split_uri(target)
+        if scheme == "file":
             os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             self._to_close.append(fd)
             return fd
-        if url.scheme not in ("", "fifo"):
-            raise ValueError(f"unsupported stdio URI scheme {url.scheme!r} in {target!r}")
+        if scheme not in ("", "fifo"):
+            raise OSError(errno.EINVAL, f"unsupported stdio URI scheme {scheme!r} in "
+                                        f"{target!r}")
         r, w = os.pipe2(os.O_CLOEXEC)
         self._to_close.append(w)
         done = threading.Event()
         self._out_done.append(done)
-        path = url.path if url.scheme else target
         threading.Thread(target=_copy_out, args=(r, path, done), daemon=True).start()
         return w
 
     def _start_binary_logger(self, target: str) -> tuple[int, int]:
-        url = urllib.parse.urlsplit(target)
-        argv = [urllib.parse.unquote(url.path)]
-        for k, vs in urllib.parse.parse_qs(url.query, keep_blank_values=True).items():
+        _, path, items = split_uri(target)
+        argv = [path]
+        for k, v in items:
             argv.append(k)
-            if vs and vs[0]:
-                argv.append(vs[0])
+            if v:
+                argv.append(v)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         env = dict(os.environ, CONTAINER_ID=self.cid, CONTAINER_NAMESPACE=self.namespace)
-        # fds 3, 4, 5 in the logger: dup them there through a tiny preexec-free mapping
-        import subprocess
         try:
-            p = self.reaper.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, env=env, close_fds=True,
-                                  pass_fds=(out_r, err_r, ready_w),
-                                  preexec_fn=_fds_3_4_5(out_r, err_r, ready_w))
+            pid = self.reaper.spawn(argv, {3: out_r, 4: err_r, 5: ready_w}, env)
+        except OSError:
+            for fd in (out_r, out_w, err_r, err_w, ready_r):
+                os.close(fd)
+            raise
         finally:
             for fd in (out_r, err_r, ready_w):
                 os.close(fd)
-        self._logger = p
-        self.reaper.watch(p.pid, lambda code, when: None)
+        self._logger = pid
+        self.reaper.watch(pid, lambda code, when: None)
         try:
             while os.read(ready_r, 64):    # the logger closes fd 5 when it is ready
                 pass
@@ -227,7 +258,14 @@ class ProcessIO:
             self._console_listener.close()
             self._console_listener = None
         if self._console_dir:
-            shutil.rmtree(self._console_dir, ignore_errors=True)
+            try:
+                os.unlink(os.path.join(self._console_dir, "console.sock"))
+            except OSError:
+                pass
+            try:
+                os.rmdir(self._console_dir)
+            except OSError:
+                pass
             self._console_dir = None
 
     def _copy_in(self, master: int | None) -> None:
@@ -289,14 +327,3 @@ class ProcessIO:
         master, self.master = self.master, None
         _close(master)
 
-
-def _fds_3_4_5(a: int, b: int, c: int):
-    def setup() -> None:
-        # dup to high numbers first so that none of 3, 4, 5 is overwritten before it is used
-        tmp = [os.dup(fd) for fd in (a, b, c)]
-        for target, fd in zip((3, 4, 5), tmp):
-            os.dup2(fd, target, inheritable=True)
-        for fd in tmp:
-            if fd not in (3, 4, 5):
-                os.close(fd)
-    return setup

@@ -3,13 +3,15 @@ it when the `pyoci` command that made them exits. One thread reaps every child
 (waitpid(-1)) and hands each exit status to whoever watches that pid: the commands the shim
 runs (`run`) and the container processes (`watch`). A status that arrives before anyone
 watches its pid (a process that dies at once, before its pid file is read) is kept for a
-while and delivered when the watch comes."""
+while and delivered when the watch comes.
+
+Commands are started with posix_spawn (no subprocess: its import and its own waitpid calls
+would both cost here); their output is captured in memfds."""
 
 from __future__ import annotations
 
+import fcntl
 import os
-import subprocess
-import tempfile
 import threading
 import time
 
@@ -66,13 +68,34 @@ class Reaper:
                 return
         callback(got[0], got[1])
 
-    def spawn(self, argv: list[str], **kw) -> subprocess.Popen:
-        """Popen whose exit the reaper collects: wait for it with wait(), never p.wait()."""
-        p = subprocess.Popen(argv, **kw)
+    def spawn(self, argv: list[str], fds: dict[int, int], env: dict | None = None,
+              setsid: bool = False) -> int:
+        """Start argv with fds {child fd: our fd} (0, 1, 2 default to /dev/null); nothing
+        else is inherited (the shim's fds are close-on-exec). Collect it with wait()."""
+        actions = []
+        null = None
+        try:
+            for target in (0, 1, 2):
+                if target not in fds:
+                    if null is None:
+                        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                    fds = {**fds, target: null}
+            # copies above every target first: no dup2 overwrites a source still to be used
+            high = {t: fcntl.fcntl(f, fcntl.F_DUPFD_CLOEXEC, 64) for t, f in fds.items()}
+            try:
+                actions = [(os.POSIX_SPAWN_DUP2, f, t) for t, f in sorted(high.items())]
+                pid = os.posix_spawn(argv[0], argv, os.environ if env is None else env,
+                                     file_actions=actions, setsid=setsid)
+            finally:
+                for f in high.values():
+                    os.close(f)
+        finally:
+            if null is not None:
+                os.close(null)
         self.children.set()
-        return p
+        return pid
 
-    def wait(self, p: subprocess.Popen, timeout: float | None = None) -> int | None:
+    def wait(self, pid: int, timeout: float | None = None) -> int | None:
         done = threading.Event()
         result = []
 
@@ -80,31 +103,41 @@ class Reaper:
             result.append(code)
             done.set()
 
-        self.watch(p.pid, exited)
+        self.watch(pid, exited)
         if not done.wait(timeout):
             return None
-        p.returncode = result[0]
         return result[0]
 
-    def run(self, argv: list[str], input: bytes | None = None, stdin=None, stdout=None,
-            stderr=None, pass_fds=(), env=None) -> tuple[int, bytes, bytes]:
-        """Run a command to its end: (exit code, stdout, stderr), output through temporary
-        files (a container may inherit the command's stdio and outlive it)."""
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    def run(self, argv: list[str], input: bytes | None = None,
+            stdio: list[int] | None = None, env: dict | None = None) -> tuple[int, bytes, bytes]:
+        """Run a command to its end: (exit code, stdout, stderr). Without stdio, its output
+        is captured in memfds (a container may inherit the command's stdio and outlive it:
+        a pipe would never end) and input, if any, is its stdin."""
+        if stdio is not None:
+            return self.wait(self.spawn(argv, dict(enumerate(stdio)), env)), b"", b""
+        out = os.memfd_create("out", os.MFD_CLOEXEC)
+        err = os.memfd_create("err", os.MFD_CLOEXEC)
+        inp = None
+        try:
+            fds = {1: out, 2: err}
             if input is not None:
-                inp = tempfile.TemporaryFile()
-                inp.write(input)
-                inp.seek(0)
-                stdin = inp
-            try:
-                p = self.spawn(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                               stdout=stdout if stdout is not None else out,
-                               stderr=stderr if stderr is not None else err,
-                               pass_fds=pass_fds, env=env, close_fds=True)
-            finally:
-                if input is not None:
-                    inp.close()
-            code = self.wait(p)
-            out.seek(0)
-            err.seek(0)
-            return code, out.read(), err.read()
+                inp = os.memfd_create("in", os.MFD_CLOEXEC)
+                os.write(inp, input)
+                os.lseek(inp, 0, os.SEEK_SET)
+                fds[0] = inp
+            code = self.wait(self.spawn(argv, fds, env))
+            return code, _read_all(out), _read_all(err)
+        finally:
+            for fd in (out, err, inp):
+                if fd is not None:
+                    os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while True:
+        b = os.read(fd, 1 << 16)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)

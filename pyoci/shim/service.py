@@ -9,11 +9,10 @@ which complete Wait calls and are published as TaskExit events.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
-import time
+
+from pyoci import jsonio
 
 from pyoci.shim import pb, stats
 from pyoci.shim.procio import ProcessIO
@@ -121,10 +120,7 @@ class Service:
             start = os.path.getsize(log)
         except OSError:
             start = 0
-        kw = {}
-        if stdio is not None:
-            kw = {"stdin": stdio[0], "stdout": stdio[1], "stderr": stdio[2]}
-        code, out, err = self.reaper.run(self._argv(c, *args), input=input, **kw)
+        code, out, err = self.reaper.run(self._argv(c, *args), input=input, stdio=stdio)
         if code != 0:
             msg = _last_error(log, start) or err.decode(errors="replace").strip() or \
                 f"exit status {code}"
@@ -254,8 +250,8 @@ class Service:
             return pb.StartResponse(pid=p.pid)
 
     def _start_exec(self, c: Container, p: Process) -> None:
-        fd, spec_file = tempfile.mkstemp(prefix=f"exec-{p.exec_id}-", suffix=".json",
-                                         dir=c.bundle)
+        spec_file = os.path.join(c.bundle, f".exec-{os.urandom(6).hex()}.json")
+        fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(p.spec)
         pidfile = spec_file[:-5] + ".pid"
@@ -295,7 +291,7 @@ class Service:
             p = Process(c, req.exec_id, req)
             spec = req.spec.value.decode() if req.spec.value else ""
             try:
-                json.loads(spec)
+                jsonio.loads(spec)
             except ValueError as e:
                 raise TtrpcError(INVALID_ARGUMENT, f"exec {req.exec_id}: the process spec "
                                                    f"is not JSON: {e}") from None
@@ -383,7 +379,7 @@ class Service:
     def pids(self, req):
         c = self._container(req.id)
         out = self._pyoci(c, "ps", "--format", "json", c.id)
-        pids = json.loads(out or b"null") or []
+        pids = jsonio.loads(out or b"null") or []
         return pb.PidsResponse(processes=[pb.ProcessInfo(pid=pid) for pid in pids])
 
     def pause(self, req):
@@ -409,7 +405,7 @@ class Service:
         c = self._container(req.id)
         data = req.resources.value or b"{}"
         try:
-            json.loads(data)
+            jsonio.loads(data)
         except ValueError as e:
             raise TtrpcError(INVALID_ARGUMENT, f"update {c.id}: the resources are not JSON "
                                                f"({req.resources.type_url}): {e}") from None
@@ -420,7 +416,7 @@ class Service:
         c = self._container(req.id)
         out = self._pyoci(c, "events", "--stats", c.id)
         try:
-            data = json.loads(out)["data"]
+            data = jsonio.loads(out)["data"]
         except (ValueError, KeyError) as e:
             raise TtrpcError(UNKNOWN, f"stats {c.id}: unreadable pyoci events output: {e}") \
                 from None
@@ -534,7 +530,7 @@ def _last_error(log: str, start: int) -> str:
         return ""
     for line in reversed(lines):
         try:
-            entry = json.loads(line)
+            entry = jsonio.loads(line)
         except ValueError:
             continue
         if entry.get("level") in ("error", "fatal"):

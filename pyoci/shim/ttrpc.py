@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 from pyoci.shim import pb
 
@@ -97,10 +98,11 @@ class Server:
     """Serves `methods`: {(service, method): (request class, handler)}; a handler takes the
     decoded request and returns a message, or raises TtrpcError."""
 
-    def __init__(self, listener: socket.socket, methods: dict, log=None):
+    def __init__(self, listener: socket.socket, methods: dict, log=None, trace=None):
         self.listener = listener
         self.methods = methods
         self.log = log or (lambda msg: None)
+        self.trace = trace       # trace(method, seconds, error or None) after each call
         self._closing = False
 
     def serve_forever(self) -> None:
@@ -174,14 +176,21 @@ class Server:
         except Exception as e:  # noqa: BLE001
             return error_response(INVALID_ARGUMENT,
                                   f"{req.method}: malformed {cls.DESCRIPTOR.name}: {e}")
+        t0 = time.monotonic()
+        error = None
         try:
             result = handler(msg)
+            return pb.Response(payload=result.SerializeToString()).SerializeToString()
         except TtrpcError as e:
+            error = e.message
             return error_response(e.code, e.message)
         except Exception as e:  # noqa: BLE001 - a bug must not hang containerd's call
-            self.log(f"{req.method}: {type(e).__name__}: {e}")
-            return error_response(UNKNOWN, f"{req.method}: {type(e).__name__}: {e}")
-        return pb.Response(payload=result.SerializeToString()).SerializeToString()
+            error = f"{req.method}: {type(e).__name__}: {e}"
+            self.log(error)
+            return error_response(UNKNOWN, error)
+        finally:
+            if self.trace is not None:
+                self.trace(req.method, time.monotonic() - t0, error)
 
 
 class Client:

@@ -227,3 +227,32 @@ def test_usage_errors():
     r = subprocess.run([SHIM, "-namespace", "n", "-id", "x", "frobnicate"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "unknown action 'frobnicate'" in r.stderr
+
+
+def test_delete_action_cleans_up_after_a_killed_shim(shim):
+    """containerd runs `delete` when a shim's connection drops: after a shim crash it must
+    remove the container (its process, pyoci's state) and report SIGKILL."""
+    import signal
+
+    from pyoci.shim import pb
+
+    start, call, _, ns = shim
+    client, bundle = start("dead", ["sleep", "1000"])
+    r = call(client, "Create", pb.CreateTaskRequest(id="dead", bundle=bundle),
+             pb.CreateTaskResponse)
+    call(client, "Start", pb.StartRequest(id="dead"), pb.StartResponse)
+    with open(os.path.join(bundle, "shim.pid")) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+    out = subprocess.run([SHIM, "-namespace", ns, "-address", "/x", "-id", "dead", "delete"],
+                         cwd=bundle, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert pb.DeleteResponse.FromString(out.stdout).exit_status == 137
+    for _ in range(100):
+        reap_zombies()
+        if not os.path.exists(f"/proc/{r.pid}"):
+            break
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{r.pid}")
+    listing = subprocess.run([PYOCI, "--root", f"/run/containerd/pyoci/{ns}", "list", "-q"],
+                             capture_output=True, text=True)
+    assert listing.stdout == ""

@@ -209,6 +209,13 @@ def test_wire_compatibility_with_containerd_field_numbers():
         _key(4, 2) + bytes([len(usage)]) + usage
 
 
+def test_delete_action_response_is_a_delete_response():
+    """`delete` encodes its DeleteResponse by hand (no protobuf import): the same bytes."""
+    for status, when in ((137, 1700000000.25), (0, 1.0), (1, 0.5)):
+        want = pb.DeleteResponse(exit_status=status, exited_at=pb.timestamp(when))
+        assert shim_main.delete_response(status, when) == want.SerializeToString()
+
+
 def test_events_carry_containerd_type_urls():
     a = pb.pack("containerd.events.TaskExit", pb.TaskExit(container_id="c"))
     assert a.type_url == "containerd.events.TaskExit"

@@ -266,3 +266,20 @@ def test_known_entry_by_cause(tmp_path):
              "b": result("TAP version 13\n", rc=1, stderr="pyoci: other\n")}
     regs = {r.program: r for r in up.gate(pyoci, runc, known)}
     assert regs["a"].known is not None and regs["b"].known is None
+
+
+def test_wrapper_adds_private_root_and_relabels_oci_version(tmp_path):
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text('{\n\t"ociVersion": "1.3.0",\n\t"process": {}\n}')
+    rt = up.wrapper(str(tmp_path), "crun", "/bin/echo", "/x/root", "1.0.2")
+    out = subprocess.run([rt, "create", "--bundle", str(bundle), "id1"], capture_output=True,
+                         text=True).stdout
+    assert out.split() == ["--root", "/x/root", "create", "--bundle", str(bundle), "id1"]
+    assert '"ociVersion":"1.0.2"' in (bundle / "config.json").read_text()
+    plain = up.wrapper(str(tmp_path), "runc", "/bin/echo", "/y")
+    (bundle / "config.json").write_text('{"ociVersion": "1.3.0"}')
+    subprocess.run([plain, "create", "--bundle", str(bundle), "id1"], check=True)
+    assert '"1.3.0"' in (bundle / "config.json").read_text()
+    with pytest.raises(ValueError):
+        up.wrapper(str(tmp_path), "crun", "/bin/echo", "/x", "1.0'; rm -rf /")

@@ -655,11 +655,23 @@ class Cgroups:
 
 # --- running ---------------------------------------------------------------------------------
 
-def wrapper(scratch: str, name: str, binary: str, root: str) -> str:
-    """RUNTIME for the suite: the binary with a private --root (the suite passes none)."""
+def wrapper(scratch: str, name: str, binary: str, root: str, oci_version: str = "") -> str:
+    """RUNTIME for the suite: the binary with a private --root (the suite passes none). With
+    oci_version, `create` first relabels the bundle's config.json with that ociVersion (crun
+    1.8.1 refuses anything but 1.0.x, and the suite writes 1.3.0): harness.OCI_VERSIONS."""
     path = os.path.join(scratch, f"{name}-runtime")
+    relabel = ""
+    if oci_version:
+        if not re.fullmatch(r"[0-9A-Za-z.+~-]+", oci_version):
+            raise ValueError(f"bad ociVersion {oci_version!r}")
+        relabel = ('if [ "$1" = create ]; then\n'
+                   '    b=.; prev=\n'
+                   '    for a in "$@"; do [ "$prev" = --bundle ] && b=$a; prev=$a; done\n'
+                   '    [ -f "$b/config.json" ] && sed -i \'s/"ociVersion": *"[^"]*"/'
+                   f'"ociVersion":"{oci_version}"/\' "$b/config.json"\n'
+                   'fi\n')
     with open(path, "w") as f:
-        f.write(f"#!/bin/sh\nexec {shq(binary)} --root {shq(root)} \"$@\"\n")
+        f.write(f"#!/bin/sh\n{relabel}exec {shq(binary)} --root {shq(root)} \"$@\"\n")
     os.chmod(path, 0o755)
     return path
 
@@ -669,10 +681,11 @@ def shq(s: str) -> str:
 
 
 def run_program(tree: str, program: str, name: str, binary: str, scratch: str,
-                cgroups: Cgroups | None, timeout: float = PROGRAM_TIMEOUT) -> ProgramResult:
+                cgroups: Cgroups | None, timeout: float = PROGRAM_TIMEOUT,
+                oci_version: str = "") -> ProgramResult:
     root = os.path.join(scratch, f"root-{name}")
     os.makedirs(root, exist_ok=True)
-    rt = wrapper(scratch, name, binary, root)
+    rt = wrapper(scratch, name, binary, root, oci_version)
     tmp = tempfile.mkdtemp(prefix=f"{name}-{program[:30]}-", dir=scratch)
     os.chmod(tmp, 0o711)     # as /tmp would be for the suite: a container's mapped root
     #                          must reach the bundle (the suite's own bundle dir is 0700)

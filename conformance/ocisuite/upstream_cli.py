@@ -45,7 +45,11 @@ def parse(argv):
     ap.add_argument("--report-from", help="no run: the report from a --results file")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--no-gate", action="store_true", help="exit 0 whatever the results")
-    ap.add_argument("--lane-note", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--oci-version", action="append", default=[], metavar="NAME=VERSION",
+                    help="relabel the suite's configs for runtime NAME at create (default: "
+                         + ", ".join(f"{k}={v}" for k, v in harness.OCI_VERSIONS.items()) + ")")
+    ap.add_argument("--emit-results", action="store_true",
+                    help="print the results as one `# results <JSON>` line (the lane)")
     return ap.parse_args(argv)
 
 
@@ -94,6 +98,13 @@ def main(argv=None) -> int:
         except FileNotFoundError as e:
             print(f"runtime-tools: {e}", file=sys.stderr)
             return 2
+    versions = dict(harness.OCI_VERSIONS)
+    for kv in a.oci_version:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            print(f"runtime-tools: --oci-version {kv!r}: expected NAME=VERSION", file=sys.stderr)
+            return 2
+        versions[k] = v
     programs = [p for p in up.programs_in(tree) if p != "util" and re.search(a.program, p)]
     if not programs:
         print(f"runtime-tools: no program matches {a.program!r}", file=sys.stderr)
@@ -108,7 +119,8 @@ def main(argv=None) -> int:
     try:
         for p in programs:
             for n, b in binaries.items():
-                r = up.run_program(tree, p, n, b, scratch, cgroups, a.timeout)
+                r = up.run_program(tree, p, n, b, scratch, cgroups, a.timeout,
+                                   versions.get(n, ""))
                 runs[n][p] = r
                 pa, fa, sk = r.counts
                 err = r.program_error()
@@ -125,13 +137,16 @@ def main(argv=None) -> int:
             "go": open(os.path.join(tree, ".built")).read().split(" ")[0] if os.path.exists(
                 os.path.join(tree, ".built")) else "",
             "timeout": a.timeout, "wall": time.monotonic() - t_all, "build_s": build_s,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "oci_versions": {n: versions[n] for n in binaries if n in versions}}
+    doc = {"meta": meta, "runs": {n: {p: r.to_json() for p, r in rs.items()}
+                                  for n, rs in runs.items()}}
     if a.results:
-        doc = {"meta": meta, "runs": {n: {p: r.to_json() for p, r in rs.items()}
-                                      for n, rs in runs.items()}}
         with open(a.results + ".tmp", "w") as f:
             json.dump(doc, f, indent=1)
         os.replace(a.results + ".tmp", a.results)
+    if a.emit_results:
+        print("# results " + json.dumps(doc), flush=True)
     return finish(a, runs, meta, known, lane)
 
 

@@ -283,3 +283,35 @@ def test_wrapper_adds_private_root_and_relabels_oci_version(tmp_path):
     assert '"1.3.0"' in (bundle / "config.json").read_text()
     with pytest.raises(ValueError):
         up.wrapper(str(tmp_path), "crun", "/bin/echo", "/x", "1.0'; rm -rf /")
+
+
+def suite_cgroups() -> set[str]:
+    """The runner's own cgroups and the suite's (cgrouptest, testdir) anywhere."""
+    return {os.path.join(dp, d) for dp, dirs, _ in os.walk("/sys/fs/cgroup") for d in dirs
+            if d.startswith("pyoci-rtools-") or d in (up.ABS_CGROUP, "testdir")}
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.skipif(not os.path.isdir(os.path.join(up.DEFAULT_SOURCE, "validation")) or
+                    not up.find_go(), reason="needs the runtime-tools source and Go >= 1.21")
+def test_runner_cleans_up_what_the_suite_leaves(tmp_path):
+    """runc leaves its mounts behind without a mount namespace (linux_ns_itype): the runner
+    counts and removes them; afterwards no mount, cgroup, scratch dir or container remains."""
+    import glob
+    import json
+    before_tmp = set(glob.glob("/tmp/pyoci-rtools-*"))
+    before_cg = suite_cgroups()
+    res = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, os.path.join(REPO, "conformance", "runtime-tools"),
+                        "--program", "^(linux_ns_itype|kill_no_effect)$", "--runtime", "runc",
+                        "--results", str(res)], capture_output=True, text=True, timeout=900,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    doc = json.loads(res.read_text())
+    itype = doc["runs"]["runc"]["linux_ns_itype"]
+    assert itype["status"] == "passed" and itype["left_mounts"] > 0, itype
+    with open("/proc/self/mountinfo") as f:
+        assert "pyoci-rtools-" not in f.read()
+    assert set(glob.glob("/tmp/pyoci-rtools-*")) == before_tmp
+    assert suite_cgroups() == before_cg

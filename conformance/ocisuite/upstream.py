@@ -330,7 +330,8 @@ CLASSES = {
     "suite": "suite bug",
     "pyoci": "pyoci's",
     "runc": "runc's",
-    "lane": "lane guest",
+    "crun": "crun's",
+    "lane": "the lane's guest",
 }
 
 
@@ -896,15 +897,31 @@ def lane_section(lane: dict, known: list[Known]) -> str:
     names = list(runs)
     L = ["## Full-kernel lane: the cgroup programs on pure cgroup v2\n"]
     L.append(lane.get("note", "") + "\n")
-    L.append("| program | " + " | ".join(names) + " | cause (" + ", ".join(names) + ") |")
+    meta = lane.get("meta", {})
+    L.append(f"Wall time in the guest: {meta.get('wall', 0):.0f} s (TCG, 2 vCPUs); "
+             + "; ".join(f"{n}: {v}" for n, v in meta.get("versions", {}).items()) + "\n")
+    L.append("| runtime | programs passed | failed | TAP lines passed | failed | skipped |")
+    L.append("|---|---|---|---|---|---|")
+    for n in names:
+        t = totals(runs[n])
+        L.append(f"| {n} | {t['programs_passed']} | {t['programs_failed']} | {t['passed']} | "
+                 f"{t['failed']} | {t['skipped']} |")
+    L.append("")
+    L.append("| program | " + " | ".join(names) + " | cause and class (per runtime) |")
     L.append("|---|" + "---|" * len(names) + "---|")
     for p in sorted({p for r in runs.values() for p in r}):
         rs = [runs[n].get(p) for n in names]
-        causes = []
+        causes = {}
         for n, r in zip(names, rs):
-            if r and r.failures():
-                causes.append(f"{n}: {r.failures()[-1][3] if r.program_error() else r.failures()[0][3]}")
+            fs = r.failures() if r else []
+            if fs:
+                desc, _, _, cause = fs[-1] if r.program_error() else fs[0]
+                k = classify(known, p, n, desc, cause)
+                if k:
+                    k.used += 1
+                key = f"{cause} ({CLASSES[k.klass] if k else 'unclassified'})"
+                causes.setdefault(key, []).append(n)
         L.append(f"| {p} | " + " | ".join(cell(r) for r in rs) + " | " +
-                 md("; ".join(causes)) + " |")
+                 md("; ".join(f"{', '.join(ns)}: {c}" for c, ns in causes.items())) + " |")
     L.append("")
     return "\n".join(L)

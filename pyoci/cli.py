@@ -172,8 +172,30 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        log.error(f"internal error: {type(e).__name__}: {e}".splitlines()[0])
+        log.error(describe(e))
         return 1
+
+
+def describe(e: BaseException) -> str:
+    """One line for an exception no check turned into a PyociError: its cause in words (a
+    file and the system's reason, a nesting too deep, a string the kernel cannot take),
+    "internal error" only for what is a bug in pyoci."""
+    import os
+
+    if isinstance(e, OSError):
+        what = f"{e.filename}: " if e.filename else ""
+        msg = f"{what}{e.strerror or e}"
+        if isinstance(e, PermissionError) and os.geteuid() != 0:
+            msg += " (not running as root)"
+    elif isinstance(e, RecursionError):
+        msg = "a value is nested too deeply to be handled"
+    elif isinstance(e, UnicodeError):
+        msg = f"a string is not valid UTF-8: {e}"
+    elif isinstance(e, ValueError) and "null byte" in str(e):
+        msg = "a string contains a NUL byte (\\x00), which the kernel cannot take"
+    else:
+        msg = f"internal error: {type(e).__name__}: {e}"
+    return msg.splitlines()[0] if msg else type(e).__name__
 
 
 def _root(g: dict) -> str:

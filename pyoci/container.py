@@ -95,6 +95,10 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
     if proc.get("selinuxLabel") or linux.get("mountLabel"):
         if not os.path.exists("/sys/fs/selinux/enforce"):
             raise PyociError("process.selinuxLabel: SELinux is not enabled on this host")
+    if spec.get("hooks"):
+        from pyoci.linux import hooks
+
+        hooks.check(spec["hooks"])
     from pyoci.linux import mounts
 
     mounts.check(spec, bundle)
@@ -304,8 +308,8 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             cg.add(pid)
             _apply_resources(cg, linux.get("resources"))
     # the bootstrap's go: what it could not inherit (made after the fork) comes with it
-    unix.send_fds(parent_sock, [jsonio.dumps({
-        "t": "ok", "cgroup_later": background, "fds": names}).encode()], fds)
+    init_mod.send(parent_sock, {
+        "t": "ok", "cgroup_later": background, "fds": names}, fds)
     os.close(fifo_fd)
     hooks = spec.get("hooks") or {}
     while True:
@@ -333,10 +337,9 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             idmap = _idmapped_mounts(spec, init_pid, st.bundle, "user" in ns)
             sources = _bind_sources(spec, init_pid, st.bundle, ns)
             try:
-                unix.send_fds(parent_sock, [jsonio.dumps({
+                init_mod.send(parent_sock, {
                     "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap),
-                    "sources": list(sources)}).encode()],
-                    list(idmap.values()) + list(sources.values()))
+                    "sources": list(sources)}, list(idmap.values()) + list(sources.values()))
             finally:
                 for fd in list(idmap.values()) + list(sources.values()):
                     os.close(fd)
@@ -363,8 +366,7 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
 
             listener = seccomp_mod.connect_listener(linux["seccomp"]["listenerPath"])
             try:
-                unix.send_fds(parent_sock, [jsonio.dumps({"t": "ok"}).encode()],
-                              [listener.fileno()])
+                init_mod.send(parent_sock, {"t": "ok"}, [listener.fileno()])
             finally:
                 listener.close()
         elif t == "ready":
@@ -460,7 +462,9 @@ def _await_exec(sock) -> None:
     """The init's last word: EOF when it executed the waiter (the socket is close-on-exec)
     or closed it to wait itself, or an error (loading the seccomp filter after "ready").
     Once create returns, the init is what waits for `start`."""
-    data = sock.recv(65536)
+    from pyoci.linux import sock as unix
+
+    data, _ = unix.recv_msg(sock)
     if data:
         msg = jsonio.loads(data)
         raise SysError(msg.get("msg", "container init failed") if msg.get("t") == "error"
@@ -481,7 +485,9 @@ def _bind_sources(spec: dict, pid: int, bundle: str, ns: dict) -> dict[int, int]
 
 
 def _recv_child(sock) -> dict:
-    data = sock.recv(65536)
+    from pyoci.linux import sock as unix
+
+    data, _ = unix.recv_msg(sock)
     if not data:
         raise SysError("container init exited during setup")
     return jsonio.loads(data)

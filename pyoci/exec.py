@@ -183,6 +183,9 @@ def read_process_file(path: str) -> dict:
         raise ConfigError(f"--process {path}: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"--process {path}: must be a JSON object (a runtime-spec process)")
+    from pyoci.spec import load as spec_load
+
+    spec_load.clean_strings(doc, prefix="process.")
     return doc
 
 
@@ -431,12 +434,12 @@ def _abort(res: dict) -> None:
                 pass
 
 
-def _send(sock, msg: dict) -> None:
-    sock.send(jsonio.dumps(msg).encode())
+def _send(sock, msg: dict, fds: list[int] | tuple = ()) -> None:
+    unix.send_msg(sock, jsonio.dumps(msg).encode(), fds)
 
 
 def _recv(sock, eof_ok: bool = False) -> tuple[dict | None, list[int]]:
-    data, fds, _, _ = unix.recv_fds(sock, 65536, 4)
+    data, fds = unix.recv_msg(sock, 4)
     if not data:
         if eof_ok:
             return None, fds
@@ -591,7 +594,7 @@ def _install_seccomp(prog: tuple[bytes, int], job: dict, sock) -> None:
     if notify_fd is None:
         return
     if job["notify"]:               # the caller passes it on to the seccomp agent
-        unix.send_fds(sock, [jsonio.dumps({"t": "seccomp"}).encode()], [notify_fd])
+        _send(sock, {"t": "seccomp"}, [notify_fd])
         msg, _ = _recv(sock)
         if msg.get("t") != "ok":
             raise SysError("linux.seccomp.listenerPath: the runtime did not pass the fd on")

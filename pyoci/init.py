@@ -59,12 +59,12 @@ class InitContext:
 
 # --- messaging ----------------------------------------------------------------------------
 
-def send(sock: socket.socket, msg: dict) -> None:
-    sock.send(jsonio.dumps(msg).encode())
+def send(sock: socket.socket, msg: dict, fds: list[int] | tuple = ()) -> None:
+    unix.send_msg(sock, jsonio.dumps(msg).encode(), fds)
 
 
 def recv(sock: socket.socket) -> dict:
-    data = sock.recv(65536)
+    data, _ = unix.recv_msg(sock)
     if not data:
         raise SysError("the runtime went away during container setup")
     return jsonio.loads(data)
@@ -72,11 +72,7 @@ def recv(sock: socket.socket) -> dict:
 
 def _expect_ok(sock: socket.socket, maxfds: int = 0) -> tuple[dict, list[int]]:
     """The parent's next message, which must be {"t": "ok", ...}, and the fds it carries."""
-    fds: list[int] = []
-    if maxfds:
-        data, fds, _, _ = unix.recv_fds(sock, 65536, maxfds)
-    else:
-        data = sock.recv(65536)
+    data, fds = unix.recv_msg(sock, maxfds)
     if not data:
         raise SysError("the runtime went away during container setup")
     msg = jsonio.loads(data)

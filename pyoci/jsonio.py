@@ -39,8 +39,34 @@ def _utf8(b: bytes) -> bool:
     return not (len(b) == 2 and not (b[0] and b[1]))
 
 
+MAX_DEPTH = 10000     # levels of nesting, as Go's encoding/json (runc) takes: beyond, an error
+
+
+def _deep(fn, *args):
+    """fn(*args) with room for MAX_DEPTH levels of nesting: the C scanner and encoder count
+    each level against the recursion limit (1,000 by default). Raises ValueError beyond."""
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, MAX_DEPTH + 500))
+    try:
+        return fn(*args)
+    except RecursionError:
+        raise ValueError(f"exceeded max depth: more than {MAX_DEPTH} levels of nesting") \
+            from None
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def loads(data):
     """json.loads(data) for str, bytes or bytearray."""
+    try:
+        return _loads(data)
+    except RecursionError:
+        return _deep(_loads, data)
+
+
+def _loads(data):
     try:
         if isinstance(data, str):
             s = data
@@ -55,6 +81,8 @@ def loads(data):
             obj, end = _scanner[0](s, start)
             if not s[end:].strip(_WS):
                 return obj
+    except RecursionError:
+        raise
     except Exception:  # noqa: BLE001 - invalid: json.loads raises its own error below
         pass
     import json
@@ -66,20 +94,33 @@ def _default(o: object):
     raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
 
-_encoders: dict = {}     # (item separator, key separator) -> _json encoder
+_encoders: dict = {}     # (item separator, key separator) -> (_json encoder, its markers)
 
 
 def dumps(obj, indent: int | None = None, separators: tuple[str, str] = (", ", ": ")) -> str:
     """json.dumps(obj) (ASCII), with separators as json's (e.g. (",", ":")), or
     json.dumps(obj, indent=N) (then with json's default "," and ": ")."""
+    try:
+        return _dumps(obj, indent, separators)
+    except RecursionError:
+        return _deep(_dumps, obj, indent, separators)
+
+
+def _dumps(obj, indent: int | None, separators: tuple[str, str]) -> str:
     if indent is None:
-        enc = _encoders.get(separators)
-        if enc is None:
+        got = _encoders.get(separators)
+        if got is None:
             item, key = separators
-            enc = _encoders[separators] = _json.make_encoder(
-                {}, _default, _json.encode_basestring_ascii, None, key, item, False, False,
-                True)
-        return "".join(enc(obj, 0))
+            markers: dict = {}      # circular-reference check: left dirty by an error
+            got = _encoders[separators] = (_json.make_encoder(
+                markers, _default, _json.encode_basestring_ascii, None, key, item, False,
+                False, True), markers)
+        enc, markers = got
+        try:
+            return "".join(enc(obj, 0))
+        except BaseException:
+            markers.clear()
+            raise
     try:
         return _indented(obj, " " * indent, 0)
     except _Unusual:

@@ -142,9 +142,20 @@ def load(root: str, cid: str) -> State:
             doc = jsonio.loads(f.read())
     except FileNotFoundError:
         raise ContainerNotFound(cid) from None
+    except PermissionError as e:
+        raise PyociError(denied(e.filename or d)) from None
     except ValueError:
         raise PyociError(f"container {cid}: corrupt state.json") from None
     return State.from_json(doc, d)
+
+
+def denied(path: str) -> str:
+    """The message for a state file or directory this user may not read (runc:
+    "lstat /run/runc/ID: permission denied")."""
+    if os.geteuid() != 0:
+        return (f"{path}: permission denied (the state directory belongs to root: run as root, "
+                "or use --root for a directory of your own)")
+    return f"{path}: permission denied"
 
 
 def load_config(st: State) -> dict:
@@ -230,4 +241,6 @@ def list_ids(root: str) -> list[str]:
         names = os.listdir(root)
     except FileNotFoundError:
         return []
+    except PermissionError:
+        raise PyociError(denied(root)) from None
     return sorted(n for n in names if os.path.exists(os.path.join(root, n, STATE_FILE)))

@@ -48,8 +48,12 @@ def run_hook(hook: dict, state: dict, kind: str, index: int,
             os.dup2(ew, 2)
             os.setsid()
             os.execve(path, argv, env)
-        except OSError as e:
-            os.write(2, f"exec {path}: {e.strerror}".encode())
+        except BaseException as e:  # noqa: BLE001 - never back into the caller's code
+            why = e.strerror if isinstance(e, OSError) else str(e)
+            try:
+                os.write(2, f"exec {path}: {why}".encode(errors="replace"))
+            finally:
+                os._exit(127)
         os._exit(127)
     os.close(r)
     os.close(ew)
@@ -112,6 +116,15 @@ def _wait_collect(pid: int, errfd: int, deadline: float | None):
                 pass
             os.waitpid(pid, 0)
             return None
+
+
+def check(hooks: dict | None) -> None:
+    """Create-time: every hook has a program to run (runc: "exec: no command" once the
+    container is half made)."""
+    for kind, items in (hooks or {}).items():
+        for i, hook in enumerate(items if isinstance(items, list) else []):
+            if isinstance(hook, dict) and not hook.get("path"):
+                raise HookError(f"hooks.{kind}[{i}].path: must not be empty")
 
 
 def run_hooks(hooks: dict | None, kind: str, state: dict, *, warn_only: bool = False,

@@ -738,12 +738,37 @@ def mount_bind(root_fd: int, rootfs: str, mnt: Mount, *, userns: bool = False,
         os.close(fd)
 
 
+def _check_ordinary_directory(root_fd: int, mnt: Mount) -> None:
+    """proc and sysfs only on an ordinary directory (or a missing one), as runc: never
+    through a symlink of the rootfs (an old attack: /proc -> somewhere else)."""
+    path = clean_path(mnt.destination)
+    if path == "/":
+        return
+    try:
+        parent = open_in_root(root_fd, os.path.dirname(path))
+    except FileNotFoundError:
+        return
+    try:
+        st = os.stat(os.path.basename(path), dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(parent)
+    if stat.S_ISDIR(st.st_mode):
+        return
+    what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+    raise ConfigError(f"{mnt.where}.destination: {mnt.destination} is {what} in the rootfs: "
+                      f"filesystem {mnt.type!r} must be mounted on an ordinary directory")
+
+
 def _has_mode_option(data: str) -> bool:
     return any(o.startswith("mode=") for o in data.split(","))
 
 
 def mount_filesystem(root_fd: int, rootfs: str, mnt: Mount) -> None:
     """tmpfs, proc, sysfs, devpts, mqueue, or any other filesystem type."""
+    if mnt.type in ("proc", "sysfs"):
+        _check_ordinary_directory(root_fd, mnt)
     old_mode = None
     try:
         fd = open_in_root(root_fd, mnt.destination)

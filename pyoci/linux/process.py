@@ -419,6 +419,28 @@ def check_personality(p: dict | None) -> None:
     personality_value(p)
 
 
+def check_env(env) -> None:
+    """process.env entries are NAME=VALUE with a name and no NUL byte: refused at create
+    (the init would die before `start`), as runc refuses them, with runc's words."""
+    if env is None:
+        return
+    if not isinstance(env, list):
+        raise ConfigError("process.env: must be a list of strings")
+    for i, item in enumerate(env):
+        if not isinstance(item, str):
+            raise ConfigError(f"process.env[{i}]: must be a string")
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"process.env[{i}]: invalid environment variable: {item!r}")
+        if not name:
+            raise ConfigError(f"process.env[{i}]: environment variable name can't be empty: "
+                              f"{item!r}")
+        if "\0" in item:
+            part = "name" if "\0" in name else "value"
+            raise ConfigError(f"process.env[{i}]: environment variable {part} can't contain "
+                              f"null (\\x00): {item!r}")
+
+
 def check(process: dict, personality: dict | None = None) -> list[str]:
     """Create-time validation of process.* handled here (user, cwd, capabilities, rlimits,
     scheduler, ioPriority, execCPUAffinity, oomScoreAdj) and of linux.personality.
@@ -429,6 +451,7 @@ def check(process: dict, personality: dict | None = None) -> list[str]:
     cwd = process.get("cwd")
     if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
         raise ConfigError(f"process.cwd: {cwd!r} is not an absolute path")
+    check_env(process.get("env"))
     warnings = capabilities.check(process.get("capabilities"))
     rlimits.check(process.get("rlimits"))
     for key, validate in (("scheduler", sched_attr), ("ioPriority", ioprio_value)):

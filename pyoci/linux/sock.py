@@ -44,3 +44,44 @@ def recv_fds(sock, bufsize: int, maxfds: int, flags: int = 0):
             fds += [int.from_bytes(data[i:i + _FD_SIZE], sys.byteorder, signed=True)
                     for i in range(0, n, _FD_SIZE)]
     return msg, fds, msg_flags, addr
+
+
+# --- messages of any size over SOCK_SEQPACKET (pyoci and its children) -------------------
+
+_CHUNK = 32768      # per datagram: well below a unix socket's send buffer
+
+
+def send_msg(sock, data: bytes, fds=()) -> None:
+    """One message of any size: datagrams of at most _CHUNK bytes, each led by b"+" (more
+    follows) or b"." (the last one); the fds ride on the first. Nothing about a config's
+    size (an error message quoting a long path) may break the protocol."""
+    fds = list(fds)
+    i, n = 0, len(data)
+    while True:
+        part = data[i:i + _CHUNK]
+        i += _CHUNK
+        buf = (b"." if i >= n else b"+") + part
+        if fds:
+            send_fds(sock, [buf], fds)
+            fds = []
+        else:
+            sock.send(buf)
+        if i >= n:
+            return
+
+
+def recv_msg(sock, maxfds: int = 0) -> tuple[bytes, list[int]]:
+    """A send_msg message and the fds it carried; b"" at EOF (also in the middle of one)."""
+    parts: list[bytes] = []
+    fds: list[int] = []
+    while True:
+        if maxfds:
+            data, got, _, _ = recv_fds(sock, _CHUNK + 1, maxfds)
+            fds += got
+        else:
+            data = sock.recv(_CHUNK + 1)
+        if not data:
+            return b"", fds
+        parts.append(data[1:])
+        if data[:1] != b"+":
+            return b"".join(parts), fds

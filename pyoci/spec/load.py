@@ -45,7 +45,63 @@ def read_config(bundle: str) -> dict:
         raise ConfigError(f"config.json: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ConfigError("config.json: the document must be a JSON object")
+    if _suspect(data):
+        clean_strings(doc, members=_PASSED_ON)
     return doc
+
+
+# The members whose strings pyoci hands to the kernel, to files or to other programs (runc
+# passes them to system calls, which refuse a NUL byte). Annotations and members pyoci does
+# not know are only stored: they may hold anything.
+_PASSED_ON = ("ociVersion", "process", "root", "hostname", "domainname", "mounts", "hooks",
+              "linux")
+
+
+def _suspect(data: bytes | str) -> bool:
+    """Whether the JSON text may hold a NUL or a lone surrogate (only as \\u escapes, or
+    raw bytes ED A0..BF xx): most configs need no walk at all."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    return b"\\u" in data or b"\xed" in data
+
+
+def clean_strings(doc, members: tuple[str, ...] | None = None, prefix: str = "") -> None:
+    """Every string (and key) of doc, or of its given top-level members: a lone surrogate
+    (JSON "\\ud800", not valid UTF-8) becomes U+FFFD, as Go's decoder in runc makes it; a NUL
+    byte is refused, naming the field (runc's system calls fail on it: EINVAL). Iterative:
+    a config may nest 10,000 levels deep."""
+    if isinstance(doc, dict):
+        stack = [(doc, k, prefix + k) for k in doc if members is None or k in members]
+    else:
+        stack = [(doc, i, f"{prefix}[{i}]") for i in range(len(doc))]
+    while stack:
+        parent, key, where = stack.pop()
+        v = parent[key]
+        if isinstance(v, str):
+            if "\0" in v:
+                raise ConfigError(f"{where}: contains a NUL byte (\\x00)")
+            if not v.isascii():
+                parent[key] = _replace_surrogates(v)
+        elif isinstance(v, dict):
+            for k in list(v):
+                name = k
+                if "\0" in k:
+                    raise ConfigError(f"{where}: the key {k!r} contains a NUL byte (\\x00)")
+                if not k.isascii():
+                    name = _replace_surrogates(k)
+                    if name != k:
+                        v[name] = v.pop(k)
+                stack.append((v, name, f"{where}.{name}"))
+        elif isinstance(v, list):
+            stack.extend((v, i, f"{where}[{i}]") for i in range(len(v)))
+
+
+def _replace_surrogates(s: str) -> str:
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in s)
 
 
 def validate(doc: dict) -> None:

@@ -33,7 +33,13 @@ QBOOT = "/usr/share/qemu/qboot.rom"
 # Load order matters: insmod does not resolve dependencies.
 MODULES = ["virtio", "virtio_ring", "virtio_mmio", "virtio_pci_modern_dev",
            "virtio_pci_legacy_dev", "virtio_pci", "9pnet", "9pnet_virtio", "netfs", "fscache",
-           "9p", "overlay", "loop"]
+           "9p", "overlay", "loop",
+           # CRIU (pyoci checkpoint/restore, tests/lane/test_checkpoint.py): `criu check`
+           # needs veth and nf_tables (libcrc32c: softdep crc32c), its network lock
+           # iptables-nft's mark match, dumping sockets the sock_diag modules
+           "veth", "tun", "crc32c_generic", "nf_tables", "nft_compat", "xt_mark",
+           "unix_diag", "inet_diag", "tcp_diag", "udp_diag", "raw_diag", "netlink_diag",
+           "af_packet_diag"]
 
 # Parts of the apparmor package the guest needs (the rest is docs, init scripts and units).
 APPARMOR_KEEP = ("etc/apparmor", "etc/apparmor.d", "usr/sbin", "usr/bin", "usr/lib/apparmor",

@@ -49,6 +49,7 @@ MODULE_COMMANDS = {
     "exec": "pyoci.exec",
     "pause": "pyoci.ops", "resume": "pyoci.ops", "update": "pyoci.ops",
     "events": "pyoci.ops", "ps": "pyoci.ops",
+    "checkpoint": "pyoci.criu", "restore": "pyoci.criu",
 }
 
 USAGE = f"""pyoci {__version__} - an OCI runtime (runtime-spec {SPEC_VERSION}), runc-compatible
@@ -61,6 +62,8 @@ commands:
   kill      send a signal to the init     delete   delete a container
   list      list containers               spec     write a default config.json
   features  show the enabled features
+  checkpoint  checkpoint a running container (CRIU)
+  restore   restore a container from a checkpoint (CRIU)
 
 global options:
   --root DIR           state directory (default /run/pyoci; $XDG_RUNTIME_DIR/pyoci for

@@ -229,6 +229,8 @@ def _container_init(ctx: InitContext) -> None:
         seccomp_prog = seccomp_mod.build(seccomp)
     if own_ns:
         mounts.enter_rootfs(ctx.rootfs, ctx.no_pivot)
+        if mounts.needs_dev_setup(mounts.parse_mounts(spec)):
+            child.reopen_dev_null()
     else:                               # as runc: no pivot_root without a mount namespace
         os.chroot(os.path.realpath(ctx.rootfs))
         os.chdir("/")

@@ -39,6 +39,28 @@ def close_fds_except(keep: set[int]) -> None:
                 pass
 
 
+def reopen_dev_null() -> None:
+    """Stdio that is the null device (the caller's /dev/null, on a mount outside the
+    container) becomes the container's own /dev/null, as runc's reOpenDevNull: then nothing
+    of the host's mounts is open in the container (CRIU refuses to dump such a file)."""
+    try:
+        fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise SysError(f"reopen /dev/null in the container: {e.strerror}") from None
+    try:
+        null = os.fstat(fd)
+        for n in range(3):
+            try:
+                st = os.fstat(n)
+            except OSError:
+                continue
+            if st.st_rdev == null.st_rdev and (st.st_dev, st.st_ino) != (null.st_dev,
+                                                                          null.st_ino):
+                os.dup2(fd, n, inheritable=True)
+    finally:
+        os.close(fd)
+
+
 def become_root(what: str) -> None:
     """setres[ug]id(0) after entering a user namespace (0 must be mapped)."""
     try:

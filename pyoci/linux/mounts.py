@@ -1012,8 +1012,9 @@ def mounts_under(rootfs: str) -> dict[int, str]:
 
 
 def new_mounts(rootfs: str, before: dict[int, str]) -> list[list]:
-    """[id, mountpoint] of the mounts below rootfs that are not in before, oldest first."""
-    return [[i, mp] for i, mp in sorted(mounts_under(rootfs).items()) if i not in before]
+    """[id, mountpoint] of the mounts below rootfs that are not in before, in mountinfo's
+    order (the order they were mounted in: parents before what is mounted on them)."""
+    return [[i, mp] for i, mp in mounts_under(rootfs).items() if i not in before]
 
 
 def _fd_mount_id(fd: int) -> int | None:

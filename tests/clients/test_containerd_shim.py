@@ -229,6 +229,31 @@ def test_events(shimd, cid, tmp_path):
     assert '"id":"x1"' in exits[0] and '"exit_status":137' in exits[1]
 
 
+def test_oom_event(shimd, cid, tmp_path):
+    """A container over its memory limit is OOM-killed: TaskOOM, then its exit (137)."""
+    out = tmp_path / "events"
+    with open(out, "wb") as f:
+        watcher = subprocess.Popen(daemons.ctr(shimd, "events"), stdout=f,
+                                   stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)
+        r = ctr(shimd, "run", "--rm", "--runtime", RUNTIME, "--memory-limit", str(32 << 20),
+                IMG, cid, "sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); "
+                                      "echo survived")
+        assert (r.returncode, r.stdout) == (137, ""), r.stderr
+        for _ in range(200):
+            if "/tasks/delete" in out.read_text():
+                break
+            time.sleep(0.05)
+    finally:
+        watcher.terminate()
+        watcher.wait()
+    topics = [line.split()[5] for line in out.read_text().splitlines()
+              if f'"container_id":"{cid}"' in line]
+    assert "/tasks/oom" in topics, out.read_text()
+    assert topics.index("/tasks/oom") < topics.index("/tasks/exit")
+
+
 def test_containerd_restart(shimd, cid):
     ctr_ok(shimd, "run", "-d", "--runtime", RUNTIME, IMG, cid, "sleep", "1000")
     status, pid = task_status(shimd, cid)
@@ -300,6 +325,21 @@ def test_cri_pod_container_logs(shimd, pod):
     assert st["exit_code"] == 3
     log = (pod["logs"] / "c1.log").read_text().splitlines()
     assert sorted(line.split(" ", 1)[1] for line in log) == ["stderr F err", "stdout F out"]
+    cri(shimd, "rm", id=c)
+
+
+def test_cri_containerd_restart(shimd, pod):
+    """The pod's shim outlives containerd: after the restart CRI still sees the container
+    running, execs in it and stops it."""
+    c = cri_container(shimd, pod, "r1", "sleep", "1000")
+    pid = k8s_pid(shimd, c)
+    daemons.restart_containerd(shimd)
+    assert cri(shimd, "status", id=c)["state"] == "RUNNING"
+    assert k8s_pid(shimd, c) == pid
+    r = cri(shimd, "exec", id=c, cmd=["sh", "-c", "echo still; exit 2"], timeout=60)
+    assert (r["stdout"], r["exit_code"]) == ("still\n", 2)
+    cri(shimd, "stop", id=c, timeout=0)
+    assert cri(shimd, "status", id=c)["state"] == "EXITED"
     cri(shimd, "rm", id=c)
 
 

@@ -254,8 +254,43 @@ def test_stats_from_pyoci_events_json():
     e = m.blkio.io_service_bytes_recursive[0]
     assert (e.major, e.op, e.value) == (8, "Read", 512)
     assert m.hugetlb[0].pagesize == "2MB"
-    assert stats.metrics_any(data).type_url == "io.containerd.cgroups.v1.Metrics"
+    assert stats.metrics_any(data, v2=False).type_url == "io.containerd.cgroups.v1.Metrics"
     assert stats.metrics({}).SerializeToString() is not None   # nothing: zeros, no error
+
+
+def test_stats_v2_from_pyoci_events_json():
+    """pyoci's v2 stats (runc's JSON: ns, swap as memory + swap) as cgroups v2 Metrics."""
+    data = {"cpu": {"usage": {"total": 5_000_000, "kernel": 1_000_000, "user": 4_000_000},
+                    "throttling": {"periods": 3, "throttledPeriods": 2,
+                                   "throttledTime": 7000}},
+            "memory": {"cache": 9, "usage": {"limit": 1 << 20, "usage": 4096, "max": 8192},
+                       "swap": {"limit": 3 << 20, "usage": 4096 + 512},
+                       "raw": {"anon": 100, "file": 9, "inactive_file": 3, "pgfault": 5},
+                       "event_count": {"oom": 1, "oom_kill": 1, "max": 4}},
+            "pids": {"current": 2, "limit": 10},
+            "blkio": {"ioServiceBytesRecursive": [
+                {"major": 8, "minor": 0, "op": "Read", "value": 100},
+                {"major": 8, "minor": 0, "op": "Write", "value": 200}],
+                "ioServicedRecursive": [{"major": 8, "minor": 0, "op": "Read", "value": 1}]},
+            "hugetlb": {"2MB": {"usage": 4, "failcnt": 0}}}
+    m = stats.metrics_v2(data)
+    assert (m.cpu.usage_usec, m.cpu.user_usec, m.cpu.system_usec) == (5000, 4000, 1000)
+    assert (m.cpu.nr_periods, m.cpu.nr_throttled, m.cpu.throttled_usec) == (3, 2, 7)
+    assert (m.memory.anon, m.memory.file, m.memory.inactive_file, m.memory.pgfault) == \
+        (100, 9, 3, 5)
+    assert (m.memory.usage, m.memory.usage_limit, m.memory.max_usage) == (4096, 1 << 20, 8192)
+    assert (m.memory.swap_usage, m.memory.swap_limit) == (512, 2 << 20)
+    assert (m.memory_events.oom_kill, m.memory_events.max) == (1, 4)
+    assert (m.pids.current, m.pids.limit) == (2, 10)
+    assert len(m.io.usage) == 1
+    e = m.io.usage[0]
+    assert (e.major, e.rbytes, e.wbytes, e.rios, e.wios) == (8, 100, 200, 1, 0)
+    assert m.hugetlb[0].pagesize == "2MB" and m.hugetlb[0].current == 4
+    a = stats.metrics_any(data, v2=True)
+    assert a.type_url == "io.containerd.cgroups.v2.Metrics"
+    # containerd's field numbers: pids 1, cpu 2, memory 4, io 6, memory_events 8
+    wire = pb.MetricsV2(pids=pb.PidsStat(current=1)).SerializeToString()
+    assert wire == b"\x0a\x02\x08\x01"
 
 
 # --- the command line -----------------------------------------------------------------

@@ -456,19 +456,36 @@ class Service:
     # --- OOM ---------------------------------------------------------------------------
 
     def _watch_oom(self, c: Container) -> None:
-        """TaskOOM events from the v1 memory cgroup's eventfd (memory.oom_control)."""
+        """TaskOOM events: from the v1 memory cgroup's eventfd (memory.oom_control), or on
+        a cgroup2 host from memory.events (oom_kill going up; the file signals POLLPRI on
+        every change)."""
         try:
             with open(f"/proc/{c.init.pid}/cgroup") as f:
                 lines = f.read().splitlines()
         except OSError:
             return
-        path = None
+        v1 = v2 = None
         for line in lines:
             _, ctrls, rel = line.split(":", 2)
             if "memory" in ctrls.split(","):
-                path = f"/sys/fs/cgroup/memory{rel}"
-        if path is None or not os.path.exists(os.path.join(path, "memory.oom_control")):
+                v1 = f"/sys/fs/cgroup/memory{rel}"
+            elif ctrls == "" and stats.unified_host():
+                v2 = f"/sys/fs/cgroup{rel}"
+        if v1 and os.path.exists(os.path.join(v1, "memory.oom_control")):
+            target = self._oom_v1(c, v1)
+        elif v2 and os.path.exists(os.path.join(v2, "memory.events")):
+            target = self._oom_v2(c, v2)
+        else:
             return
+        if target is not None:
+            c.oom_watch = threading.Thread(target=target, daemon=True)
+            c.oom_watch.start()
+
+    def _oom(self, c: Container) -> None:
+        self.publisher.publish("/tasks/oom", "containerd.events.TaskOOM",
+                               pb.TaskOOM(container_id=c.id))
+
+    def _oom_v1(self, c: Container, path: str):
         try:
             efd = os.eventfd(0, os.EFD_CLOEXEC)
             ofd = os.open(os.path.join(path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
@@ -476,7 +493,7 @@ class Service:
                 f.write(f"{efd} {ofd}")
         except OSError as e:
             self.log(f"oom watch {c.id}: {e}")
-            return
+            return None
 
         def loop() -> None:
             try:
@@ -484,16 +501,47 @@ class Service:
                     os.eventfd_read(efd)
                     if not os.path.exists(path):    # the cgroup's removal signals too
                         return
-                    self.publisher.publish("/tasks/oom", "containerd.events.TaskOOM",
-                                           pb.TaskOOM(container_id=c.id))
+                    self._oom(c)
             except OSError:
                 pass
             finally:
                 os.close(efd)
                 os.close(ofd)
+        return loop
 
-        c.oom_watch = threading.Thread(target=loop, daemon=True)
-        c.oom_watch.start()
+    def _oom_v2(self, c: Container, path: str):
+        import select
+
+        try:
+            fd = os.open(os.path.join(path, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self.log(f"oom watch {c.id}: {e}")
+            return None
+
+        def kills() -> int:
+            os.lseek(fd, 0, os.SEEK_SET)
+            for line in os.read(fd, 4096).decode().splitlines():
+                k, _, v = line.partition(" ")
+                if k == "oom_kill":
+                    return int(v)
+            return 0
+
+        def loop() -> None:
+            try:
+                seen = kills()
+                poller = select.poll()
+                poller.register(fd, select.POLLPRI | select.POLLERR)
+                while not c.init.exited.is_set():
+                    poller.poll(1000)
+                    n = kills()
+                    if n > seen:
+                        self._oom(c)
+                    seen = n
+            except (OSError, ValueError):
+                pass
+            finally:
+                os.close(fd)
+        return loop
 
 
 def unmount_rootfs(bundle: str) -> None:

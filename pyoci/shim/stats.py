@@ -1,11 +1,25 @@
 """Stats: the cgroup statistics `pyoci events --stats` prints (runc's JSON) as containerd's
-io.containerd.cgroups.v1.Metrics, the message `ctr task metrics` and CRI read."""
+metrics, the message `ctr task metrics` and CRI read: io.containerd.cgroups.v1.Metrics on a
+v1 or hybrid host, io.containerd.cgroups.v2.Metrics where /sys/fs/cgroup is cgroup2 alone
+(as containerd chooses)."""
 
 from __future__ import annotations
 
 from pyoci.shim import pb
 
+import os
+
 METRICS_V1 = "io.containerd.cgroups.v1.Metrics"
+METRICS_V2 = "io.containerd.cgroups.v2.Metrics"
+
+# MemoryStatV2 fields that are memory.stat keys of the same name
+_MEMORY_V2 = ("anon", "file", "kernel_stack", "slab", "sock", "shmem", "file_mapped",
+              "file_dirty", "file_writeback", "anon_thp", "inactive_anon", "active_anon",
+              "inactive_file", "active_file", "unevictable", "slab_reclaimable",
+              "slab_unreclaimable", "pgfault", "pgmajfault", "workingset_refault",
+              "workingset_activate", "workingset_nodereclaim", "pgrefill", "pgscan",
+              "pgsteal", "pgactivate", "pgdeactivate", "pglazyfree", "pglazyfreed",
+              "thp_fault_alloc", "thp_collapse_alloc")
 
 # MemoryStat field <- memory.stat key
 _MEMORY_RAW = {
@@ -85,5 +99,59 @@ def metrics(data: dict):
     return m
 
 
-def metrics_any(data: dict):
+def metrics_v2(data: dict):
+    m = pb.MetricsV2()
+    cpu = data.get("cpu") or {}
+    usage = cpu.get("usage") or {}
+    thr = cpu.get("throttling") or {}
+    m.cpu.usage_usec = _u(usage.get("total")) // 1000
+    m.cpu.user_usec = _u(usage.get("user")) // 1000
+    m.cpu.system_usec = _u(usage.get("kernel")) // 1000
+    m.cpu.nr_periods = _u(thr.get("periods"))
+    m.cpu.nr_throttled = _u(thr.get("throttledPeriods"))
+    m.cpu.throttled_usec = _u(thr.get("throttledTime")) // 1000
+    mem = data.get("memory") or {}
+    raw = mem.get("raw") or {}
+    for field in _MEMORY_V2:
+        setattr(m.memory, field, _u(raw.get(field)))
+    use = mem.get("usage") or {}
+    swap = mem.get("swap") or {}           # runc's: memory + swap
+    m.memory.usage = _u(use.get("usage"))
+    m.memory.usage_limit = _u(use.get("limit"))
+    m.memory.max_usage = _u(use.get("max"))
+    m.memory.swap_usage = max(0, _u(swap.get("usage")) - _u(use.get("usage")))
+    swap_limit = _u(swap.get("limit"))
+    m.memory.swap_limit = swap_limit - _u(use.get("limit")) \
+        if swap_limit and swap_limit != _U64 and swap_limit >= _u(use.get("limit")) \
+        else swap_limit
+    ev = mem.get("event_count") or {}
+    for k in ("low", "high", "max", "oom", "oom_kill"):
+        setattr(m.memory_events, k, _u(ev.get(k)))
+    pids = data.get("pids") or {}
+    m.pids.current = _u(pids.get("current"))
+    m.pids.limit = _u(pids.get("limit"))
+    devices: dict[tuple[int, int], object] = {}
+    blkio = data.get("blkio") or {}
+    for key, field in (("ioServiceBytesRecursive", "bytes"), ("ioServicedRecursive", "ios")):
+        for e in blkio.get(key) or []:
+            dev = (_u(e.get("major")), _u(e.get("minor")))
+            entry = devices.get(dev)
+            if entry is None:
+                entry = devices[dev] = m.io.usage.add(major=dev[0], minor=dev[1])
+            op = str(e.get("op", "")).lower()
+            if op in ("read", "write"):
+                setattr(entry, ("r" if op == "read" else "w") + field, _u(e.get("value")))
+    for size, h in sorted((data.get("hugetlb") or {}).items()):
+        m.hugetlb.append(pb.HugeTlbStatV2(pagesize=size, current=_u(h.get("usage"))))
+    return m
+
+
+def unified_host() -> bool:
+    """cgroup2 alone at /sys/fs/cgroup (no v1 hierarchies)."""
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def metrics_any(data: dict, v2: bool | None = None):
+    if unified_host() if v2 is None else v2:
+        return pb.pack(METRICS_V2, metrics_v2(data))
     return pb.pack(METRICS_V1, metrics(data))

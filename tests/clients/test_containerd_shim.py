@@ -185,18 +185,32 @@ def test_exec_tty(shimd, cid):
     assert code == 6 and "/dev/pts/" in out, out
 
 
+def _cgroup2_file(pid: int, name: str) -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
+        rel = next(line.rstrip("\n").split(":", 2)[2] for line in f if line.startswith("0::"))
+    return f"/sys/fs/cgroup{rel}/{name}"
+
+
 def test_metrics(shimd, cid):
-    ctr_ok(shimd, "run", "-d", "--runtime", RUNTIME, IMG, cid, "sleep", "1000")
+    """`ctr task metrics`: cgroups v1 Metrics on a v1/hybrid host, v2 Metrics on cgroup2."""
+    ctr_ok(shimd, "run", "-d", "--runtime", RUNTIME, "--memory-limit", str(96 << 20), IMG, cid,
+           "sleep", "1000")
     pid = task_status(shimd, cid)[1]
     rows = dict(line.split(None, 1) for line in
                 ctr_ok(shimd, "task", "metrics", cid).splitlines()[3:] if line.strip())
-    assert rows["pids.current"].strip() == "1"
-    assert int(rows["memory.usage_in_bytes"]) == \
-        int(read(cgroup_file(pid, "memory", "memory.usage_in_bytes"))) or \
-        int(rows["memory.usage_in_bytes"]) > 0
-    assert int(rows["memory.limit_in_bytes"]) == \
-        int(read(cgroup_file(pid, "memory", "memory.limit_in_bytes")))
-    assert int(rows["cpuacct.usage"]) > 0
+    rows = {k: v.strip() for k, v in rows.items()}
+    assert rows["pids.current"] == "1"
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        assert rows["memory.usage_limit"] == str(96 << 20)
+        assert 0 < int(rows["memory.usage"]) <= \
+            int(read(_cgroup2_file(pid, "memory.current"))) * 4
+        assert int(rows["cpu.usage_usec"]) > 0
+    else:
+        assert rows["memory.limit_in_bytes"] == str(96 << 20) == \
+            read(cgroup_file(pid, "memory", "memory.limit_in_bytes"))
+        assert 0 < int(rows["memory.usage_in_bytes"]) <= \
+            int(read(cgroup_file(pid, "memory", "memory.usage_in_bytes"))) * 4
+        assert int(rows["cpuacct.usage"]) > 0
 
 
 def test_events(shimd, cid, tmp_path):

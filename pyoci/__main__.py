@@ -1,3 +1,7 @@
-from pyoci.cli import main
+from pyoci import fastpath
+
+fastpath.launched = True   # the command's own process: pyoci.linux.sealed may re-execute it
+
+from pyoci.cli import main  # noqa: E402
 
 raise SystemExit(main())

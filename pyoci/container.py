@@ -120,11 +120,19 @@ def _seal(spec: dict) -> None:
     """Unless the init will be alone in a new PID namespace until it executes the sealed
     waiter, run the command again from a read-only view of the interpreter (see
     pyoci.linux.sealed): processes of another container (a joined or the host's PID
-    namespace) or `exec`'d ones (the Python init waiting for `start`) could see it."""
+    namespace) or `exec`'d ones (the Python init waiting for `start`) could see it. The
+    config is not validated yet: whatever looks odd seals (the checks then refuse it)."""
     from pyoci.linux import sealed, waiter
     from pyoci.spec import load as spec_load
 
-    if spec_load.namespaces(spec).get("pid", "") is None and waiter.available(spec):
+    if not sealed.needed():
+        return
+    try:
+        alone = (spec_load.namespaces(spec).get("pid", "") is None
+                 and waiter.available(spec))
+    except Exception:  # noqa: BLE001 - a malformed config: the checks will say what
+        alone = False
+    if alone:
         return
     from pyoci import warmup
 
@@ -157,8 +165,8 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     st_mod.check_id(opts.cid)
     bundle = os.path.abspath(opts.bundle)
     spec = spec_load.read_config(bundle)
+    _seal(spec)                       # before the checks: they would be done twice
     rootfs = _check_config(spec, bundle, opts)
-    _seal(spec)
     root = st_mod.ensure_root(opts.root)
     cdir = st_mod.container_dir(root, opts.cid)
     st = st_mod.State(id=opts.cid, bundle=bundle, rootfs=rootfs, created=_rfc3339_now(),

@@ -182,3 +182,53 @@ def test_python_init_waiting_for_start_is_not_writable(copied_pyoci, bundle_fact
         rt("delete", "--force", "waits")
         kill_and_reap(pid)
     _check(lines, rt.copy)
+
+
+REEXEC = """
+import os, sys
+sys.path.insert(0, {repo!r})
+from pyoci import fastpath
+fastpath.launched = True
+from pyoci.linux import sealed
+if sealed.is_sealed():
+    print(os.readlink("/proc/self/exe"), flush=True)
+    sys.stdin.read()
+    sys.exit(0)
+if {mode!r} == "memfd":     # as where no mount can be made
+    def no_view(fds, exe):
+        raise OSError(1, "no mount here")
+    sealed._view = no_view
+sealed.reexec()
+"""
+
+
+@pytest.mark.parametrize("mode, link, errno_", [("view", "/python-copy", 30),
+                                                ("memfd", "/memfd:pyoci-python (deleted)", 1)])
+def test_reexec_gives_a_file_nobody_can_write(copied_pyoci, mode, link, errno_):
+    """Both ways pyoci.linux.sealed runs the command again: a detached read-only bind mount
+    (EROFS), or where that cannot be made a sealed memfd copy (EPERM). An fd on
+    /proc/PID/exe kept by root (CAP_DAC_OVERRIDE, as the thief) cannot write through it
+    once the process is gone."""
+    import errno as errno_mod
+
+    p = subprocess.Popen([copied_pyoci.copy, "-IS", "-c",
+                          REEXEC.format(repo=REPO, mode=mode)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == link
+        fd = os.open(f"/proc/{p.pid}/exe", os.O_PATH)
+    finally:
+        p.stdin.close()
+        p.wait()
+    try:
+        with pytest.raises(OSError) as e:
+            w = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY)
+            try:
+                os.pwrite(w, b"x", os.fstat(w).st_size)
+            finally:
+                os.close(w)
+        assert e.value.errno == errno_, errno_mod.errorcode[e.value.errno]
+    finally:
+        os.close(fd)
+    with open(copied_pyoci.copy, "rb") as f:
+        assert f.read(4) == b"\x7fELF"

@@ -31,32 +31,53 @@ import sys
 _ST_RDONLY = 1
 
 
+_F_ADD_SEALS, _F_GET_SEALS = 1033, 1034
+_F_SEAL_SEAL, _F_SEAL_SHRINK, _F_SEAL_GROW, _F_SEAL_WRITE = 1, 2, 4, 8
+
+
 def is_sealed() -> bool:
-    """Whether this process executes a file on a read-only mount."""
+    """Whether this process executes a file on a read-only mount, or a sealed memfd."""
     try:
-        return bool(posix.statvfs("/proc/self/exe").f_flag & _ST_RDONLY)
+        if posix.statvfs("/proc/self/exe").f_flag & _ST_RDONLY:
+            return True
+        fd = posix.open("/proc/self/exe", posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        import fcntl
+
+        return bool(fcntl.fcntl(fd, _F_GET_SEALS) & _F_SEAL_WRITE)
+    except OSError:
+        return False            # not a memfd: EINVAL
+    finally:
+        posix.close(fd)
+
+
+def needed() -> bool:
+    """Whether reexec() would execute the command again."""
+    launcher = sys.modules.get("pyoci.fastpath")
+    return (getattr(launcher, "launched", False) and posix.geteuid() == 0
+            and not is_sealed())
 
 
 def reexec(argv: list[str] | None = None) -> None:
-    """Execute the command again from a read-only view of the interpreter; returns only if
-    nothing needs to be done (not the launcher's process, not root, already read-only).
-    Raises SysError if the view cannot be made."""
-    launcher = sys.modules.get("pyoci.fastpath")
-    if not getattr(launcher, "launched", False):
-        return          # not the `pyoci` command's own process (e.g. a test calling pyoci)
-    if posix.geteuid() != 0 or is_sealed():
+    """Execute the command again from a read-only view of the interpreter (where a mount
+    cannot be made, e.g. without CAP_SYS_ADMIN in the mount namespace's owner: from a sealed
+    memfd copy, as runc before 1.1.12); returns only if nothing needs to be done (not the
+    launcher's process, not root, already sealed). Raises SysError if neither works."""
+    if not needed():    # e.g. not the `pyoci` command's own process: a test calling pyoci
         return
     from pyoci.errors import SysError
-    from pyoci.linux import syscalls as sc
 
     fds: list[int] = []
     try:
         exe = _open(fds, posix.open, "/proc/self/exe", posix.O_PATH | posix.O_CLOEXEC)
-        target = _view(fds, exe)
-        if not posix.fstatvfs(target).f_flag & _ST_RDONLY:      # never loop
-            raise OSError(30, "the view is not read-only")
+        try:
+            target = _view(fds, exe)
+            if not posix.fstatvfs(target).f_flag & _ST_RDONLY:      # never loop
+                raise OSError(30, "the view is not read-only")
+        except OSError:
+            target = _memfd_copy(fds)
         args = list(argv if argv is not None else sys.orig_argv)
         if sys.executable.startswith("/"):
             args[0] = sys.executable      # the venv's path: prefix and paths as before
@@ -69,6 +90,26 @@ def reexec(argv: list[str] | None = None) -> None:
     finally:
         for fd in fds:
             posix.close(fd)
+
+
+def _memfd_copy(fds: list[int]) -> int:
+    """A sealed memfd holding a copy of the executable (~7 MB for python3.11)."""
+    import fcntl
+
+    src = _open(fds, posix.open, "/proc/self/exe", posix.O_RDONLY | posix.O_CLOEXEC)
+    fd = _open(fds, posix.memfd_create, "pyoci-python", posix.MFD_CLOEXEC |
+               posix.MFD_ALLOW_SEALING)
+    size = posix.fstat(src).st_size
+    done = 0
+    while done < size:
+        n = posix.sendfile(fd, src, done, size - done)
+        if n <= 0:
+            raise OSError(5, "short copy of the interpreter")
+        done += n
+    posix.fchmod(fd, 0o555)
+    fcntl.fcntl(fd, _F_ADD_SEALS, _F_SEAL_SEAL | _F_SEAL_SHRINK | _F_SEAL_GROW |
+                _F_SEAL_WRITE)
+    return fd
 
 
 def _open(fds: list[int], fn, *args, **kw) -> int:

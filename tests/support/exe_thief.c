@@ -3,9 +3,9 @@
  * and CAP_DAC_OVERRIDE (tests/test_sealed.py). Until the file TRIGGER exists it scans /proc
  * and keeps an O_PATH fd on /proc/PID/exe of every other process whose executable is not
  * one of the container's own files (busybox, itself). Then, for up to 5 s, it reopens each
- * kept file for writing through /proc/self/fd/N (ETXTBSY: still executed, try again) and
- * prints one line per file: "caught PID LINK" when kept, then "WRITABLE PID" or
- * "refused PID ERRNO-TEXT". Nothing is ever written: an open for writing is the proof.
+ * kept file for writing through /proc/self/fd/N (ETXTBSY: still executed, try again),
+ * appends one byte, and prints one line per file: "caught PID LINK" when kept, then
+ * "WRITABLE PID" or "refused PID ERRNO-TEXT". Only ever run it against a copy.
  *
  *   exe_thief TRIGGER
  */
@@ -75,7 +75,13 @@ int main(int argc, char **argv)
 			snprintf(path, sizeof path, "/proc/self/fd/%d", fds[i]);
 			fd = open(path, O_WRONLY | O_CLOEXEC);
 			if (fd >= 0) {
-				printf("WRITABLE %d\n", pids[i]);
+				struct stat fst;
+
+				/* one byte appended (a sealed memfd opens, but refuses it) */
+				if (!fstat(fd, &fst) && pwrite(fd, "", 1, fst.st_size) == 1)
+					printf("WRITABLE %d\n", pids[i]);
+				else
+					printf("refused %d %s (opened)\n", pids[i], strerror(errno));
 				close(fd);
 			} else if (errno == ETXTBSY && round < 499) {
 				continue;

@@ -229,3 +229,31 @@ def test_proc_symlink_in_rootfs_is_named(pyoci, runc, bundle_factory, config, ta
                    "filesystem 'proc' must be mounted on an ordinary directory"), msg
     r = runc("create", "-b", b, "bad")
     assert r.returncode == 1 and "must be mounted on ordinary directory" in r.stderr
+
+
+# --- the last resort ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cmd, msg", [
+    (["list"], "pyoci: /dev/null: Not a directory"),
+    (["state", "x"], "pyoci: /dev/null/x/state.json: Not a directory"),
+])
+def test_an_unforeseen_os_error_is_named_not_internal(pyoci, cmd, msg):
+    """What no check turned into a message of its own still says what and why (the file
+    and the system's reason), not "internal error: NotADirectoryError"."""
+    r = subprocess.run([pyoci.binary, "--root", "/dev/null", *cmd], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip() == msg, r.stderr
+
+
+def test_describe_names_causes():
+    from pyoci.cli import describe
+
+    assert describe(ValueError("embedded null byte")).endswith("a string contains a NUL "
+                                                               "byte (\\x00), which the "
+                                                               "kernel cannot take")
+    assert describe(RecursionError("x")) == "a value is nested too deeply to be handled"
+    try:
+        "\ud800".encode()
+    except UnicodeError as e:
+        assert describe(e).startswith("a string is not valid UTF-8")
+    assert describe(KeyError("k")).startswith("internal error: KeyError")

@@ -251,6 +251,8 @@ def _rootless_cgroup(cg, linux: dict, rs: dict):
     if res and "devices" in res:
         linux["resources"] = res = {k: v for k, v in res.items() if k != "devices"}
     rs["cgroup_made"] = True
+    if hasattr(cg, "rootless"):
+        cg.rootless = True
     try:
         cg.create()
         return cg

@@ -49,6 +49,7 @@ class V1Manager(Manager):
         self.unified = unified
         self.created = list(created or [])
         self.devices_set = devices_set
+        self.rootless = False     # no device rules (runc ignores them when rootless)
 
     @classmethod
     def for_container(cls, cgroups_path: str | None, cid: str) -> "V1Manager":
@@ -66,15 +67,20 @@ class V1Manager(Manager):
     # --- state ---------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        return {"driver": self.driver, "paths": dict(self.paths), "unified": self.unified,
-                "created": list(self.created), "devices_set": self.devices_set}
+        d = {"driver": self.driver, "paths": dict(self.paths), "unified": self.unified,
+             "created": list(self.created), "devices_set": self.devices_set}
+        if self.rootless:
+            d["rootless"] = True
+        return d
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "V1Manager":
         if d.get("driver") != cls.driver:
             raise SysError(f"cgroup state: driver {d.get('driver')!r} is not {cls.driver!r}")
-        return cls(d.get("paths") or {}, d.get("unified"), d.get("created") or [],
-                   bool(d.get("devices_set")))
+        m = cls(d.get("paths") or {}, d.get("unified"), d.get("created") or [],
+                bool(d.get("devices_set")))
+        m.rootless = bool(d.get("rootless"))
+        return m
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -548,7 +554,7 @@ class V1Manager(Manager):
 
     def _apply_devices(self, r: dict) -> None:
         d = self.paths.get("devices")
-        if d is None:
+        if d is None or self.rootless:
             return
         given = r.get("devices")
         if self.devices_set and given is None:

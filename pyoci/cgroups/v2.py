@@ -175,6 +175,7 @@ class V2Manager(Manager):
         self.path = path
         self.mountpoint = mountpoint
         self.created: list[str] = list(created or [])
+        self.rootless = False     # no device program (an unprivileged user cannot load one)
 
     @classmethod
     def for_container(cls, cgroups_path: str | None, cid: str) -> "V2Manager":
@@ -502,6 +503,8 @@ class V2Manager(Manager):
     def _apply_devices(self, resources: dict) -> None:
         """Install the device program at create time (no program yet) and whenever the
         resources name devices (update); otherwise leave the current program alone."""
+        if self.rootless:
+            return                  # as runc: device rules are not applied when rootless
         from pyoci.cgroups import ebpf
 
         try:
@@ -625,12 +628,17 @@ class V2Manager(Manager):
     # -- state -------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        return {"driver": self.driver, "path": self.path, "mountpoint": self.mountpoint,
-                "created": list(self.created)}
+        d = {"driver": self.driver, "path": self.path, "mountpoint": self.mountpoint,
+             "created": list(self.created)}
+        if self.rootless:
+            d["rootless"] = True
+        return d
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> "V2Manager":
-        return cls(d["path"], d.get("mountpoint", DEFAULT_MOUNTPOINT), d.get("created"))
+        m = cls(d["path"], d.get("mountpoint", DEFAULT_MOUNTPOINT), d.get("created"))
+        m.rootless = bool(d.get("rootless"))
+        return m
 
 
 def common_is_within(path: str, top: str) -> bool:

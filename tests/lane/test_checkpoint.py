@@ -181,3 +181,56 @@ def test_foreground_restore_exit_code(rt, bundle_factory, lane_config, cid, tmp_
     assert r.returncode == 3                          # the program's `exit 3`, after 60
     assert contiguous(values(b)) and values(b)[-1] == 60
     assert rt("state", cid).returncode == 1           # deleted, as after `run`
+
+
+def test_flags_pass_through(rt, bundle_factory, lane_config, cid, tmp_path):
+    """runc's remaining flags, given to both commands: the counter resumes as without."""
+    b = counter_bundle(bundle_factory, lane_config)
+    call(rt, tmp_path, "run", "-d", "--bundle", b, cid)
+    wait_count(b, 5, "before the checkpoint")
+    img, work = tmp_path / "img", tmp_path / "work"
+    flags = ["--tcp-established", "--ext-unix-sk", "--shell-job", "--file-locks",
+             "--manage-cgroups-mode", "full", "--work-path", str(work)]
+    call(rt, tmp_path, "checkpoint", *flags, "--image-path", str(img), cid)
+    assert (work / "dump.log").exists() and not (img / "dump.log").exists()
+    dumped = values(b)
+    call(rt, tmp_path, "restore", "-d", *flags, "--bundle", b, "--image-path", str(img), cid)
+    assert (work / "restore.log").exists()
+    assert contiguous(wait_count(b, len(dumped) + 5, "after the restore"))
+
+
+def test_restore_with_console_socket(rt, bundle_factory, lane_config, cid, tmp_path):
+    """A terminal container: restored, its new pty master comes over --console-socket."""
+    import socket
+
+    cfg = lane_config
+    cfg["process"]["terminal"] = True
+    b = counter_bundle(bundle_factory, cfg)
+    path = str(tmp_path / "console.sock")
+    masters = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(path)
+        srv.listen(2)
+        for step in ("run", "restore"):
+            if step == "run":
+                call(rt, tmp_path, "run", "-d", "--console-socket", path, "--bundle", b, cid)
+            else:
+                wait_count(b, 5, "before the checkpoint")
+                img = tmp_path / "img"
+                call(rt, tmp_path, "checkpoint", "--shell-job", "--image-path", str(img),
+                     cid)
+                dumped = values(b)
+                call(rt, tmp_path, "restore", "-d", "--shell-job", "--console-socket", path,
+                     "--bundle", b, "--image-path", str(img), cid)
+            conn, _ = srv.accept()
+            with conn:
+                _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+            assert fds, step
+            masters.append(fds[0])
+    try:
+        assert contiguous(wait_count(b, len(dumped) + 5, "after the restore"))
+        r = rt("exec", cid, "sh", "-c", "readlink /proc/1/fd/1", check=True)
+        assert r.stdout.startswith("/dev/pts/"), r.stdout
+    finally:
+        for m in masters:
+            os.close(m)

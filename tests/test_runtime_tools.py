@@ -315,3 +315,33 @@ def test_runner_cleans_up_what_the_suite_leaves(tmp_path):
         assert "pyoci-rtools-" not in f.read()
     assert set(glob.glob("/tmp/pyoci-rtools-*")) == before_tmp
     assert suite_cgroups() == before_cg
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.skipif(not os.path.isdir(os.path.join(up.DEFAULT_SOURCE, "validation")) or
+                    not up.find_go(), reason="needs the runtime-tools source and Go >= 1.21")
+def test_runner_cleans_up_when_terminated():
+    """SIGTERM in the middle of a program (kill: containers running for seconds): the program
+    is ended and its containers, cgroups and scratch directory are removed."""
+    import glob
+    import time
+    subprocess.run([sys.executable, os.path.join(REPO, "conformance", "runtime-tools"),
+                    "--build-only"], check=True, capture_output=True, timeout=900)
+    before_tmp = set(glob.glob("/tmp/pyoci-rtools-*"))
+    before_cg = suite_cgroups()
+    p = subprocess.Popen([sys.executable, os.path.join(REPO, "conformance", "runtime-tools"),
+                          "--program", "^kill$", "--runtime", "runc"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            os.listdir(os.path.join(d, "root-runc"))
+            for d in set(glob.glob("/tmp/pyoci-rtools-*")) - before_tmp
+            if os.path.isdir(os.path.join(d, "root-runc"))):
+        time.sleep(0.1)
+    p.terminate()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + 15, out + err
+    assert set(glob.glob("/tmp/pyoci-rtools-*")) == before_tmp
+    assert suite_cgroups() == before_cg     # empty: kill.t and its containers are gone

@@ -711,13 +711,29 @@ def run_program(tree: str, program: str, name: str, binary: str, scratch: str,
                 except ProcessLookupError:
                     pass
                 rc = proc.wait()
+            except BaseException:     # interrupted (SIGINT/SIGTERM): end the program, clean up
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+                cleanup_after(binary, root, tmp, cgroups, before)
+                raise
             out.seek(0)
             err.seek(0)
             text = out.read().decode(errors="replace")
             etext = err.read().decode(errors="replace")
     seconds = time.monotonic() - t0
-    # Clean up what the program's containers left: containers under our --root, processes
-    # and cgroups under our cgroup (and a /cgrouptest that appeared), mounts under its TMPDIR.
+    left, n_cg, n_mounts = cleanup_after(binary, root, tmp, cgroups, before)
+    return ProgramResult(program, name, rc, seconds, text, etext, timed_out, n_mounts, n_cg,
+                         len(left))
+
+
+def cleanup_after(binary: str, root: str, tmp: str, cgroups: Cgroups | None,
+                  before: set[str]) -> tuple[list[str], int, int]:
+    """Clean up what a program's containers left: containers under our --root, processes
+    and cgroups under our cgroup (and a /cgrouptest that appeared), mounts under its TMPDIR.
+    Returns (container ids, number of cgroups, number of mounts) that were left."""
     left = cleanup_root(binary, root)
     harness.reap_zombies()
     n_cg = 0
@@ -735,8 +751,7 @@ def run_program(tree: str, program: str, name: str, binary: str, scratch: str,
     n_mounts = unmount_under(tmp)
     if not mounts_under(tmp):
         shutil.rmtree(tmp, ignore_errors=True)
-    return ProgramResult(program, name, rc, seconds, text, etext, timed_out, n_mounts, n_cg,
-                         len(left))
+    return left, n_cg, n_mounts
 
 
 def cleanup_root(binary: str, root: str) -> list[str]:

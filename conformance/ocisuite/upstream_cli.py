@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,10 @@ def main(argv=None) -> int:
 
     up.private_mount_namespace()
     harness.set_subreaper()
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, terminated)       # clean up as after Ctrl-C
     cgroups = up.Cgroups(f"pyoci-rtools-{os.getpid()}")
     scratch = tempfile.mkdtemp(prefix="pyoci-rtools-")
     os.chmod(scratch, 0o711)

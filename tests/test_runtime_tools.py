@@ -345,3 +345,19 @@ def test_runner_cleans_up_when_terminated():
     assert p.returncode == 128 + 15, out + err
     assert set(glob.glob("/tmp/pyoci-rtools-*")) == before_tmp
     assert suite_cgroups() == before_cg     # empty: kill.t and its containers are gone
+
+
+def test_one_run_at_a_time_per_machine(tmp_path, capsys):
+    """The suite's /cgrouptest is machine-wide: a second run waits for the first."""
+    import threading
+    from ocisuite import upstream_cli
+    lock = str(tmp_path / "lock")
+    first = upstream_cli.machine_lock(lock)
+    got = threading.Event()
+    t = threading.Thread(target=lambda: (upstream_cli.machine_lock(lock), got.set()))
+    t.start()
+    assert not got.wait(0.5)
+    first.close()
+    assert got.wait(30)
+    t.join()
+    assert "waiting for another runtime-tools run" in capsys.readouterr().out

@@ -808,6 +808,7 @@ def write_report(path: str, runs: dict[str, dict[str, ProgramResult]], meta: dic
              "suite (opencontainers/runtime-tools " + meta.get("source", "") + ") is built "
              "unmodified and every `validation/NAME/NAME.t` runs against each runtime "
              "(`RUNTIME=...`, a private `--root`), one after the other, in one run.\n")
+    L.append(f"- Run: {meta.get('date', '')}, pyoci at commit {meta.get('commit') or '?'}")
     L.append(f"- Host: {meta.get('host', '')}")
     for n in names:
         L.append(f"- {n}: {meta.get('versions', {}).get(n, '')}")

@@ -29,6 +29,36 @@ def host_line() -> str:
     return f"Linux {platform.release()}, {cg}, LSMs: {lsm}, {os.cpu_count()} CPUs"
 
 
+LOCK = "/run/pyoci-runtime-tools.lock"
+
+
+def machine_lock(path: str = LOCK):
+    """One run at a time on a machine: the suite's absolute cgroupsPath (/cgrouptest in every
+    hierarchy) is shared, so two runs side by side see each other's containers and limits
+    ("container's cgroup is not empty", another run's memory limit). Held until exit."""
+    import fcntl
+    f = open(path, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"# waiting for another runtime-tools run on this machine ({path}): the "
+              "suite's /cgrouptest cgroups are machine-wide", flush=True)
+        fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
+def git_commit() -> str:
+    """The project's commit the run tested (with `+changes` when the tree differs)."""
+    try:
+        head = subprocess.run(["git", "-C", up.REPO, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "-C", up.REPO, "status", "--porcelain", "--",
+                                "pyoci"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return head + (" +changes in pyoci/" if dirty.strip() else "")
+
+
 def parse(argv):
     ap = argparse.ArgumentParser(prog="conformance/runtime-tools")
     ap.add_argument("--runtime", action="append", default=[],
@@ -117,6 +147,7 @@ def main(argv=None) -> int:
         print(f"runtime-tools: no program matches {a.program!r}", file=sys.stderr)
         return 2
 
+    lock = machine_lock()
     up.private_mount_namespace()
     harness.set_subreaper()
 
@@ -143,7 +174,7 @@ def main(argv=None) -> int:
         up.unmount_under(scratch)
         if not up.mounts_under(scratch):
             shutil.rmtree(scratch, ignore_errors=True)
-    meta = {"source": os.path.basename(src), "host": host_line(),
+    meta = {"source": os.path.basename(src), "host": host_line(), "commit": git_commit(),
             "versions": {n: harness.runtime_version(b) for n, b in binaries.items()},
             "go": open(os.path.join(tree, ".built")).read().split(" ")[0] if os.path.exists(
                 os.path.join(tree, ".built")) else "",

@@ -108,7 +108,9 @@ def start(opts: dict, bundle: str) -> int:
     path = socket_path(opts.get("address", ""), ns, _group(bundle, cid))
     os.makedirs(SOCKET_DIR, mode=0o711, exist_ok=True)
     address = "unix://" + path
-    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # one lock for every start: the check for a running pod shim and the bind are atomic
+    lock = os.open(os.path.join(SOCKET_DIR, "pyoci-shim-start.lock"),
+                   os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _alive(path):               # the pod's shim: it serves this container too

@@ -68,10 +68,18 @@ def shim(tmp_path, bundle_factory, config):
         except (ttrpc.TtrpcError, OSError):
             pass
         client.close()
-    subprocess.run([PYOCI, "--root", f"/run/containerd/pyoci/{ns}", "delete", "--force",
-                    "x"], capture_output=True)
+    root = f"/run/containerd/pyoci/{ns}"
+    left = subprocess.run([PYOCI, "--root", root, "list", "-q"], capture_output=True,
+                          text=True).stdout.split()
+    for cid in left:
+        subprocess.run([PYOCI, "--root", root, "delete", "--force", cid], capture_output=True)
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
     time.sleep(0.2)
     reap_zombies()
+    assert not left, f"containers left behind: {left}"
 
 
 def _reader(path: str, out: list) -> threading.Thread:

@@ -275,6 +275,8 @@ def _container_init(ctx: InitContext) -> None:
     # (no sendto under it): the runtime waits for the socket's EOF (close-on-exec) or the
     # load's error. waiter.uses() checked that the filter lets the waiter run.
     load_here = waiter_argv is not None and bool(seccomp_prog) and not nnp
+    if seccomp_prog and not nnp and not load_here:
+        _probe_filter(seccomp_prog)     # loaded after `start`: its errors belong to create
     if seccomp_prog and seccomp.get("listenerPath"):
         ctx.listener_sock = _receive_listener(ctx)
     send(ctx.sock, {"t": "ready"})
@@ -321,6 +323,34 @@ def _receive_listener(ctx: InitContext) -> socket.socket:
         raise SysError("linux.seccomp.listenerPath: the runtime sent no connection")
     os.set_inheritable(fds[0], False)
     return unix.socket(fileno=fds[0])
+
+
+def _probe_filter(program: tuple[bytes, int]) -> None:
+    """Load the filter in a short-lived child, so that one the kernel refuses fails create
+    (as runc's, loaded then without no_new_privs) although this init loads it after start."""
+    from pyoci.linux import seccomp as seccomp_mod
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            try:
+                fd = seccomp_mod.install(*program)
+                if fd is not None:
+                    os.close(fd)
+            except BaseException as e:  # noqa: BLE001 - reported to the init
+                os.write(w, child.error_message(e).encode(errors="replace")[:4000])
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        msg = os.read(r, 4096)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    if msg:
+        raise SysError(msg.decode(errors="replace"))
 
 
 def _install_or_report(ctx: InitContext, program: tuple[bytes, int]) -> None:

@@ -128,10 +128,12 @@ def test_minimal_filter_without_nnp_fails_runc_but_not_pyoci(pyoci, runc, bundle
     assert ok, why
 
 
-def test_load_error_after_ready_fails_create(pyoci, bundle_factory, config):
-    """Through the waiter without no_new_privs the filter is loaded after "ready": a load
-    failure is still create's error, one line, and nothing is left behind. (A program of
-    more than BPF_MAXINSNS instructions: the kernel refuses it with EINVAL.)"""
+@pytest.mark.parametrize("python_init", [False, True], ids=["waiter", "python-init"])
+def test_load_error_fails_create(pyoci, bundle_factory, config, python_init):
+    """Without no_new_privs the filter is loaded after "ready" (waiter) or after `start`
+    (Python init): a load failure is still create's error, as with runc, one line, and
+    nothing is left behind. (A program of more than BPF_MAXINSNS instructions: the kernel
+    refuses it with EINVAL.)"""
     cfg = _config(config, "waiter", False, "root", ["/bin/busybox", "true"])
     cfg["linux"]["seccomp"]["syscalls"] += [
         {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
@@ -139,7 +141,7 @@ def test_load_error_after_ready_fails_create(pyoci, bundle_factory, config):
                   {"index": 1, "value": i, "op": "SCMP_CMP_EQ"}]} for i in range(1000)]
     assert waiter.uses(cfg)
     b = bundle_factory(cfg)
-    r = pyoci("create", "-b", b, "e1")
+    r = pyoci("create", "-b", b, "e1", env=_env(python_init))
     assert r.returncode == 1, r.stderr
     assert r.stderr.startswith("pyoci: ") and "linux.seccomp" in r.stderr, r.stderr
     assert "Invalid argument" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr

@@ -125,14 +125,12 @@ def _seal(spec: dict) -> None:
     from pyoci.linux import sealed, waiter
     from pyoci.spec import load as spec_load
 
-    if not sealed.needed():
-        return
     try:
         alone = (spec_load.namespaces(spec).get("pid", "") is None
                  and waiter.available(spec))
     except Exception:  # noqa: BLE001 - a malformed config: the checks will say what
         alone = False
-    if alone:
+    if alone or not sealed.needed():
         return
     from pyoci import warmup
 

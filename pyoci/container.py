@@ -198,6 +198,8 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
         init_mod.bootstrap(ctx)           # never returns
         os._exit(1)
     child_sock.close()
+    if st_mod.FAULT:
+        st_mod.fault("create:forked")
     ctx_sockets: list = [parent_sock]
     rs = {"init": 0, "bootstrap": pid, "cgroup_made": False, "hooks_ran": False,
           "dir_made": False, "host_mounts": host_mounts, "rootfs": rootfs}
@@ -219,6 +221,8 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
         if host_mounts is not None:       # for delete --force if this process dies midway
             st_mod.write_atomic(os.path.join(cdir, MOUNTS_BEFORE), jsonio.dumps(
                 {"rootfs": rootfs, "before": sorted(host_mounts)}).encode())
+        if st_mod.FAULT:
+            st_mod.fault("create:dir")
         with st_mod.Lock(cdir):
             _create_in(opts, spec, st, cg, ctx_sockets, rs, parent_sock, public, ctx.ns)
     except BaseException as e:
@@ -283,6 +287,16 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
     pid = rs["bootstrap"]
     st_mod.write_atomic(os.path.join(st.dir, st_mod.CONFIG_FILE),
                         jsonio.dumps(spec).encode())
+    # Recorded before anything is made: a create killed from here on leaves a container
+    # that `state` and `list` show ("creating") and `delete --force` removes whole.
+    me, boot = st_mod.proc_stat(os.getpid()), st_mod.proc_stat(pid)
+    st.creating = {"creator": [os.getpid(), me[1] if me else 0],
+                   "bootstrap": [pid, boot[1] if boot else 0]}
+    if cg is not None:
+        st.cgroup = _planned_cgroup(cg)
+    st_mod.save(st)
+    if st_mod.FAULT:
+        st_mod.fault("create:recorded")
     fifo = os.path.join(st.dir, st_mod.FIFO)
     os.mkfifo(fifo, 0o622)
     os.chmod(fifo, 0o622)
@@ -314,6 +328,11 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             rs["joiner"] = joiner
         else:
             cg.add(pid)
+            if cg.owned():
+                st.cgroup = _planned_cgroup(cg)   # systemd: the unit is started
+                st_mod.save(st)
+            if st_mod.FAULT:
+                st_mod.fault("create:cgroup")
             _apply_resources(cg, linux.get("resources"))
     # the bootstrap's go: what it could not inherit (made after the fork) comes with it
     init_mod.send(parent_sock, {
@@ -336,6 +355,10 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             if ps is None:
                 raise SysError("container init exited during setup")
             st.pid, st.start_time = init_pid, ps[1]
+            st.creating["bootstrap"] = None
+            st_mod.save(st)
+            if st_mod.FAULT:
+                st_mod.fault("create:pid")
             public["pid"] = init_pid
             moved = None
             if linux.get("netDevices"):
@@ -355,6 +378,8 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
                 joiner.finish(init_pid)           # the bootstrap's write paid the wait
                 rs["joiner"] = None
                 _apply_resources(cg, linux.get("resources"))
+                if st_mod.FAULT:
+                    st_mod.fault("create:init-cgroup")
                 try:
                     init_mod.send(parent_sock, {"t": "cgroup"})
                 except OSError:
@@ -363,8 +388,13 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             from pyoci.linux.hooks import run_hooks
 
             rs["hooks_ran"] = True
+            if hooks.get("poststop"):             # delete --force runs them after a crash
+                st.creating["hooks"] = True
+                st_mod.save(st)
             run_hooks(hooks, "prestart", public)
             run_hooks(hooks, "createRuntime", public)
+            if st_mod.FAULT:
+                st_mod.fault("create:hooks")
             init_mod.send(parent_sock, {"t": "ok"})
         elif t == "listener":
             # the init is set up and about to report ready: only now is the seccomp agent
@@ -379,6 +409,8 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
                 listener.close()
         elif t == "ready":
             _await_exec(parent_sock)      # a seccomp filter may be loaded after "ready"
+            if st_mod.FAULT:
+                st_mod.fault("create:ready")
             break
         elif t == "error":
             raise SysError(msg.get("msg", "container init failed"))
@@ -391,9 +423,30 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
         from pyoci.linux import mounts
 
         st.mounts = mounts.new_mounts(rs["rootfs"], rs["host_mounts"])
+    st.creating = None
     st_mod.save(st)
+    if st_mod.FAULT:
+        st_mod.fault("create:saved")
     if opts.pid_file:
         _write_pid_file(opts.pid_file, st.pid)
+
+
+def _planned_cgroup(cg) -> dict:
+    """The manager's state with the cgroup directories create() is about to make counted
+    as made (those that do not exist yet): recorded before they are made, so that a killed
+    create leaves nothing `delete --force` does not know of. The final state.json has the
+    exact list."""
+    d = cg.to_state()
+    made = d.get("created")
+    if isinstance(made, list):
+        for leaf in cg.leaves():
+            missing = []
+            p = leaf
+            while p not in ("/", "") and not os.path.isdir(p):
+                missing.append(p)
+                p = os.path.dirname(p)
+            made.extend(m for m in reversed(missing) if m not in made)
+    return d
 
 
 def _apply_resources(cg, resources: dict | None) -> None:
@@ -435,6 +488,8 @@ class _Joiner:
                 self.cg.add(pid)
             except BaseException:  # noqa: BLE001 - the bootstrap may have exited: ESRCH
                 pass
+            if st_mod.FAULT:
+                st_mod.fault("create:cgroup")
         except BaseException as e:  # noqa: BLE001 - raised by finish()
             self.error = e
         finally:
@@ -579,6 +634,8 @@ def _wait_dead(pid: int, start_time: int, timeout: float) -> bool:
 def start(root: str, cid: str) -> None:
     st = st_mod.load(root, cid)
     with st_mod.Lock(st.dir):
+        if st.creating is not None:       # its create may have ended while we waited
+            st = st_mod.load(root, cid)
         status = st_mod.status(st)
         if status == "stopped":
             raise StateError("cannot start a container that has stopped")
@@ -830,21 +887,8 @@ def record_process(st, pid: int) -> None:
 
 def signal_own(st, sig: int) -> None:
     """`kill --all` of a container whose cgroup is not its own: only its processes."""
-    from pyoci.linux import syscalls as sc
-
     for pid, start in own_processes(st):
-        try:
-            pidfd = sc.pidfd_open(pid)
-        except OSError:
-            continue
-        try:
-            ps = st_mod.proc_stat(pid)
-            if ps is not None and ps[1] == start:
-                sc.pidfd_send_signal(pidfd, sig)
-        except OSError:
-            pass
-        finally:
-            os.close(pidfd)
+        _signal_recorded([pid, start], sig)
 
 
 # --- delete ---------------------------------------------------------------------------------
@@ -861,6 +905,13 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             return
         raise
     with st_mod.Lock(st.dir):
+        if st.creating is not None:       # its create may have ended while we waited
+            try:
+                st = st_mod.load(root, cid)
+            except ContainerNotFound:
+                if force:
+                    return
+                raise
         status = st_mod.status(st)
         if status != "stopped":
             if not force:
@@ -873,6 +924,9 @@ def delete(root: str, cid: str, force: bool = False) -> None:
 
 
 def _kill_all_and_wait(st) -> None:
+    boot = (st.creating or {}).get("bootstrap")
+    if boot:                              # a create killed before its init was forked
+        _signal_recorded(boot, _signal.SIGKILL)
     cg = None
     if st.cgroup:
         from pyoci import cgroups
@@ -889,18 +943,41 @@ def _kill_all_and_wait(st) -> None:
                 pass
         else:
             signal_own(st, _signal.SIGKILL)
+    if st.pid > 0:
+        try:
+            signal_init(st, _signal.SIGKILL)
+        except PyociError:
+            pass
+        if not _wait_dead(st.pid, st.start_time, timeout=10):
+            raise SysError(f"container init {st.pid} did not die after SIGKILL")
+    if boot and not _wait_dead(boot[0], boot[1], timeout=10):
+        raise SysError(f"container bootstrap {boot[0]} did not die after SIGKILL")
+
+
+def _signal_recorded(rec: list, sig: int) -> None:
+    """Signal a process recorded as [pid, start time], if it is still that process."""
+    from pyoci.linux import syscalls as sc
+
     try:
-        signal_init(st, _signal.SIGKILL)
-    except PyociError:
+        pidfd = sc.pidfd_open(rec[0])
+    except (OSError, TypeError):
+        return
+    try:
+        ps = st_mod.proc_stat(rec[0])
+        if ps is not None and ps[1] == rec[1]:
+            sc.pidfd_send_signal(pidfd, sig)
+    except OSError:
         pass
-    if not _wait_dead(st.pid, st.start_time, timeout=10):
-        raise SysError(f"container init {st.pid} did not die after SIGKILL")
+    finally:
+        os.close(pidfd)
 
 
 def destroy(st) -> None:
     """Unmount what create mounted in the runtime's mount namespace (a container without a
     mount namespace of its own), remove the container's cgroup and state; then the
     poststop hooks (warnings only)."""
+    if st.creating is not None:           # a create killed midway: its mounts so far
+        _unmount_leftover(st.dir)
     if st.mounts:
         from pyoci import log
         from pyoci.linux import mounts
@@ -914,7 +991,7 @@ def destroy(st) -> None:
     except (OSError, ValueError):
         cfg = {}
     hooks = cfg.get("hooks") or {}
-    if hooks.get("poststop"):
+    if hooks.get("poststop") and (st.creating is None or st.creating.get("hooks")):
         from pyoci.linux.hooks import run_hooks
 
         run_hooks(hooks, "poststop", st_mod.public_state(st, "stopped"), warn_only=True)
@@ -950,6 +1027,8 @@ def run(opts: CreateOptions) -> int:
     stays, stopped or as `start` left it, for `state` and `delete`."""
     if opts.detach:
         st = create(opts)
+        if st_mod.FAULT:
+            st_mod.fault("run:created")
         try:
             start(opts.root, opts.cid)
         except BaseException:
@@ -985,7 +1064,11 @@ def run(opts: CreateOptions) -> int:
             from pyoci.linux import terminal
 
             master = terminal.recv_master(console_parent)
+        if st_mod.FAULT:
+            st_mod.fault("run:created")
         start(opts.root, opts.cid)
+        if st_mod.FAULT:
+            st_mod.fault("run:started")
         if master is not None:
             from pyoci.linux import terminal
 

@@ -91,6 +91,8 @@ def check_status(st: st_mod.State, ignore_paused: bool) -> None:
     status = st_mod.status(st)
     if status == "stopped":
         raise StateError("cannot exec in a stopped container")
+    if status == "creating":
+        raise StateError("cannot exec in a container that is being created")
     if status == "paused" and not ignore_paused:
         raise StateError("cannot exec in a paused container (use --ignore-paused to override)")
 
@@ -309,6 +311,8 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
         _joiner(job)                # never returns
         os._exit(1)
     res["joiner"] = pid
+    if st_mod.FAULT:
+        st_mod.fault("exec:forked")
     for _, fd in ns_fds:
         os.close(fd)
     res["fds"] = [fd for fd in res["fds"] if fd not in {f for _, f in ns_fds}]
@@ -320,6 +324,8 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
 
         cg = cgroups.from_state(st.cgroup)
         cg.add(pid)
+    if st_mod.FAULT:
+        st_mod.fault("exec:joined")
     _send(parent, {"t": "ok"})
     msg, _ = _recv(parent)
     if msg.get("t") != "pid":
@@ -329,9 +335,13 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
         from pyoci import container
 
         container.record_process(st, res["pid"])
+    if st_mod.FAULT:
+        st_mod.fault("exec:pid")
     os.waitpid(pid, 0)
     res["joiner"] = 0
     _send(parent, {"t": "go"})
+    if st_mod.FAULT:
+        st_mod.fault("exec:go")
     while True:
         msg, fds = _recv(parent, eof_ok=True)
         if msg is None:

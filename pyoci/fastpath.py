@@ -231,8 +231,8 @@ def _load(root: str, cid: str) -> tuple[str, dict]:
     except (OSError, ValueError):      # unreadable or corrupt: pyoci.cli says which
         raise _Fallback from None
     if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) \
-            or not isinstance(doc.get("bundle"), str):
-        raise _Fallback
+            or not isinstance(doc.get("bundle"), str) or "creating" in doc:
+        raise _Fallback     # (a create under way or killed: pyoci.state decides)
     return d, doc
 
 

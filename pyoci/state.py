@@ -19,6 +19,21 @@ if TYPE_CHECKING:
 
 from pyoci.errors import ContainerNotFound, PyociError
 
+# Fault points for tests (issue 11): PYOCI_FAULT="STAGE" makes pyoci SIGKILL itself when it
+# reaches STAGE ("create:recorded", "exec:pid"...), "STAGE:stop" SIGSTOPs it there. Unset,
+# each point costs one global lookup.
+FAULT = os.environ.get("PYOCI_FAULT") or None
+
+
+def fault(stage: str) -> None:
+    """Trip the fault point `stage` when PYOCI_FAULT names it (call as
+    `if state.FAULT: state.fault(...)`)."""
+    if FAULT == stage or FAULT == stage + ":stop":
+        import _signal
+
+        os.kill(os.getpid(), _signal.SIGSTOP if FAULT.endswith(":stop") else _signal.SIGKILL)
+
+
 DEFAULT_ROOT = "/run/pyoci"
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
@@ -92,6 +107,10 @@ class State:
     cgroup: dict[str, Any] | None = None
     namespaces: dict[str, str] = field(default_factory=dict)   # type -> /proc path at create
     started: bool = False
+    # while `create` runs (status "creating"): the creating process and the bootstrap child
+    # as [pid, start time], so that `state`, `list` and `delete --force` know of a container
+    # whose create was killed at any point, and what it had made so far
+    creating: dict[str, Any] | None = None
     dir: str = ""
     mounts: list = field(default_factory=list)   # [id, path]: made in the runtime's mount
                                                  # namespace (no mount namespace of its own)
@@ -103,6 +122,7 @@ class State:
             "created": self.created, "owner": self.owner, "annotations": self.annotations,
             "cgroup": self.cgroup, "namespaces": self.namespaces, "started": self.started,
             **({"mounts": self.mounts} if self.mounts else {}),
+            **({"creating": self.creating} if self.creating is not None else {}),
         }
 
     @classmethod
@@ -113,7 +133,8 @@ class State:
                    annotations=d.get("annotations") or {},
                    oci_version=d.get("ociVersion", "1.3.0"), cgroup=d.get("cgroup"),
                    namespaces=d.get("namespaces") or {}, started=d.get("started", False),
-                   dir=directory, mounts=d.get("mounts") or [])
+                   creating=d.get("creating") if isinstance(d.get("creating"), dict)
+                   else None, dir=directory, mounts=d.get("mounts") or [])
 
 
 def container_dir(root: str, cid: str) -> str:
@@ -141,6 +162,8 @@ def load(root: str, cid: str) -> State:
         with open(os.path.join(d, STATE_FILE), "rb") as f:
             doc = jsonio.loads(f.read())
     except FileNotFoundError:
+        if os.path.isdir(d):     # `create` made the directory, not yet its state.json
+            return State(id=cid, bundle="", rootfs="", creating={}, dir=d)
         raise ContainerNotFound(cid) from None
     except PermissionError as e:
         raise PyociError(denied(e.filename or d)) from None
@@ -207,7 +230,44 @@ def init_alive(st: State) -> bool:
     return start == st.start_time and letter not in ("Z", "X", "x")
 
 
+def _alive(rec: object) -> bool:
+    """A [pid, start time] record names a live process (not a zombie, not a reused pid)."""
+    if not isinstance(rec, list) or len(rec) != 2:
+        return False
+    ps = proc_stat(rec[0]) if isinstance(rec[0], int) and rec[0] > 0 else None
+    return ps is not None and ps[1] == rec[1] and ps[0] not in ("Z", "X", "x")
+
+
+def _locked(directory: str) -> bool:
+    """Someone holds the container directory's lock (`create` does, all along)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def creating_status(st: State) -> str:
+    """A container whose `create` has not finished: "creating" while the creating process,
+    its bootstrap child or the init lives (a killed create leaves a container that only
+    `delete --force` removes), "stopped" once nothing of it runs."""
+    c = st.creating or {}
+    if not c:                              # no state.json yet: is its create still running?
+        return "creating" if _locked(st.dir) else "stopped"
+    if _alive(c.get("creator")) or _alive(c.get("bootstrap")) or init_alive(st):
+        return "creating"
+    return "stopped"
+
+
 def status(st: State) -> str:
+    if st.creating is not None:
+        return creating_status(st)
     if not init_alive(st):
         return "stopped"
     if st.cgroup:             # frozen wins over created, as with runc
@@ -243,4 +303,5 @@ def list_ids(root: str) -> list[str]:
         return []
     except PermissionError:
         raise PyociError(denied(root)) from None
-    return sorted(n for n in names if os.path.exists(os.path.join(root, n, STATE_FILE)))
+    # a directory without state.json: a create that has just begun, or was killed then
+    return sorted(n for n in names if os.path.isdir(os.path.join(root, n)))

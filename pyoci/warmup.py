@@ -100,8 +100,33 @@ def _move(scratch: str, pid: int, w: int, done) -> None:
         except ChildProcessError:
             pass                                        # a subreaper's wait reaped it
         _rmdir(scratch)
+        _collect(scratch.rsplit("/", 1)[0])
     finally:
         done.release()
+
+
+def _collect(base: str) -> None:
+    """Remove the scratch cgroups of pyoci processes killed during their warm-up (a killed
+    `create` cannot remove its own; nothing records it for `delete --force`): an empty
+    pyoci-warmup-PID whose PID is gone. Off the critical path, in the warm-up thread."""
+    try:
+        names = posix.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith("pyoci-warmup-") or not name[13:].isdigit():
+            continue
+        try:
+            posix.kill(int(name[13:]), 0)
+            continue                    # its process lives: its own to remove
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            posix.rmdir(f"{base}/{name}")
+        except OSError:
+            pass
 
 
 def _rmdir(path: str) -> None:

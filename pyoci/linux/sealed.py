@@ -17,10 +17,13 @@ then forks has that file as /proc/PID/exe: reopening it for writing fails with E
 the mount is in no mount namespace, so nothing in the container can remount it. An
 interpreter already on a read-only mount is used as it is.
 
-What stays open to such a process, as with runc: ptrace itself (code injection before the
-execve: CAP_SYS_PTRACE without a user namespace is a host capability) and /proc/PID/root of
-an init that has not pivoted yet. Files the interpreter reads (libraries, modules) are not
-reachable: /proc/PID/map_files needs CAP_SYS_ADMIN, and pyoci closes them.
+What stays open to such a process, as with runc 1.1.5: ptrace itself (code injection
+before the execve: CAP_SYS_PTRACE without a user namespace is a host capability), and
+/proc/PID/root of an init joining its PID namespace until that init has pivoted (the host's
+root: host files can be written through it; closing that needs the init to enter the PID
+namespace after pivot_root, with /proc mounted for that namespace, e.g. procfs's pidns=
+option of Linux 6.15). Files the interpreter reads (libraries, modules) are not reachable:
+/proc/PID/map_files needs CAP_SYS_ADMIN, and pyoci closes them.
 """
 
 from __future__ import annotations

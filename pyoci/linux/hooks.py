@@ -31,7 +31,12 @@ def run_hook(hook: dict, state: dict, kind: str, index: int,
     path = hook["path"]
     argv = hook.get("args") or [path]
     if hook.get("env") is None:
-        env = _runtime_env() if inherit is None else inherit
+        if inherit is None:
+            from pyoci.linux.sealed import startup_environ
+
+            env = startup_environ()       # the runtime's own, as its caller gave it
+        else:
+            env = inherit
     else:
         env = dict(e.split("=", 1) for e in hook["env"] if "=" in e)
     timeout = hook.get("timeout")
@@ -76,17 +81,6 @@ def run_hook(hook: dict, state: dict, kind: str, index: int,
         detail = stderr.decode(errors="replace").strip().splitlines()
         tail = f": {detail[-1]}" if detail else ""
         raise HookError(f"hooks.{kind}[{index}]: {path} failed: {why}{tail}")
-
-
-def _runtime_env() -> dict[bytes, bytes]:
-    """The environment this runtime was started with (/proc/self/environ: os.environ also
-    holds the LC_CTYPE the interpreter's locale coercion adds)."""
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            items = f.read().split(b"\0")
-    except OSError:
-        return dict(os.environb)
-    return dict(i.split(b"=", 1) for i in items if b"=" in i)
 
 
 def _wait_collect(pid: int, errfd: int, deadline: float | None):

@@ -86,7 +86,7 @@ def reexec(argv: list[str] | None = None) -> None:
             args[0] = sys.executable      # the venv's path: prefix and paths as before
         for f in (sys.stdout, sys.stderr):
             f.flush()
-        posix.execve(target, args, posix.environ)
+        posix.execve(target, args, startup_environ())
     except OSError as e:
         raise SysError("cannot run from a read-only view of the interpreter "
                        f"(CVE-2019-5736 protection): {e.strerror or e}") from None
@@ -113,6 +113,23 @@ def _memfd_copy(fds: list[int]) -> int:
     fcntl.fcntl(fd, _F_ADD_SEALS, _F_SEAL_SEAL | _F_SEAL_SHRINK | _F_SEAL_GROW |
                 _F_SEAL_WRITE)
     return fd
+
+
+def startup_environ() -> dict[bytes, bytes]:
+    """The environment this process was started with (/proc/self/environ): posix.environ
+    also holds the LC_CTYPE the interpreter's locale coercion adds, which is not the
+    caller's (hooks without `env` inherit the caller's, as runc's do)."""
+    try:
+        fd = posix.open("/proc/self/environ", posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError:
+        return dict(posix.environ)
+    try:
+        chunks = []
+        while chunk := posix.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        posix.close(fd)
+    return dict(i.split(b"=", 1) for i in b"".join(chunks).split(b"\0") if b"=" in i)
 
 
 def _open(fds: list[int], fn, *args, **kw) -> int:

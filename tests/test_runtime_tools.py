@@ -4,6 +4,7 @@ and exit 0), program verdicts, known failures and the CI gate, the backports sou
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -299,7 +300,7 @@ def test_runner_cleans_up_what_the_suite_leaves(tmp_path):
     """runc leaves its mounts behind without a mount namespace (linux_ns_itype): the runner
     counts and removes them; afterwards no mount, cgroup, scratch dir or container remains."""
     import glob
-    import json
+
     before_tmp = set(glob.glob("/tmp/pyoci-rtools-*"))
     before_cg = suite_cgroups()
     res = tmp_path / "r.json"
@@ -361,3 +362,44 @@ def test_one_run_at_a_time_per_machine(tmp_path, capsys):
     assert got.wait(30)
     t.join()
     assert "waiting for another runtime-tools run" in capsys.readouterr().out
+
+
+def test_lane_mode_runs_the_guest_command_and_keeps_its_results(tmp_path, monkeypatch, capsys):
+    """--lane: lane/run with this command inside (--emit-results); the `# results` line
+    becomes the results file, the rest is relayed, the gate applies to what came back; a
+    lost guest (124/125) is passed on for lane/ci to retry."""
+    from ocisuite import upstream_cli
+    src = tmp_path / "src"
+    (src / "validation").mkdir(parents=True)
+    doc = {"meta": {"source": "x", "wall": 1.0},
+           "runs": {"pyoci": {"a": result(YAML_ONLY).to_json()},
+                    "runc": {"a": result("TAP version 13\nok 1 - x\n1..1\n",
+                                         runtime="runc").to_json()}}}
+    fake = tmp_path / "lane-run"
+    argv_file = tmp_path / "argv"
+    fake.write_text("#!/bin/sh\necho \"$@\" > " + str(argv_file) + "\necho '# relayed'\n"
+                    "cat " + str(tmp_path / "doc") + "\nexit ${FAKE_RC:-0}\n")
+    fake.chmod(0o755)
+    (tmp_path / "doc").write_text("# results " + json.dumps(doc) + "\n")
+    monkeypatch.setattr(upstream_cli, "LANE_RUN", str(fake))
+    monkeypatch.setattr(upstream_cli.up, "build", lambda src, log=None: str(tmp_path))
+    monkeypatch.setattr(upstream_cli.os, "geteuid", lambda: 0)
+    out = tmp_path / "lane.json"
+    known = tmp_path / "known.txt"
+    known.write_text("")
+    args = ["--lane", "--source", str(src), "--known", str(known), "--results", str(out)]
+    assert upstream_cli.main(args) == 1            # pyoci fails what runc passes: gate
+    text = capsys.readouterr().out
+    assert "# relayed" in text and "# results" not in text and "GATE FAILS" in text
+    saved = json.loads(out.read_text())
+    assert saved["note"] == upstream_cli.LANE_NOTE and set(saved["runs"]) == {"pyoci", "runc"}
+    called = argv_file.read_text().split()
+    assert called[:3] == ["--timeout", "1800", "--"] and "--emit-results" in called
+    assert called[called.index("--program") + 1] == "cgroups"
+    assert [called[i + 1] for i, a in enumerate(called) if a == "--runtime"] == \
+        ["pyoci", "runc", "crun"]
+    known.write_text("a | pyoci | (program) | suite | why\n")
+    assert upstream_cli.main(args) == 0
+    (tmp_path / "doc").write_text("")
+    monkeypatch.setenv("FAKE_RC", "125")
+    assert upstream_cli.main(args) == 125           # lost guest: lane/ci runs it again

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         print("runtime-tools: must run as root (the suite creates containers)", file=sys.stderr)
         return 2
     if a.lane:
-        return lane(a, src, known)
+        return run_in_lane(a, src, known)
     t_all = time.monotonic()
     try:
         tree = up.build(src, log=lambda m: print(m, flush=True))
@@ -224,6 +224,7 @@ def finish(a, runs, meta, known, lane) -> int:
     return 0
 
 
+LANE_RUN = os.path.join(up.REPO, "lane", "run")
 LANE_PROGRAMS = "cgroups"
 LANE_RUNTIMES = ["pyoci", "runc", "crun"]
 LANE_RESULTS = os.path.join(up.CONFORMANCE, "build", "results-lane-runtime-tools.json")
@@ -237,7 +238,7 @@ LANE_NOTE = ("The suite's cgroup programs in the full-kernel lane's guest (Debia
              "1.3.0).")
 
 
-def lane(a, src: str, known) -> int:
+def run_in_lane(a, src: str, known) -> int:
     """The programs in the lane's guest (lane/run): build here first (the guest sees this
     tree read-only), run this same command inside with --emit-results, keep its results."""
     try:
@@ -246,7 +247,7 @@ def lane(a, src: str, known) -> int:
         print(f"runtime-tools: {e}", file=sys.stderr)
         return 2
     runtimes = a.runtime or LANE_RUNTIMES
-    cmd = [os.path.join(up.REPO, "lane", "run"), "--timeout", "1800", "--",
+    cmd = [LANE_RUN, "--timeout", "1800", "--",
            os.path.join(".venv", "bin", "python"), "conformance/runtime-tools", "--no-gate",
            "--emit-results", "--program", a.program or LANE_PROGRAMS, "--timeout",
            str(a.timeout), "--source", src, "--known", a.known]

@@ -118,6 +118,42 @@ def test_run_stdin(shimd, cid):
     assert (r.returncode, r.stdout) == (2, "got from stdin\n"), r.stderr
 
 
+def test_run_log_uri_file(shimd, cid, tmp_path):
+    log = tmp_path / "logs" / "out.log"
+    r = ctr(shimd, "run", "--rm", "--runtime", RUNTIME, "--log-uri", f"file://{log}", IMG, cid,
+            "sh", "-c", "echo to-file; echo err-to-file >&2; exit 6")
+    assert (r.returncode, r.stdout) == (6, ""), r.stderr
+    assert sorted(log.read_text().splitlines()) == ["err-to-file", "to-file"]
+
+
+def test_run_log_uri_binary(shimd, cid, tmp_path):
+    """binary://: a logger started with the output as fds 3 and 4, fd 5 closed when ready,
+    CONTAINER_ID and CONTAINER_NAMESPACE in its environment, the URI's query as arguments.
+    (It runs with containerd's PATH, which has no cat: /bin/cat by its path.)"""
+    logger = tmp_path / "logger"
+    out = tmp_path / "logged"
+    logger.write_text(f"""#!/bin/sh
+echo "$CONTAINER_NAMESPACE $CONTAINER_ID $*" > "{out}.meta"
+exec 5>&-
+/bin/cat <&3 > "{out}.stdout" &
+/bin/cat <&4 > "{out}.stderr"
+wait
+""")
+    logger.chmod(0o755)
+    r = ctr(shimd, "run", "--rm", "--runtime", RUNTIME, "--log-uri",
+            f"binary://{logger}?flag=value", IMG, cid,
+            "sh", "-c", "echo one; echo two >&2; exit 0")
+    assert r.returncode == 0, r.stderr
+    for _ in range(200):
+        if all(os.path.exists(f"{out}.{k}") and open(f"{out}.{k}").read()
+               for k in ("stdout", "stderr")):
+            break
+        time.sleep(0.05)
+    assert open(f"{out}.meta").read() == f"default {cid} flag value\n"
+    assert open(f"{out}.stdout").read() == "one\n"
+    assert open(f"{out}.stderr").read() == "two\n"
+
+
 def test_run_tty(shimd, cid):
     code, out = in_pty(daemons.ctr(shimd, "run", "--rm", "-t", "--runtime", RUNTIME, IMG, cid,
                                    "sh", "-c", "tty; exit 5"))

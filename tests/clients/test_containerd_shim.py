@@ -82,8 +82,14 @@ def cid(shimd):
 
 
 def in_pty(argv: list[str], timeout: float = 60) -> tuple[int, str]:
-    """Run argv with a terminal as its stdio (ctr -t wants one): exit code, output."""
+    """Run argv with a terminal (33 rows, 111 columns) as its stdio (ctr -t wants one):
+    exit code, output."""
+    import fcntl
+    import struct
+    import termios
+
     master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
     p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     out = b""
@@ -154,10 +160,16 @@ wait
     assert open(f"{out}.stderr").read() == "two\n"
 
 
+# the size arrives with ResizePty just after the start: wait for it (at most 30 s), print it
+WAIT_SIZE = ('i=0; while [ "$(stty size)" = "0 0" ] && [ $i -lt 300 ]; do sleep 0.1; '
+             'i=$((i+1)); done; stty size')
+
+
 def test_run_tty(shimd, cid):
+    """A terminal, sized like ctr's own through ResizePty."""
     code, out = in_pty(daemons.ctr(shimd, "run", "--rm", "-t", "--runtime", RUNTIME, IMG, cid,
-                                   "sh", "-c", "tty; exit 5"))
-    assert code == 5 and "/dev/pts/" in out, out
+                                   "sh", "-c", "tty; " + WAIT_SIZE + "; exit 5"))
+    assert code == 5 and "/dev/pts/" in out and "33 111" in out, out
 
 
 def test_run_error_is_reported(shimd, cid):
@@ -217,8 +229,8 @@ def test_exec_user_cwd(shimd, cid):
 def test_exec_tty(shimd, cid):
     ctr_ok(shimd, "run", "-d", "--runtime", RUNTIME, IMG, cid, "sleep", "1000")
     code, out = in_pty(daemons.ctr(shimd, "task", "exec", "-t", "--exec-id", "e2", cid,
-                                   "sh", "-c", "tty; exit 6"))
-    assert code == 6 and "/dev/pts/" in out, out
+                                   "sh", "-c", "tty; " + WAIT_SIZE + "; exit 6"))
+    assert code == 6 and "/dev/pts/" in out and "33 111" in out, out
 
 
 def _cgroup2_file(pid: int, name: str) -> str:

@@ -537,8 +537,10 @@ def _await_exec(sock) -> None:
 def _bind_sources(spec: dict, pid: int, bundle: str, ns: dict) -> dict[int, int]:
     """In a user namespace of its own the init may not reach a bind source (a directory on
     the way only the host's root may search): they are opened here, as runc does (a
-    rootless caller could not reach more than the init)."""
-    if os.geteuid() != 0 or "user" not in ns or "mount" not in ns or not any(
+    rootless caller could not reach more than the init). Only in a new mount namespace:
+    one joined by path may be shaped by processes that are not this container's, and
+    nothing is resolved there with the host's credentials."""
+    if os.geteuid() != 0 or "user" not in ns or "mount" not in ns or ns["mount"] or not any(
             m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or [])
             for m in spec.get("mounts") or [] if isinstance(m, dict)):
         return {}

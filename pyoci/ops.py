@@ -496,7 +496,12 @@ def _oom_count(cg) -> int:
 def container_pids(st: st_mod.State) -> list[int]:
     if not st.cgroup:
         return []
-    return _manager(st, "ps").pids()
+    cg = _manager(st, "ps")
+    if cg.owned():
+        return cg.pids()
+    from pyoci import container   # a cgroup it shares: only the container's own processes
+
+    return [pid for pid, _start in container.own_processes(st)]
 
 
 def ps(root: str, cid: str, fmt: str, ps_args: list[str]) -> int:

@@ -13,6 +13,7 @@ PID, even when the test fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -101,7 +102,6 @@ def test_hostile_cgroups_path_is_refused(pyoci, bundle_factory, config, given):
     if r.returncode == 0:
         # accepted: the container sits in a host cgroup, and `delete --force` (the fixture's
         # cleanup) would signal every process there: end only its init, by PID
-        import json
         import shutil
         import signal
 
@@ -240,6 +240,9 @@ def test_victim_in_a_shared_cgroup_survives_every_command(pyoci, bundle_factory,
     assert shared.files() == files          # no limit, rule or freeze was written
     procs = [p for p in shared.members()[shared.dirs[0]] if p != shared.victim.pid]
     assert init in procs and len(procs) == 2, procs     # the init and exec's process
+    r = pyoci("ps", "--format", "json", "c1")           # ps lists them, not the victim
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)) == sorted(procs)
     if ending == "kill-all-then-delete":
         pyoci("kill", "--all", "c1", "KILL", check=True)
         _wait_stopped(pyoci, "c1")

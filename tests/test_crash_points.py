@@ -236,3 +236,50 @@ def test_create_killed_by_a_hook_is_deleted_whole(pyoci, bundle_factory, config)
     r = _delete_force(pyoci, cid)       # ...and delete --force removes
     assert r.returncode == 0, r.stderr
     assert snap.leftovers(pyoci, cid) == {}
+
+
+def _wait_stopped_process(p: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with open(f"/proc/{p.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        assert time.monotonic() < deadline, f"{what} did not stop at its fault point"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("then", ["start", "delete --force"])
+def test_commands_wait_for_a_create_under_way(pyoci, sleeper, then):
+    """start and delete --force of a container whose create is still running wait for it
+    (its lock) and then act on what it made: the container runs, or is removed whole."""
+    cid = "crash-wait"
+    snap = Snapshot(os.path.dirname(sleeper))
+    p = subprocess.Popen(pyoci.argv("create", "--bundle", sleeper, cid),
+                         env=_env("create:ready:stop"), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    waiting = None
+    try:
+        _wait_stopped_process(p, "create")
+        assert pyoci.state(cid)["status"] == "creating"
+        waiting = subprocess.Popen(pyoci.argv(*then.split(), cid), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.2)                       # (not a threshold: it must still be waiting)
+        assert waiting.poll() is None, waiting.stderr.read()
+        os.kill(p.pid, signal.SIGCONT)
+        assert p.wait(timeout=30) == 0
+        assert waiting.wait(timeout=30) == 0, waiting.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if waiting is not None:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+            waiting.stderr.close()
+    if then == "start":
+        assert pyoci.state(cid)["status"] == "running"
+        assert _delete_force(pyoci, cid).returncode == 0
+    else:
+        assert pyoci("state", cid).returncode == 1
+    assert snap.leftovers(pyoci, cid) == {}

@@ -17,7 +17,7 @@ from pyoci import jsonio
 from pyoci.shim import pb, stats
 from pyoci.shim.procio import ProcessIO
 from pyoci.shim.ttrpc import (ALREADY_EXISTS, FAILED_PRECONDITION, INVALID_ARGUMENT,
-                              NOT_FOUND, UNKNOWN, TtrpcError)
+                              NOT_FOUND, UNIMPLEMENTED, UNKNOWN, TtrpcError)
 
 SERVICE = "containerd.task.v2.Task"
 RUNTIME_NAME = "io.containerd.pyoci.v2"
@@ -96,6 +96,7 @@ class Service:
             "Stats": (pb.StatsRequest, self.stats),
             "Connect": (pb.ConnectRequest, self.connect),
             "Shutdown": (pb.ShutdownRequest, self.shutdown),
+            "Checkpoint": (pb.CheckpointTaskRequest, self.checkpoint),
         }
         return {(SERVICE, m): v for m, v in table.items()}
 
@@ -195,7 +196,9 @@ class Service:
 
     def _create(self, c: Container, req):
         if req.checkpoint:
-            raise TtrpcError(INVALID_ARGUMENT, "pyoci cannot restore a checkpoint")
+            raise TtrpcError(UNIMPLEMENTED, f"create {c.id} from checkpoint {req.checkpoint}: "
+                                            "containerd-shim-pyoci-v2 does not restore "
+                                            "checkpoints")
         self._mount_rootfs(c, req.rootfs)
         p = Process(c, "", req)
         p.io = ProcessIO(c.id, self.namespace, req.stdin, req.stdout, req.stderr,
@@ -410,6 +413,37 @@ class Service:
             raise TtrpcError(INVALID_ARGUMENT, f"update {c.id}: the resources are not JSON "
                                                f"({req.resources.type_url}): {e}") from None
         self._pyoci(c, "update", "--resources", "-", c.id, input=data)
+        return pb.Empty()
+
+    def checkpoint(self, req):
+        """`pyoci checkpoint` (CRIU) into req.path, leaving the container running unless the
+        options (the runc shim's CheckpointOptions) say exit."""
+        c = self._container(req.id)
+        opts = pb.CheckpointOptions()
+        if req.options.value:
+            try:
+                opts = pb.CheckpointOptions.FromString(req.options.value)
+            except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
+                raise TtrpcError(INVALID_ARGUMENT, f"checkpoint {c.id}: options "
+                                                   f"{req.options.type_url}: {e}") from None
+        args = ["checkpoint", "--image-path", opts.image_path or req.path]
+        if opts.work_path:
+            args += ["--work-path", opts.work_path]
+        if not opts.exit:
+            args.append("--leave-running")
+        for flag, on in (("--tcp-established", opts.open_tcp),
+                         ("--ext-unix-sk", opts.external_unix_sockets),
+                         ("--shell-job", opts.terminal), ("--file-locks", opts.file_locks)):
+            if on:
+                args.append(flag)
+        for ns in opts.empty_namespaces:
+            args += ["--empty-ns", ns]
+        if opts.cgroups_mode:
+            args += ["--manage-cgroups-mode", opts.cgroups_mode]
+        self._pyoci(c, *args, c.id)
+        self.publisher.publish("/tasks/checkpointed", "containerd.events.TaskCheckpointed",
+                               pb.TaskCheckpointed(container_id=c.id,
+                                                   checkpoint=opts.image_path or req.path))
         return pb.Empty()
 
     def stats(self, req):

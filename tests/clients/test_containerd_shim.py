@@ -317,6 +317,30 @@ def test_oom_event(shimd, cid, tmp_path):
     assert topics.index("/tasks/oom") < topics.index("/tasks/exit")
 
 
+def _criu_works() -> bool:
+    return subprocess.run(["criu", "check"], capture_output=True).returncode == 0 \
+        if shutil.which("criu") else False
+
+
+def test_checkpoint_reaches_pyoci(shimd, cid, tmp_path):
+    """ctr c checkpoint --task: containerd pauses the task, the shim runs pyoci checkpoint
+    (CRIU) into containerd's directory, then containerd resumes the task. Where CRIU cannot
+    work (criu check fails: this host's kernel) pyoci's reason is the error ctr prints and the
+    container goes on running."""
+    ctr_ok(shimd, "run", "-d", "--runtime", RUNTIME, IMG, cid, "sleep", "1000")
+    pid = task_status(shimd, cid)[1]
+    r = ctr(shimd, "container", "checkpoint", "--task", cid, f"localhost/cp-{cid}:1")
+    if _criu_works():
+        assert r.returncode == 0, r.stderr
+        assert f"localhost/cp-{cid}:1" in ctr_ok(shimd, "image", "ls", "-q")
+        ctr(shimd, "image", "rm", f"localhost/cp-{cid}:1")
+    else:
+        assert r.returncode != 0
+        assert "pyoci checkpoint: checkpoint: CRIU cannot work on this host" in r.stderr, \
+            r.stderr
+    assert task_status(shimd, cid) == ("RUNNING", pid)
+
+
 def test_containerd_restart(shimd, cid):
     ctr_ok(shimd, "run", "-d", "--runtime", RUNTIME, IMG, cid, "sleep", "1000")
     status, pid = task_status(shimd, cid)

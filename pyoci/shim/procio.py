@@ -120,6 +120,7 @@ class ProcessIO:
         self._stdin_keep: int | None = None  # the stdin fifo, our own writer (CloseIO)
         self._stdin_lock = threading.Lock()
         self._out_done: list[threading.Event] = []
+        self._copies: list[tuple[int, str]] = []  # output pipes to copy, after the command
         self._console_dir: str | None = None
         self.console_socket: str | None = None
         self._console_listener: socket.socket | None = None
@@ -174,9 +175,7 @@ class ProcessIO:
                                         f"{target!r}")
         r, w = os.pipe2(os.O_CLOEXEC)
         self._to_close.append(w)
-        done = threading.Event()
-        self._out_done.append(done)
-        threading.Thread(target=_copy_out, args=(r, path, done), daemon=True).start()
+        self._copies.append((r, path))     # started once the command has succeeded
         return w
 
     def _start_binary_logger(self, target: str) -> tuple[int, int]:
@@ -217,6 +216,11 @@ class ProcessIO:
         for fd in self._to_close:
             _close(fd)
         self._to_close = []
+        for r, path in self._copies:
+            done = threading.Event()
+            self._out_done.append(done)
+            threading.Thread(target=_copy_out, args=(r, path, done), daemon=True).start()
+        self._copies = []
         if self.terminal:
             self._receive_console()
             if self.stdout:
@@ -231,10 +235,15 @@ class ProcessIO:
             threading.Thread(target=self._copy_in, args=(None,), daemon=True).start()
 
     def failed(self) -> None:
-        """The command failed (or never ran): close everything."""
+        """The command failed (or never ran): close everything. What it wrote on the
+        process's stdio (its own error) is not copied: the error reaches containerd as the
+        call's error, as with the runc shim."""
         for fd in self._to_close:
             _close(fd)
         self._to_close = []
+        for r, _ in self._copies:
+            _close(r)
+        self._copies = []
         self.close()
 
     def _receive_console(self) -> None:

@@ -176,7 +176,12 @@ def test_run_tty(shimd, cid):
 def test_run_error_is_reported(shimd, cid):
     r = ctr(shimd, "run", "--rm", "--runtime", RUNTIME, IMG, cid, "/no/such/program")
     assert r.returncode != 0
-    assert "/no/such/program" in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    # once, as the call's error (not also as the container's output: pyoci's own stderr)
+    assert [line for line in lines if "/no/such/program" in line] == \
+        [line for line in lines if line.startswith("ctr: failed to create shim task: pyoci ")], \
+        r.stderr
+    assert len(lines) == 1, r.stderr
 
 
 def test_detached_ps_pause_resume_kill_delete(shimd, cid):

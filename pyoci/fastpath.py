@@ -22,7 +22,7 @@ import sys
 import time
 
 _O_RDONLY, _O_WRONLY, _O_NONBLOCK, _O_CLOEXEC = 0, 1, 0o4000, 0o2000000
-_O_DIRECTORY, _O_APPEND, _O_CREAT = 0o200000, 0o2000, 0o100
+_O_DIRECTORY, _O_APPEND, _O_CREAT, _O_NOFOLLOW = 0o200000, 0o2000, 0o100, 0o400000
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 _GLOBAL_VALUE_FLAGS = {"root": "root", "log": "log", "log-format": "log_format"}
 _GLOBAL_BOOL_FLAGS = ("debug", "systemd-cgroup")
@@ -202,8 +202,16 @@ def _parse(argv: list[str]) -> tuple[dict, str, dict, list[str]]:
 
 # --- state.json, /proc ----------------------------------------------------------------------
 
-def _read(path: str) -> bytes:
-    fd = posix.open(path, _O_RDONLY | _O_CLOEXEC)
+def _read(path: str, regular: bool = False) -> bytes:
+    """path's contents; regular=True (state files): never blocking on a FIFO, never
+    following a symlink, a regular file only (else OSError: pyoci.cli reports it)."""
+    if regular:
+        fd = posix.open(path, _O_RDONLY | _O_CLOEXEC | _O_NONBLOCK | _O_NOFOLLOW)
+        if posix.fstat(fd).st_mode & 0o170000 != 0o100000:
+            posix.close(fd)
+            raise OSError("not a regular file")
+    else:
+        fd = posix.open(path, _O_RDONLY | _O_CLOEXEC)
     try:
         chunks = []
         while True:
@@ -227,13 +235,31 @@ def _load(root: str, cid: str) -> tuple[str, dict]:
     from pyoci import jsonio
 
     try:
-        doc = jsonio.loads(_read(d + "/state.json"))
-    except (OSError, ValueError):      # unreadable or corrupt: pyoci.cli says which
+        doc = jsonio.loads(_read(d + "/state.json", regular=True))
+    except (OSError, ValueError, RecursionError):   # unreadable or corrupt: pyoci.cli says
         raise _Fallback from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) \
+    if not isinstance(doc, dict) or doc.get("id") != cid \
             or not isinstance(doc.get("bundle"), str) or "creating" in doc:
         raise _Fallback     # (a create under way or killed: pyoci.state decides)
+    # anything pyoci.state.check_state_doc would refuse: it reports which field
+    for key in ("pid", "startTime"):
+        v = doc.get(key, 0)
+        if type(v) is not int or not 0 <= v < 1 << 63:
+            raise _Fallback
+    for key, typ in _STATE_TYPES:
+        v = doc.get(key)
+        if v is not None and not isinstance(v, typ):
+            raise _Fallback
+    for key in ("annotations", "namespaces"):
+        for v in (doc.get(key) or {}).values():
+            if not isinstance(v, str):
+                raise _Fallback
     return d, doc
+
+
+_STATE_TYPES = (("rootfs", str), ("created", str), ("owner", str), ("ociVersion", str),
+                ("annotations", dict), ("cgroup", dict), ("namespaces", dict),
+                ("started", bool))
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:

@@ -48,8 +48,11 @@ def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
         try:
             _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
-            sys.stderr.write(f"pyoci: cannot open log file {path}: {e.strerror}\n")
+            # as runc: a log that cannot be opened fails the command (exit 1, one line)
             _fd = -1
+            from pyoci.errors import UsageError
+
+            raise UsageError(f"--log: cannot open log file {path}: {e.strerror}") from None
 
 
 def line(level: str, msg: str, *args: object) -> None:

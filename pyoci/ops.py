@@ -311,11 +311,16 @@ def applicable(resources: dict) -> dict:
 def current_resources(st: st_mod.State) -> dict:
     """The resources last applied: resources.json after an update, else the config's."""
     try:
-        with open(os.path.join(st.dir, RESOURCES_FILE), "rb") as f:
-            return jsonio.loads(f.read())
+        doc = jsonio.loads(st_mod.read_file(os.path.join(st.dir, RESOURCES_FILE)))
+        if not isinstance(doc, dict):
+            raise ValueError
+        return doc
     except FileNotFoundError:
         pass
-    except ValueError:
+    except OSError as e:
+        raise PyociError(f"container {st.id}: cannot read {RESOURCES_FILE}: "
+                         f"{e.strerror or e}") from None
+    except (ValueError, RecursionError):
         raise PyociError(f"container {st.id}: corrupt {RESOURCES_FILE}") from None
     try:
         cfg = st_mod.load_config(st)

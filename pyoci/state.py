@@ -155,21 +155,80 @@ def save(st: State) -> None:
     write_atomic(os.path.join(st.dir, STATE_FILE), jsonio.dumps(st.to_json()).encode())
 
 
+def read_file(path: str) -> bytes:
+    """A regular file's contents, never blocking: a FIFO, socket or device in the state
+    directory (put there by hand or by a crash) is refused, not waited on; a symlink is
+    not followed."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(21, "not a regular file")
+        chunks = []
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        os.close(fd)
+
+
+# state.json fields: (key, types); "pid"/"startTime" are non-negative integers
+_STATE_TYPES = (("id", str), ("bundle", str), ("rootfs", str), ("created", str),
+                ("owner", str), ("ociVersion", str), ("annotations", dict),
+                ("cgroup", dict), ("namespaces", dict), ("started", bool))
+
+
+def check_state_doc(doc: object, cid: str) -> dict:
+    """state.json as pyoci writes it, or PyociError naming the first wrong field (a corrupt
+    or hand-edited file must not reach the code that signals or removes things)."""
+    bad = f"container {cid}: corrupt state.json"
+    if not isinstance(doc, dict):
+        raise PyociError(f"{bad}: not an object")
+    for key in ("id", "bundle"):
+        if key not in doc:
+            raise PyociError(f"{bad}: {key}: missing")
+    for key, typ in _STATE_TYPES:
+        v = doc.get(key)
+        if v is not None and not isinstance(v, typ):
+            raise PyociError(f"{bad}: {key}: must be a {typ.__name__}")
+    for key in ("pid", "startTime"):
+        v = doc.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 63:
+            raise PyociError(f"{bad}: {key}: must be a non-negative integer")
+    for key in ("annotations", "namespaces"):
+        for k, v in (doc.get(key) or {}).items():
+            if not isinstance(v, str):
+                raise PyociError(f"{bad}: {key}.{k}: must be a string")
+    if doc["id"] != cid:
+        raise PyociError(f"{bad}: id: {doc['id']!r} is not the directory's")
+    return doc
+
+
 def load(root: str, cid: str) -> State:
     check_id(cid)
     d = container_dir(root, cid)
     try:
-        with open(os.path.join(d, STATE_FILE), "rb") as f:
-            doc = jsonio.loads(f.read())
+        doc = jsonio.loads(read_file(os.path.join(d, STATE_FILE)))
     except FileNotFoundError:
         if os.path.isdir(d):     # `create` made the directory, not yet its state.json
             return State(id=cid, bundle="", rootfs="", creating={}, dir=d)
         raise ContainerNotFound(cid) from None
     except PermissionError as e:
         raise PyociError(denied(e.filename or d)) from None
-    except ValueError:
+    except OSError as e:
+        raise PyociError(f"container {cid}: cannot read state.json: "
+                         f"{e.strerror or e}") from None
+    except (ValueError, RecursionError):
         raise PyociError(f"container {cid}: corrupt state.json") from None
-    return State.from_json(doc, d)
+    return State.from_json(check_state_doc(doc, cid), d)
+
+
+class StateFileError(PyociError, ValueError):
+    """A file in the state directory is unreadable or corrupt (a ValueError too: callers
+    that can do without the file catch it as they catch a JSON error)."""
 
 
 def denied(path: str) -> str:
@@ -182,8 +241,17 @@ def denied(path: str) -> str:
 
 
 def load_config(st: State) -> dict:
-    with open(os.path.join(st.dir, CONFIG_FILE), "rb") as f:
-        return jsonio.loads(f.read())
+    """The config as created (config.json in the state directory)."""
+    try:
+        doc = jsonio.loads(read_file(os.path.join(st.dir, CONFIG_FILE)))
+    except OSError as e:
+        raise StateFileError(f"container {st.id}: cannot read its config.json: "
+                             f"{e.strerror or e}") from None
+    except (ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict):
+        raise StateFileError(f"container {st.id}: corrupt config.json in its state directory")
+    return doc
 
 
 class Lock:

@@ -111,3 +111,16 @@ def test_features_validates():
     assert "CAP_SYS_ADMIN" in doc["linux"]["capabilities"]
     from pyoci.spec.validate import validate_features
     validate_features(doc)
+
+
+@pytest.mark.parametrize("args", [["create"], ["list"], ["state", "x"], ["spec"]])
+def test_a_log_that_cannot_be_opened_fails_in_one_line(tmp_path, args):
+    """As runc: --log naming a directory (or anything that cannot be opened for appending)
+    fails the command with one line, instead of a warning and then the command's own error
+    (found by tests/test_fuzz.py)."""
+    r = subprocess.run([PYOCI, "--root", str(tmp_path / "root"), "--log", str(tmp_path),
+                        *args], capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"pyoci: --log: cannot open log file {tmp_path}: "
+                                     "Is a directory"], r.stderr
+    assert not (tmp_path / "config.json").exists()

@@ -1,0 +1,94 @@
+"""A corrupt or hand-made state.json (found by tests/test_fuzz.py): every command answers with
+one line naming the file and the field, never blocks on a FIFO, never follows a symlink, never
+reports an internal error; `list` skips the entry; once the real state is back, `delete
+--force` removes everything."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from support.fuzz import Snapshot, check_output, run
+from support.harness import IS_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
+
+COMMANDS = [["state", "c1"], ["start", "c1"], ["kill", "c1", "KILL"], ["delete", "c1"],
+            ["delete", "--force", "c1"], ["kill", "--all", "c1"], ["pause", "c1"],
+            ["resume", "c1"], ["ps", "c1"], ["exec", "c1", "true"],
+            ["update", "--pids-limit", "9", "c1"], ["events", "--stats", "c1"]]
+
+
+def _breakers():
+    def doc(**change):
+        def f(path, orig):
+            d = dict(orig, **change)
+            for k, v in change.items():
+                if v is _DEL:
+                    del d[k]
+            with open(path, "w") as fh:
+                json.dump(d, fh)
+        return f
+
+    def replace(make):
+        def f(path, orig):
+            os.unlink(path)
+            make(path)
+        return f
+
+    return {
+        "fifo": (replace(os.mkfifo), "not a regular file"),
+        "directory": (replace(os.mkdir), "not a regular file"),
+        "symlink": (replace(lambda p: os.symlink("/etc/hostname", p)), "cannot read"),
+        "list": (replace(lambda p: open(p, "w").write("[]")), "not an object"),
+        "pid-string": (doc(pid="12"), "pid"),
+        "pid-negative": (doc(pid=-5), "pid"),
+        "pid-huge": (doc(pid=2**64), "pid"),
+        "starttime-float": (doc(startTime=1.5), "startTime"),
+        "cgroup-string": (doc(cgroup="x"), "cgroup"),
+        "namespaces-list": (doc(namespaces=["x"]), "namespaces"),
+        "namespace-int": (doc(namespaces={"pid": 5}), "namespaces.pid"),
+        "annotations-int": (doc(annotations={"a": 1}), "annotations.a"),
+        "id-missing": (doc(id=_DEL), "id"),
+        "id-other": (doc(id="other"), "id"),
+        "bundle-int": (doc(bundle=5), "bundle"),
+        "deep": (replace(lambda p: open(p, "w").write("[" * 100000 + "]" * 100000)),
+                 "corrupt"),
+    }
+
+
+_DEL = object()
+BREAKERS = _breakers()
+
+
+@pytest.mark.parametrize("kind", sorted(BREAKERS))
+def test_broken_state_file(pyoci, bundle_factory, config, kind):
+    config["process"]["args"] = ["sleep", "1000"]
+    b = bundle_factory(config)
+    snap = Snapshot(pyoci.root)
+    pyoci("create", "--bundle", b, "c1", check=True)
+    path = os.path.join(pyoci.root, "c1", "state.json")
+    with open(path, "rb") as f:
+        orig_bytes = f.read()
+    breaker, word = BREAKERS[kind]
+    breaker(path, json.loads(orig_bytes))
+    try:
+        for argv in COMMANDS:
+            r = run(pyoci.root, *argv, timeout=20)
+            err = check_output(r)
+            assert err is not None, (argv, r)
+            assert "c1" in err and word in err, (argv, r)
+        r = run(pyoci.root, "list", "--format", "json", timeout=20)
+        assert check_output(r) is None and json.loads(r.out) == [], r
+    finally:
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        with open(path, "wb") as f:
+            f.write(orig_bytes)
+    r = run(pyoci.root, "delete", "--force", "c1")
+    assert r.rc == 0, r
+    snap.check()

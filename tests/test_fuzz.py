@@ -31,16 +31,12 @@ from support.rootfs import base_config
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not IS_ROOT, reason="needs root")]
 
-# Failures another part of issue 11 is fixing (its §4 list, helper "hostile"): tolerated by
-# the fuzz (counted as events) until the fix is on main; each has a strict xfail example in
-# test_known_bug_examples below, which starts to XPASS (and fail) once the fix lands: then
-# the entry goes from both lists.
-KNOWN: list[tuple[str, str]] = [
-    (r"RecursionError", "§4 deep nesting (RecursionError)"),
-    (r"internal error: (ConnectionResetError|JSONDecodeError|BrokenPipeError)",
-     "§4 a config larger than the 64 KiB message"),
-    (r"surrogates not allowed|UnicodeEncodeError", "§4 a lone surrogate (UnicodeEncodeError)"),
-]
+# Failures another part of the work is fixing: (regex on the output, reason) pairs the fuzz
+# tolerates (counted as events) until the fix is on main, each with a strict xfail example in
+# test_known_bug_examples. Empty: issue 11's §4 list (deep nesting, a config larger than the
+# 64 KiB message, NUL in cgroupsPath, a lone surrogate in root.path) is fixed, and its
+# examples below are regression tests now.
+KNOWN: list[tuple[str, str]] = []
 
 SETTINGS = dict(deadline=None, database=None, print_blob=True,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
@@ -135,7 +131,7 @@ def test_fuzz_config(env, data):
     base = _base()
     raw = None
     if data.draw(st.integers(0, 9), label="raw?") == 0:
-        raw = data.draw(raw_file(json.dumps(base)), label="raw config.json")
+        raw = data.draw(raw_file(dumps(base)), label="raw config.json")
         doc = None
         event("config: raw file")
     else:
@@ -209,7 +205,7 @@ def test_fuzz_exec_process(env, target, data):
         proc = data.draw(mutate(proc, CONFIG_KEYS, max_ops=3), label="mutated process")
     path = os.path.join(env.top, "process.json")
     if data.draw(st.integers(0, 9), label="raw?") == 0:
-        body_bytes = data.draw(raw_file(json.dumps(proc)), label="raw process.json")
+        body_bytes = data.draw(raw_file(dumps(proc)), label="raw process.json")
     else:
         body_bytes = dumps(proc).encode("utf-8", "surrogatepass")
     with open(path, "wb") as f:
@@ -251,7 +247,7 @@ def test_fuzz_update_resources(env, update_target, data):
                         label="mutated resources")
     text = dumps(res).encode("utf-8", "surrogatepass")
     if data.draw(st.integers(0, 9), label="raw?") == 0:
-        text = data.draw(raw_file(json.dumps(res)), label="raw resources")
+        text = data.draw(raw_file(dumps(res)), label="raw resources")
     path = os.path.join(env.top, "resources.json")
     with open(path, "wb") as f:
         f.write(text)
@@ -487,7 +483,7 @@ def test_fuzz_cli(env, cli_target, data):
         fuzz.kill_descendants(keep)
 
 
-# --- the known bugs, one example each ---------------------------------------------------------
+# --- issue 11's known bugs, one example each (KNOWN's xfail examples while open) ---------------------------------------------------------
 
 def _deep(depth: int) -> Deep:
     return fuzz.Deep(depth, "list")
@@ -495,6 +491,9 @@ def _deep(depth: int) -> Deep:
 
 KNOWN_EXAMPLES = {
     "deep-nesting": lambda c: c.update({"x-deep": _deep(5000)}),
+    "nul-in-cgroupsPath": lambda c: c["linux"].update({"cgroupsPath": "fuzz\x00x"}),
+    "mount-destination-30000": lambda c: c["mounts"].append(
+        {"destination": "/" + "a" * 30000, "type": "tmpfs", "source": "tmpfs"}),
     "mount-destination-70000": lambda c: c["mounts"].append(
         {"destination": "/" + "a" * 70000, "type": "tmpfs", "source": "tmpfs"}),
     "surrogate-root-path": lambda c: c["root"].update({"path": "\ud800"}),
@@ -503,9 +502,9 @@ Deep = fuzz.Deep
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN_EXAMPLES))
-@pytest.mark.xfail(strict=True, reason="issue 11 §4 (helper hostile): not on main yet")
 def test_known_bug_examples(env, name):
-    """Each KNOWN failure on one example: a one-line error naming the field, nothing left."""
+    """The inputs of issue 11's §4 list, one each (internal errors before): a one-line error
+    naming the field, or a container, and nothing left."""
     cfg = _base()
     KNOWN_EXAMPLES[name](cfg)
     cid = env.new_id("kb")

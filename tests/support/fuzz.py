@@ -439,7 +439,7 @@ def raw_file(draw, valid: str) -> bytes:
     """config.json (or another JSON file) as bytes: truncated, wrapped, or odd encodings."""
     kind = draw(st.sampled_from(["empty", "truncated", "bom", "nan", "garbage", "utf16",
                                  "trailing", "huge_ws", "dup_keys", "latin1"]))
-    b = valid.encode()
+    b = valid.encode("utf-8", "surrogatepass")
     if kind == "empty":
         return b""
     if kind == "truncated":
@@ -451,7 +451,7 @@ def raw_file(draw, valid: str) -> bytes:
     if kind == "garbage":
         return draw(st.binary(max_size=64))
     if kind == "utf16":
-        return valid.encode("utf-16")
+        return valid.encode("utf-16", "surrogatepass")
     if kind == "trailing":
         return b + b" x"
     if kind == "huge_ws":
@@ -724,10 +724,13 @@ def _cmdline(pid: int) -> str:
 def kill_descendants(keep: set[int]) -> None:
     """After a failed case: end what it left (our own descendants only), so the next case
     starts clean."""
+    killed = False
     for pid in sorted(_descendants(os.getpid()) - set(keep)):
         try:
             os.kill(pid, signal.SIGKILL)
+            killed = True
         except ProcessLookupError:
             pass
-    time.sleep(0.1)
+    if killed:
+        time.sleep(0.1)
     reap_zombies()

@@ -64,10 +64,10 @@ BREAKERS = _breakers()
 
 
 @pytest.mark.parametrize("kind", sorted(BREAKERS))
-def test_broken_state_file(pyoci, bundle_factory, config, kind):
+def test_broken_state_file(pyoci, bundle_factory, config, kind, tmp_path):
     config["process"]["args"] = ["sleep", "1000"]
     b = bundle_factory(config)
-    snap = Snapshot(pyoci.root)
+    snap = Snapshot(pyoci.root, mine=str(tmp_path))
     pyoci("create", "--bundle", b, "c1", check=True)
     path = os.path.join(pyoci.root, "c1", "state.json")
     with open(path, "rb") as f:

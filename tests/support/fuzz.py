@@ -656,10 +656,17 @@ class Snapshot:
     """What exists before a case: state entries under root, cgroups under this process's own
     cgroups, mounts, descendant processes, this process's fds."""
 
-    def __init__(self, root: str, keep_pids: set[int] = frozenset(), cgroup_dirs=()):
+    def __init__(self, root: str, keep_pids: set[int] = frozenset(), cgroup_dirs=(),
+                 mine: str | None = None):
+        """mine: the test's own directory (bundles): mounts under it are counted, and any
+        outside /tmp and /run (default: the directory of root, when that is not /tmp)."""
         reap_zombies()
         self.root = root
-        self.mine = os.path.dirname(root.rstrip("/")) + "/"
+        if mine is None:
+            mine = os.path.dirname(root.rstrip("/"))
+            if mine.rstrip("/") in ("/tmp", "/run", ""):
+                mine = root
+        self.mine = mine.rstrip("/") + "/"
         self.entries = set(os.listdir(root)) if os.path.isdir(root) else set()
         self.roots = _cgroup_roots()
         self.cgroups = set().union(*(_walk_dirs(r) for r in self.roots))

@@ -68,3 +68,15 @@ def test_test_command_runs_the_upstream_suite():
     test = read("scripts/test.sh")
     assert "conformance/runtime-tools" in test
     assert os.access(os.path.join(REPO, "conformance/runtime-tools"), os.X_OK)
+
+
+def test_test_modules_have_distinct_basenames():
+    """pytest imports test modules by basename (no packages under tests/): two files of one
+    name anywhere under tests/ stop the whole suite at collection."""
+    seen: dict[str, str] = {}
+    for top, _dirs, files in os.walk(os.path.join(REPO, "tests")):
+        for name in files:
+            if name.startswith("test_") and name.endswith(".py"):
+                path = os.path.relpath(os.path.join(top, name), REPO)
+                assert name not in seen, f"{path} and {seen[name]} share a basename"
+                seen[name] = path

@@ -36,8 +36,10 @@ MODULES = ["virtio", "virtio_ring", "virtio_mmio", "virtio_pci_modern_dev",
            "9p", "overlay", "loop",
            # CRIU (pyoci checkpoint/restore, tests/lane/test_checkpoint.py): `criu check`
            # needs veth and nf_tables (libcrc32c: softdep crc32c), its network lock
-           # iptables-nft's mark match, dumping sockets the sock_diag modules
+           # iptables-nft's mark match, dumping a network namespace conntrack's netlink
+           # (without it nfnetlink answers EINVAL), dumping sockets the sock_diag modules
            "veth", "tun", "crc32c_generic", "nf_tables", "nft_compat", "xt_mark",
+           "nf_conntrack_netlink",
            "unix_diag", "inet_diag", "tcp_diag", "udp_diag", "raw_diag", "netlink_diag",
            "af_packet_diag"]
 

@@ -210,6 +210,10 @@ def test_detached_ps_pause_resume_kill_delete(shimd, cid):
 def test_kill_all(shimd, cid):
     ctr_ok(shimd, "run", "-d", "--runtime", RUNTIME, IMG, cid,
            "sh", "-c", "sleep 1000 & sleep 1000 & wait")
+    for _ in range(600):                 # the shell starts its two sleeps
+        if len(ctr_ok(shimd, "task", "ps", cid).splitlines()) == 4:
+            break
+        time.sleep(0.05)
     assert len(ctr_ok(shimd, "task", "ps", cid).splitlines()) == 4
     ctr_ok(shimd, "task", "kill", "--all", "--signal", "SIGKILL", cid)
     wait_stopped(shimd, cid)
@@ -426,6 +430,11 @@ def test_cri_containerd_restart(shimd, pod):
     c = cri_container(shimd, pod, "r1", "sleep", "1000")
     pid = k8s_pid(shimd, c)
     daemons.restart_containerd(shimd)
+    for _ in range(600):                 # CRI comes up after containerd's socket
+        if sh(["/usr/bin/python3", os.path.join(REPO, "scripts", "clients", "cri.py"),
+               shimd.address, "status", json.dumps({"id": c})]).returncode == 0:
+            break
+        time.sleep(0.1)
     assert cri(shimd, "status", id=c)["state"] == "RUNNING"
     assert k8s_pid(shimd, c) == pid
     r = cri(shimd, "exec", id=c, cmd=["sh", "-c", "echo still; exit 2"], timeout=60)

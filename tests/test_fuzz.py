@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 import shutil
-import stat
+import time
 
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
@@ -106,18 +106,34 @@ def _base() -> dict:
     return cfg
 
 
+def _progress(outcome: str, t0: float, why: str = "") -> None:
+    """With PYOCI_FUZZ_LOG=FILE, one line per case (time, test, outcome, seconds, and what
+    failed): the figures of a long run while it runs."""
+    path = os.environ.get("PYOCI_FUZZ_LOG")
+    if path:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
+        with open(path, "a") as f:
+            f.write(f"{time.time():.1f}\t{test}\t{outcome}\t{time.monotonic() - t0:.2f}\t"
+                    f"{why[:2000]!r}\n")
+
+
 def _case(env: Env, snap: Snapshot, body) -> None:
     """Run one case; whatever happens, end what it left so the next case starts clean."""
     keep = set(snap.pids)
+    t0 = time.monotonic()
+    outcome, why = "fail", ""
     try:
-        body()
-    except KnownBug as e:
-        env.count_known(e)
-    finally:
-        pass
-    try:
+        try:
+            body()
+        except KnownBug as e:
+            env.count_known(e)
         snap.check()
+        outcome = "ok"
+    except BaseException as e:
+        why = f"{type(e).__name__}: {e}"
+        raise
     finally:
+        _progress(outcome, t0, why)
         env.cleanup_all(keep=snap.entries)
         fuzz.kill_descendants(keep)
 
@@ -468,17 +484,24 @@ def test_fuzz_cli(env, cli_target, data):
 
     # the case may create or run containers: they are deleted (that must clean them)
     keep = set(snap.pids)
+    t0 = time.monotonic()
+    outcome, why = "fail", ""
     try:
-        body()
-    except KnownBug as e:
-        env.count_known(e)
-    for c in os.listdir(env.root):
-        if c not in snap.entries:
-            r = run(env.root, "delete", "--force", c)
-            check_output(r, known=KNOWN)
-    try:
+        try:
+            body()
+        except KnownBug as e:
+            env.count_known(e)
+        for c in os.listdir(env.root):
+            if c not in snap.entries:
+                r = run(env.root, "delete", "--force", c)
+                check_output(r, known=KNOWN)
         snap.check()
+        outcome = "ok"
+    except BaseException as e:
+        why = f"{type(e).__name__}: {e}"
+        raise
     finally:
+        _progress(outcome, t0, why)
         env.cleanup_all(keep=snap.entries)
         fuzz.kill_descendants(keep)
 

@@ -147,7 +147,9 @@ def main(argv=None) -> int:
         print(f"runtime-tools: no program matches {a.program!r}", file=sys.stderr)
         return 2
 
+    t_lock = time.monotonic()
     lock = machine_lock()
+    waited = time.monotonic() - t_lock
     up.private_mount_namespace()
     harness.set_subreaper()
 
@@ -178,7 +180,8 @@ def main(argv=None) -> int:
             "versions": {n: harness.runtime_version(b) for n, b in binaries.items()},
             "go": open(os.path.join(tree, ".built")).read().split(" ")[0] if os.path.exists(
                 os.path.join(tree, ".built")) else "",
-            "timeout": a.timeout, "wall": time.monotonic() - t_all, "build_s": build_s,
+            "timeout": a.timeout, "wall": time.monotonic() - t_all - waited, "build_s": build_s,
+            "lock_wait": waited,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "oci_versions": {n: versions[n] for n in binaries if n in versions}}
     doc = {"meta": meta, "runs": {n: {p: r.to_json() for p, r in rs.items()}

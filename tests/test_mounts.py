@@ -1088,3 +1088,52 @@ def test_recursive_rootfs_propagation_as_runc(pyoci, runc, bundle_factory, confi
         assert mine == ["shared"], (mine, theirs)
     else:
         assert mine is not None and mine == theirs, (mine, theirs)
+
+
+def test_target_swapped_during_setup_stays_inside(rootfs, tmp_path):
+    """CVE-2021-30465: while the mounts are made, a path on the way to their destinations is
+    exchanged (renameat2 RENAME_EXCHANGE, as fast as a thread can) between a directory and a
+    symlink to a host directory, as a container sharing that volume would. runc checked the
+    path and then mounted by name; here every target is resolved once inside the root and
+    mounted through its fd: nothing ever lands in, or is created in, the host directory."""
+    import ctypes
+    import threading
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    evil = os.path.join(rootfs, "evil")
+    link = os.path.join(rootfs, "evil-link")
+    os.mkdir(evil)
+    os.symlink(str(outside), link)
+    stop = threading.Event()
+    swaps = [0]
+
+    def swap():
+        while not stop.is_set():
+            if libc.renameat2(at_fdcwd, evil.encode(), at_fdcwd, link.encode(),
+                              rename_exchange) == 0:
+                swaps[0] += 1
+
+    spec = minimal_spec([{"destination": f"/evil/m{i}/x", "type": "tmpfs", "source": "tmpfs"}
+                         for i in range(20)])
+
+    def child():
+        try:
+            mounts.prepare_rootfs(spec, rootfs, userns=False)
+        except (ConfigError, SysError, OSError):
+            pass     # a destination found mid-swap may be refused: that is fine too
+        return [mi["mountpoint"] for mi in mounts.parse_mountinfo()
+                if mi["mountpoint"].startswith(str(outside))]
+
+    t = threading.Thread(target=swap, daemon=True)
+    t.start()
+    try:
+        for _ in range(25):
+            assert run_in_child(child) == []
+    finally:
+        stop.set()
+        t.join()
+    assert swaps[0] > 100, swaps
+    assert os.listdir(outside) == [], "a directory was created outside the root"

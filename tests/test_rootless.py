@@ -104,6 +104,11 @@ def user():
             _edit_subids(path, name, add=True)
         u = User(name, home)
         os.chown(home, u.uid, u.gid)
+        r = u.run([PYOCI, "--version"])
+        if r.returncode != 0:
+            pytest.skip(f"the test user cannot run {PYOCI} ({r.stderr.strip()[:200]}): the "
+                        "repository, its .venv and every directory above them must be "
+                        "readable and searchable by other users")
         yield u
     finally:
         u = locals().get("u")

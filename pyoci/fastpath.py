@@ -248,7 +248,7 @@ def _load(root: str, cid: str) -> tuple[str, dict]:
             raise _Fallback
     for key, typ in _STATE_TYPES:
         v = doc.get(key)
-        if v is not None and not isinstance(v, typ):
+        if (v is not None or key in doc and typ is not dict) and not isinstance(v, typ):
             raise _Fallback
     for key in ("annotations", "namespaces"):
         for v in (doc.get(key) or {}).values():

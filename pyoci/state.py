@@ -181,6 +181,10 @@ _STATE_TYPES = (("id", str), ("bundle", str), ("rootfs", str), ("created", str),
                 ("cgroup", dict), ("namespaces", dict), ("started", bool))
 
 
+# written as strings, never null (cgroup, annotations and namespaces may be null)
+_STATE_STRINGS = ("id", "bundle", "rootfs", "created", "owner", "ociVersion", "started")
+
+
 def check_state_doc(doc: object, cid: str) -> dict:
     """state.json as pyoci writes it, or PyociError naming the first wrong field (a corrupt
     or hand-edited file must not reach the code that signals or removes things)."""
@@ -192,7 +196,7 @@ def check_state_doc(doc: object, cid: str) -> dict:
             raise PyociError(f"{bad}: {key}: missing")
     for key, typ in _STATE_TYPES:
         v = doc.get(key)
-        if v is not None and not isinstance(v, typ):
+        if (v is not None or key in _STATE_STRINGS and key in doc) and not isinstance(v, typ):
             raise PyociError(f"{bad}: {key}: must be a {typ.__name__}")
     for key in ("pid", "startTime"):
         v = doc.get(key, 0)

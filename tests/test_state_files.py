@@ -54,6 +54,8 @@ def _breakers():
         "id-missing": (doc(id=_DEL), "id"),
         "id-other": (doc(id="other"), "id"),
         "bundle-int": (doc(bundle=5), "bundle"),
+        "created-null": (doc(created=None), "created"),
+        "started-null": (doc(started=None), "started"),
         "deep": (replace(lambda p: open(p, "w").write("[" * 100000 + "]" * 100000)),
                  "corrupt"),
     }

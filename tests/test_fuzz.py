@@ -79,7 +79,7 @@ class Env:
         for cid in os.listdir(self.root):
             if cid not in keep:
                 try:
-                    run(self.root, "delete", "--force", cid, timeout=30)
+                    run(self.root, "delete", "--force", "--", cid, timeout=30)
                 except Failure:
                     pass                           # the case reports it
                 path = os.path.join(self.root, cid)
@@ -487,7 +487,7 @@ def test_fuzz_cli(env, cli_target, data):
         for other in (snap_root2, os.path.join(env.top, "f1")):
             if os.path.isdir(other):
                 for c in os.listdir(other):
-                    run(other, "delete", "--force", c)
+                    run(other, "delete", "--force", "--", c)
 
     # the case may create or run containers: they are deleted (that must clean them)
     keep = set(snap.pids)
@@ -500,7 +500,7 @@ def test_fuzz_cli(env, cli_target, data):
             env.count_known(e)
         for c in os.listdir(env.root):
             if c not in snap.entries:
-                r = run(env.root, "delete", "--force", c)
+                r = run(env.root, "delete", "--force", "--", c)
                 check_output(r, known=KNOWN)
         snap.check()
         outcome = "ok"

@@ -449,7 +449,10 @@ def _send(sock, msg: dict, fds: list[int] | tuple = ()) -> None:
 
 
 def _recv(sock, eof_ok: bool = False) -> tuple[dict | None, list[int]]:
-    data, fds = unix.recv_msg(sock, 4)
+    try:
+        data, fds = unix.recv_msg(sock, 4)
+    except ConnectionResetError:   # the peer died with a message unread (a racing kill)
+        data, fds = b"", []
     if not data:
         if eof_ok:
             return None, fds
@@ -504,7 +507,13 @@ def _joiner(job: dict) -> None:
             os.fchdir(job["root"])
             os.chroot(".")
             os.close(job["root"])
-        pid = os.fork()             # the pid and time namespaces apply to children
+        try:
+            pid = os.fork()         # the pid and time namespaces apply to children
+        except OSError as e:
+            if e.errno == 12:       # ENOMEM: the PID namespace's init has exited (a race)
+                raise StateError("exec: the container's init exited (its PID namespace "
+                                 "takes no new process)") from None
+            raise
         if pid == 0:
             _process(job, sock)     # never returns
         _send(sock, {"t": "pid", "pid": pid})

@@ -70,6 +70,9 @@ def run_command(cmd: str, root: str, global_opts: dict, opts: dict,
 # --- shared -----------------------------------------------------------------------------
 
 def _manager(st: st_mod.State, what: str):
+    if not st.cgroup and getattr(st, "creating", None) is not None:
+        # no state.json (yet or any more): a create under way, or a delete that raced us
+        raise StateError(f"{what}: container {st.id} is being created or deleted")
     if not st.cgroup:
         raise UnsupportedError(f"{what}: container {st.id} has no cgroup (a rootless "
                                "container whose user could not create one: this needs "
@@ -354,6 +357,7 @@ def update(root: str, cid: str, opts: dict) -> None:
     if opts.get("mem-bw-schema"):
         raise UnsupportedError("Intel RDT/MBA: memory bandwidth schema is not enabled")
     with st_mod.Lock(st.dir):
+        st = st_mod.load(root, cid)       # as it is now: a racing delete may have removed it
         cg = _manager(st, "update")
         if st_mod.status(st) == "stopped":
             raise StateError("container not running")

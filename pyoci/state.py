@@ -272,6 +272,9 @@ class Lock:
         except FileNotFoundError:
             raise ContainerNotFound(os.path.basename(self.directory)) from None
         fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        if os.fstat(self.fd).st_nlink == 0:   # deleted while we waited for the lock
+            os.close(self.fd)
+            raise ContainerNotFound(os.path.basename(self.directory))
         return self
 
     def __exit__(self, *exc: object) -> None:

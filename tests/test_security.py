@@ -137,3 +137,23 @@ def test_terminal_never_mounts_onto_a_planted_dev_console(runtime, bundle_factor
     finally:
         runtime("delete", "--force", "t1")
         reap_zombies()
+
+
+@pytest.mark.parametrize("key", ["cgroup.procs", "cgroup.threads"])
+def test_update_cannot_move_a_host_process_into_the_container(pyoci, bundle_factory, config,
+                                                              tmp_path, key):
+    """linux.resources.unified (at create or `update --resources`) naming cgroup.procs wrote
+    a PID into the container's cgroup: the fuzz moved the host's PID 1 into its container's
+    unified cgroup. Such keys are refused, naming them."""
+    config["process"]["args"] = ["sleep", "1000"]
+    b = bundle_factory(config)
+    pyoci("run", "-d", "--bundle", b, "u1", check=True)
+    try:
+        res = tmp_path / "res.json"
+        res.write_text('{"unified": {"%s": "1"}}' % key)
+        r = pyoci("update", "--resources", str(res), "u1")
+        assert r.returncode == 1 and key in r.stderr, r
+        with open("/proc/1/cgroup") as f:
+            assert "u1" not in f.read()
+    finally:
+        pyoci("delete", "--force", "u1")

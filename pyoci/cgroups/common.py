@@ -243,11 +243,16 @@ def _cpulist_ok(v: str) -> bool:
 def unified_key_ok(k: str) -> bool:
     r"""re.match(r"^[a-z][a-z0-9_]*\.[A-Za-z0-9_.\-]+$", k): a cgroup2 file name such as
     "memory.max" for linux.resources.unified."""
+    if k in _MOVES_PROCESSES:
+        return False
     head, dot, tail = _re_end(k).partition(".")
     return (dot != "" and head[:1] in _LOWER and _KEY_HEAD.issuperset(head)
             and tail != "" and _KEY_TAIL.issuperset(tail))
 
 
+# writing these would move any process (the host's init: found by the fuzz of update
+# --resources) into the container's cgroup: never a resource
+_MOVES_PROCESSES = frozenset(("cgroup.procs", "cgroup.threads"))
 _LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
 _KEY_HEAD = _LOWER | frozenset("0123456789_")
 _KEY_TAIL = _KEY_HEAD | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ.-")

@@ -846,13 +846,8 @@ def _proc_table() -> dict[int, tuple[int, int]]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rindex(b")") + 2:].split()
-        if rest[0] in (b"Z", b"X", b"x"):
+        rest = st_mod.stat_fields(int(name))
+        if rest is None or rest[0] in (b"Z", b"X", b"x"):
             continue
         out[int(name)] = (int(rest[1]), int(rest[19]))
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 from pyoci import jsonio
+from pyoci.pbwire import read_varint, varint
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
 
@@ -96,20 +97,6 @@ CG_MODES = {"ignore": 0, "props": 2, "soft": 3, "full": 4, "strict": 5}
 _VARINT = ("int32", "uint32", "bool", "enum")
 
 
-def _varint(n: int) -> bytes:
-    if n < 0:
-        n += 1 << 64                     # negative int32: ten bytes, two's complement
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def encode(message: str, value: dict) -> bytes:
     fields = _SCHEMA[message]
     out = bytearray()
@@ -117,22 +104,11 @@ def encode(message: str, value: dict) -> bytes:
         num, kind, repeated = fields[name]
         for item in (v if repeated else [v]):
             if kind in _VARINT:
-                out += _varint(num << 3) + _varint(int(item))
+                out += varint(num << 3) + varint(int(item))
             else:
                 data = item.encode() if kind == "string" else encode(kind, item)
-                out += _varint(num << 3 | 2) + _varint(len(data)) + data
+                out += varint(num << 3 | 2) + varint(len(data)) + data
     return bytes(out)
-
-
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
 
 
 def decode(message: str, data: bytes) -> dict:
@@ -140,12 +116,12 @@ def decode(message: str, data: bytes) -> dict:
     out: dict = {}
     i = 0
     while i < len(data):
-        key, i = _read_varint(data, i)
+        key, i = read_varint(data, i)
         num, wire = key >> 3, key & 7
         if wire == 0:
-            raw, i = _read_varint(data, i)
+            raw, i = read_varint(data, i)
         elif wire == 2:
-            ln, i = _read_varint(data, i)
+            ln, i = read_varint(data, i)
             raw, i = data[i:i + ln], i + ln
         elif wire == 1:
             raw, i = data[i:i + 8], i + 8

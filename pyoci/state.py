@@ -281,17 +281,21 @@ class Lock:
         os.close(self.fd)
 
 
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time) of pid from /proc/PID/stat, or None if it is gone."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (the state letter first, the
+    start time at [19]), or None if pid is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
     except OSError:
         return None
-    rest = data[data.rindex(b")") + 2:].split()
-    return rest[0].decode(), int(rest[19])
+    return data[data.rindex(b")") + 2:].split()
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time) of pid from /proc/PID/stat, or None if it is gone."""
+    rest = stat_fields(pid)
+    return None if rest is None else (rest[0].decode(), int(rest[19]))
 
 
 def init_alive(st: State) -> bool:

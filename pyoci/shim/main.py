@@ -184,16 +184,7 @@ def delete_response(exit_status: int, exited_at: float) -> bytes:
     """A containerd.task.v2.DeleteResponse {exit_status = 2, exited_at = 3 (seconds = 1,
     nanos = 2)} in protobuf's wire format, written here so that `delete` need not import
     protobuf (tests/test_shim_ttrpc.py compares it with pb.DeleteResponse)."""
-    def varint(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            b = n & 0x7F
-            n >>= 7
-            if n:
-                out.append(b | 0x80)
-            else:
-                out.append(b)
-                return bytes(out)
+    from pyoci.pbwire import varint
 
     seconds, nanos = int(exited_at), int((exited_at - int(exited_at)) * 1e9)
     ts = (b"\x08" + varint(seconds) if seconds else b"") + \

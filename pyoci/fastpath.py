@@ -7,8 +7,9 @@ them the interpreter's start-up is most of the cost: importing `os`, `json`, `si
 `dataclasses` or `typing` would each cost about as much as the command's work itself. This
 module uses only what a bare `python -I -S` has already loaded or builds in (`posix`, `sys`,
 `time`, `_signal`, `fcntl`), plus pyoci.jsonio (json on `_json`, shared with the rest of
-pyoci), and mirrors pyoci.state / pyoci.container for the plain path: a valid id and
-state.json, no hooks to run, no flags beyond `--force`.
+pyoci) and pyoci.cgstate (the shape of a state's cgroup, shared with pyoci.state), and
+mirrors pyoci.state / pyoci.container for the plain path: a valid id and state.json, no hooks
+to run, no flags beyond `--force`.
 
 Anything else (an error to report, hooks, `kill --all`, a paused or possibly paused
 container, an unusual cgroup) raises `_Fallback` *before* anything was changed, and
@@ -254,6 +255,11 @@ def _load(root: str, cid: str) -> tuple[str, dict]:
         for v in (doc.get(key) or {}).values():
             if not isinstance(v, str):
                 raise _Fallback
+    if doc.get("cgroup") is not None:
+        from pyoci import cgstate
+
+        if cgstate.problem(doc["cgroup"]):
+            raise _Fallback
     return d, doc
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from pyoci import jsonio
+from pyoci import cgstate, jsonio
 from pyoci.record import dataclass, field
 TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
 if TYPE_CHECKING:
@@ -206,6 +206,9 @@ def check_state_doc(doc: object, cid: str) -> dict:
         for k, v in (doc.get(key) or {}).items():
             if not isinstance(v, str):
                 raise PyociError(f"{bad}: {key}.{k}: must be a string")
+    why = cgstate.problem(doc["cgroup"]) if doc.get("cgroup") is not None else None
+    if why:
+        raise PyociError(f"{bad}: cgroup.{why}")
     if doc["id"] != cid:
         raise PyociError(f"{bad}: id: {doc['id']!r} is not the directory's")
     return doc

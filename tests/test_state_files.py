@@ -48,6 +48,17 @@ def _breakers():
         "pid-huge": (doc(pid=2**64), "pid"),
         "starttime-float": (doc(startTime=1.5), "startTime"),
         "cgroup-string": (doc(cgroup="x"), "cgroup"),
+        # a cgroup object of the wrong shape (internal errors in ps and kill --all before:
+        # found by the large fuzz run)
+        "cgroup-paths-string": (doc(cgroup={"driver": "v1", "paths": "x"}), "cgroup.paths"),
+        "cgroup-paths-relative": (doc(cgroup={"driver": "v1", "paths": {"freezer": "x"}}),
+                                  "cgroup.paths"),
+        "cgroup-path-int": (doc(cgroup={"driver": "v2", "path": 5}), "cgroup.path"),
+        "cgroup-driver-other": (doc(cgroup={"driver": "v3", "path": "/x"}), "cgroup.driver"),
+        "cgroup-created-string": (doc(cgroup={"driver": "v1", "paths": {}, "created": "/x"}),
+                                  "cgroup.created"),
+        "cgroup-systemd-fs": (doc(cgroup={"driver": "systemd", "id": "c1", "fs": "x"}),
+                              "cgroup.fs"),
         "namespaces-list": (doc(namespaces=["x"]), "namespaces"),
         "namespace-int": (doc(namespaces={"pid": 5}), "namespaces.pid"),
         "annotations-int": (doc(annotations={"a": 1}), "annotations.a"),
@@ -94,3 +105,28 @@ def test_broken_state_file(pyoci, bundle_factory, config, kind, tmp_path):
     r = run(pyoci.root, "delete", "--force", "c1")
     assert r.rc == 0, r
     snap.check()
+
+
+def test_cgroup_shape_accepts_what_the_drivers_write(monkeypatch):
+    """The check of a state's cgroup object (pyoci.cgstate) takes every driver's to_state(),
+    and refuses wrong shapes (a missing path, a relative mountpoint, systemd's fs)."""
+    from pyoci import cgstate
+    from pyoci.cgroups import systemd
+    from pyoci.cgroups.v1 import V1Manager
+    from pyoci.cgroups.v2 import V2Manager
+
+    monkeypatch.setattr(systemd, "require_systemd", lambda: None)
+    v1 = V1Manager({"cpu": "/sys/fs/cgroup/cpu/c1", "memory": "/sys/fs/cgroup/memory/c1"},
+                   "/sys/fs/cgroup/unified/c1", ["/sys/fs/cgroup/cpu/c1"], True)
+    v1.rootless = True
+    v2 = V2Manager("/sys/fs/cgroup/c1", created=["/sys/fs/cgroup/c1"])
+    docs = [v1.to_state(), V1Manager({}).to_state(), v2.to_state(),
+            systemd.SystemdManager("system.slice:pyoci:c1", "c1", fs=v2).to_state(),
+            systemd.SystemdManager(None, "c1", fs=v1).to_state()]
+    for d in docs:
+        assert cgstate.problem(d) is None, d
+    bad = [{"driver": "v1", "paths": "x"}, {"driver": "v2"}, {"driver": None},
+           {"driver": "systemd", "id": "c1", "fs": {"driver": "v1", "paths": {"a": 1}}},
+           {"driver": "v2", "path": "/x", "mountpoint": "rel"}]
+    for d in bad:
+        assert cgstate.problem(d), d

@@ -235,7 +235,7 @@ def test_proc_symlink_in_rootfs_is_named(pyoci, runc, bundle_factory, config, ta
 
 @pytest.mark.parametrize("cmd, msg", [
     (["list"], "pyoci: /dev/null: Not a directory"),
-    (["state", "x"], "pyoci: /dev/null/x/state.json: Not a directory"),
+    (["state", "x"], "pyoci: container x: cannot read state.json: Not a directory"),
 ])
 def test_an_unforeseen_os_error_is_named_not_internal(pyoci, cmd, msg):
     """What no check turned into a message of its own still says what and why (the file

@@ -97,6 +97,22 @@ def test_messages_of_any_size_with_fds():
         os.close(w)
 
 
+@pytest.mark.parametrize("maxfds", [0, 2])
+def test_last_words_of_a_peer_that_left_a_message_unread(maxfds):
+    """A child that fails while a message of ours waits unread (the cgroup's go, bind
+    sources) sends its error and exits: Linux reports ECONNRESET once before that error.
+    create said only "Connection reset by peer" (seen with a hostile process.cwd)."""
+    parent, child = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
+    try:
+        unix.send_msg(parent, b"go")              # never read
+        unix.send_msg(child, b"process.cwd: the reason")
+        child.close()
+        assert unix.recv_msg(parent, maxfds) == (b"process.cwd: the reason", [])
+        assert unix.recv_msg(parent, maxfds) == (b"", [])
+    finally:
+        parent.close()
+
+
 # --- strings the kernel cannot take ------------------------------------------------------
 
 def test_nul_in_cgroups_path_names_the_field(pyoci, bundle_factory, config):

@@ -70,16 +70,26 @@ def send_msg(sock, data: bytes, fds=()) -> None:
             return
 
 
+def _recv_one(sock, maxfds: int) -> tuple[bytes, list[int]]:
+    if maxfds:
+        data, fds, _, _ = recv_fds(sock, _CHUNK + 1, maxfds)
+        return data, fds
+    return sock.recv(_CHUNK + 1), []
+
+
 def recv_msg(sock, maxfds: int = 0) -> tuple[bytes, list[int]]:
     """A send_msg message and the fds it carried; b"" at EOF (also in the middle of one)."""
     parts: list[bytes] = []
     fds: list[int] = []
     while True:
-        if maxfds:
-            data, got, _, _ = recv_fds(sock, _CHUNK + 1, maxfds)
-            fds += got
-        else:
-            data = sock.recv(_CHUNK + 1)
+        try:
+            data, got = _recv_one(sock, maxfds)
+        except ConnectionResetError:
+            # The peer exited with a datagram of ours unread: Linux then reports ECONNRESET
+            # once (reading the error clears it) ahead of what the peer sent before it
+            # exited, such as the error that made it exit. Read on.
+            data, got = _recv_one(sock, maxfds)
+        fds += got
         if not data:
             return b"", fds
         parts.append(data[1:])

@@ -8,6 +8,14 @@ notifications (hooks at setup-namespaces, the restored pid at post-restore, the 
 a restored terminal at orphan-pts-master), and how a restored process becomes our child
 (rst_sibling) for `restore` in the foreground.
 
+--lazy-pages (runc's): the dump leaves the memory pages behind and serves them from a page
+server (--page-server ADDRESS:PORT) until a `criu lazy-pages --page-server --address A --port P`
+daemon next to a `restore --lazy-pages` has fetched them all (the checkpoint returns then);
+--status-fd FD gets a \0 once that page server listens (CRIU's status-ready notification,
+CRIU >= 3.15). Both commands first ask CRIU whether it supports lazy pages (its feature check,
+as runc) and fail at once otherwise, with the reason `criu check --feature uffd-noncoop` gives.
+--page-server without --lazy-pages sends the dump's pages to a running `criu page-server`.
+
 Before anything is created, `criu check` must pass: where CRIU cannot work (a kernel it does
 not support) both commands fail at once with CRIU's reason and leave nothing behind.
 
@@ -34,13 +42,15 @@ _CHECKPOINT_FLAGS = {
     "shell-job": ("shell_job", False), "file-locks": ("file_locks", False),
     "pre-dump": ("pre_dump", False), "manage-cgroups-mode": ("manage_cgroups_mode", True),
     "empty-ns": ("empty_ns", True), "auto-dedup": ("auto_dedup", False),
+    "lazy-pages": ("lazy_pages", False), "page-server": ("page_server", True),
+    "status-fd": ("status_fd", True),
 }
 _RESTORE_FLAGS = {
     "image-path": ("image_path", True), "work-path": ("work_path", True),
     "tcp-established": ("tcp_established", False), "ext-unix-sk": ("ext_unix_sk", False),
     "shell-job": ("shell_job", False), "file-locks": ("file_locks", False),
     "manage-cgroups-mode": ("manage_cgroups_mode", True), "empty-ns": ("empty_ns", True),
-    "auto-dedup": ("auto_dedup", False),
+    "auto-dedup": ("auto_dedup", False), "lazy-pages": ("lazy_pages", False),
     "bundle": ("bundle", True), "b": ("bundle", True),
     "console-socket": ("console_socket", True), "detach": ("detach", False),
     "d": ("detach", False), "pid-file": ("pid_file", True),
@@ -93,6 +103,7 @@ _SCHEMA: dict[str, dict[str, tuple[int, str, bool]]] = {
                   "status": (11, "int32", False)},
 }
 REQ_DUMP, REQ_RESTORE, REQ_PRE_DUMP, REQ_NOTIFY, REQ_FEATURE_CHECK = 1, 2, 4, 6, 9
+LAZY_CHECK = "uffd-noncoop"       # what CRIU's lazy_pages feature is (kdat uffd + non-coop)
 CG_MODES = {"ignore": 0, "props": 2, "soft": 3, "full": 4, "strict": 5}
 _VARINT = ("int32", "uint32", "bool", "enum")
 
@@ -209,14 +220,20 @@ def check_criu(criu: str, what: str) -> None:
 class Swrk:
     """A `criu swrk` process and our end of its socket."""
 
-    def __init__(self, criu: str) -> None:
+    def __init__(self, criu: str, close: tuple[int, ...] = (), quiet: bool = False) -> None:
+        """close: our fds CRIU must not hold (the --status-fd: its reader sees EOF when we
+        close it); quiet: its stderr to /dev/null (a feature check: the reason comes from
+        `criu check`)."""
         from pyoci.linux import sock as unix
 
         self.sock, theirs = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
         fd = theirs.fileno()
         os.set_inheritable(fd, True)
         try:
-            self.pid = os.posix_spawn(criu, [criu, "swrk", str(fd)], os.environ)
+            self.pid = os.posix_spawn(criu, [criu, "swrk", str(fd)], os.environ,
+                                      file_actions=[(os.POSIX_SPAWN_CLOSE, c) for c in close]
+                                      + ([(os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY,
+                                           0)] if quiet else []))
         except OSError as e:
             self.sock.close()
             raise SysError(f"criu: run {criu}: {e.strerror}") from None
@@ -277,6 +294,94 @@ def _run_request(sw: Swrk, req: dict, on_notify, what: str, log: str) -> dict:
         return resp
 
 
+def check_lazy_pages(criu: str, what: str) -> None:
+    """runc's feature check: ask CRIU (RPC FEATURE_CHECK) whether it supports lazy pages;
+    if not, fail with CRIU's reason for it."""
+    import shutil
+    import tempfile
+
+    # images_dir_fd is a required field: a private, empty directory for CRIU's log, removed
+    # afterwards (the image path is not made before the check passes)
+    tmp = tempfile.mkdtemp(prefix="pyoci-criu-features-")
+    fd = -1
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        sw = Swrk(criu, quiet=True)
+        try:
+            sw.send({"type": REQ_FEATURE_CHECK, "features": {"lazy_pages": True},
+                     "opts": {"images_dir_fd": fd, "log_level": 0,
+                              "log_file": "features.log"}})
+            resp, fds = sw.recv()
+            for f in fds:
+                os.close(f)
+        finally:
+            sw.close()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if resp.get("success") and (resp.get("features") or {}).get("lazy_pages"):
+        return
+    code, out = _spawn_output([criu, "check", "--feature", LAZY_CHECK])
+    reason = _criu_error_line(out) if code != 0 else None
+    raise SysError(f"{what}: --lazy-pages: CRIU is missing features: LazyPages"
+                   + (f" ({reason})" if reason else ""))
+
+
+def page_server(value: str) -> dict:
+    """--page-server ADDRESS:PORT as runc parses it: Go's net.SplitHostPort, then Atoi, the
+    port as an int32; a port of 0 gives no page server, as in runc."""
+    bad = UsageError("Use --page-server ADDRESS:PORT to specify page server")
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0 or value[end + 1:end + 2] != ":":
+            raise bad
+        host, port = value[1:end], value[end + 2:]
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep or ":" in host:
+            raise bad
+    if not host or not port or any(c in host + port for c in "[]"):
+        raise bad
+    digits = port[1:] if port[0] in "+-" else port
+    if not digits.isascii() or not digits.isdigit() or abs(int(port, 10)) >= 1 << 63:
+        raise UsageError("Invalid port number")
+    n = (int(port, 10) + (1 << 31)) % (1 << 32) - (1 << 31)       # Go's int32(portInt)
+    return {"address": host, "port": n}
+
+
+def status_fd(value: str | None) -> int:
+    """--status-fd: runc's int flag (Go's ParseInt base 0), -1 when not given."""
+    if value is None:
+        return -1
+    v = value.replace("_", "") if "_" in value.strip("_") else value
+    body = v[1:] if v[:1] in "+-" else v
+    try:
+        if len(body) > 1 and body[0] == "0" and body[1].isdigit():
+            n = int(v[:len(v) - len(body)] + "0o" + body[1:], 0)      # Go: leading 0 is octal
+        else:
+            n = int(v, 0)
+    except ValueError:
+        n = None
+    if n is None or not -(1 << 63) <= n < 1 << 63:
+        raise UsageError(f'invalid value "{value}" for flag -status-fd: parse error')
+    return n
+
+
+def _check_status_fd(fd: int, what: str) -> None:
+    """runc: the --status-fd must be an open, writable descriptor."""
+    import fcntl
+
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except (OSError, OverflowError, ValueError) as e:
+        msg = e.strerror if isinstance(e, OSError) else None
+        raise UsageError(f"{what}: invalid --status-fd argument {fd}: "
+                         f"{(msg or 'Bad file descriptor').lower()}") from None
+    if flags & os.O_ACCMODE not in (os.O_WRONLY, os.O_RDWR):
+        raise UsageError(f"{what}: invalid --status-fd argument {fd}: not writable")
+
+
 # --- shared option handling ---------------------------------------------------------------
 
 def _ns_flag(name: str) -> int:
@@ -301,6 +406,8 @@ def _common_opts(o: dict, images_fd: int, work_fd: int, log: str) -> dict:
         opts["manage_cgroups_mode"] = CG_MODES[mode]
     if o.get("empty_ns"):
         opts["empty_ns"] = _ns_flag(o["empty_ns"])
+    if o.get("lazy_pages"):
+        opts["lazy_pages"] = True
     return opts
 
 
@@ -354,8 +461,17 @@ def checkpoint(root: str, cid: str, gopts: dict, o: dict) -> None:
     status = st_mod.status(st)
     if status in ("created", "stopped"):
         raise StateError(f"container cannot be checkpointed in {status} state")
+    ps = page_server(o["page_server"]) if o.get("page_server") else None
+    sfd = status_fd(o.get("status_fd"))
     criu = criu_binary(gopts)
     check_criu(criu, "checkpoint")
+    lazy = bool(o.get("lazy_pages"))
+    if lazy:
+        check_lazy_pages(criu, "checkpoint")
+        if sfd != -1:
+            _check_status_fd(sfd, "checkpoint")
+    else:
+        sfd = -1                      # runc looks at --status-fd only with --lazy-pages
     spec = st_mod.load_config(st)
     cwd = os.getcwd()
     image_path = os.path.abspath(o.get("image_path") or os.path.join(cwd, "checkpoint"))
@@ -370,6 +486,8 @@ def checkpoint(root: str, cid: str, gopts: dict, o: dict) -> None:
             opts.update(pid=st.pid, root=st.rootfs)
             if o.get("leave_running") and not pre:
                 opts["leave_running"] = True
+            if ps and ps["port"] != 0:
+                opts["ps"] = ps
             if o.get("parent_path"):
                 opts["parent_img"] = o["parent_path"]
                 opts["track_mem"] = True
@@ -389,10 +507,21 @@ def checkpoint(root: str, cid: str, gopts: dict, o: dict) -> None:
                     opts["freeze_cgroup"] = freezer
             if not pre:
                 _write_descriptors(st.pid, image_path)
-            sw = Swrk(criu)
+            sw = Swrk(criu, close=(sfd,) if sfd > 2 else ())
             try:
                 def notify(script: str, _pid: int, _fds: list[int]) -> None:
-                    return None
+                    nonlocal sfd
+                    if script == "status-ready" and sfd != -1:
+                        # the page server listens: \0 to --status-fd, closed (runc)
+                        try:
+                            os.write(sfd, b"\0")
+                        except OSError:
+                            pass
+                        try:
+                            os.close(sfd)
+                        except OSError:
+                            pass
+                        sfd = -1
 
                 _run_request(sw, {"type": REQ_PRE_DUMP if pre else REQ_DUMP, "opts": opts},
                              notify, "checkpoint", os.path.join(work_path, log))
@@ -453,6 +582,8 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
                          "checkpoint's images)") from None
     criu = criu_binary(gopts)
     check_criu(criu, "restore")
+    if o.get("lazy_pages"):
+        check_lazy_pages(criu, "restore")
     proc = spec.get("process") or {}
     terminal = bool(proc.get("terminal"))
     if not detach and not o.get("no_subreaper"):
@@ -526,7 +657,7 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
             try:
                 cg.add(sw.pid)
                 cg.apply(linux.get("resources"))
-                roots = _v1_cgroup_roots(sw.pid) if cg.driver == "v1" else []
+                roots = _cgroup_roots(sw.pid, v1=cg.driver == "v1")
                 if roots:
                     opts["cg_root"] = roots
                 hooks = spec.get("hooks") or {}
@@ -606,16 +737,24 @@ def _unmount_criu_root(rs: dict) -> None:
             pass
 
 
-def _v1_cgroup_roots(pid: int) -> list[dict]:
-    """runc's CgroupRoot list on cgroup v1: each controller -> the cgroup CRIU is in (the
-    new container's), so that the restored tasks go there."""
-    out = []
+def _cgroup_roots(pid: int, v1: bool) -> list[dict]:
+    """The cgroup roots CRIU restores the tasks under: the cgroup CRIU is in (the new
+    container's). cgroup v1 (runc's CgroupRoot list): each controller -> its path. A pure
+    cgroup v2 host: one default root (no controller). runc gives none on v2, and CRIU then
+    puts the tasks back in the cgroup they were dumped from: the same one when the id is the
+    same, but another container's (the dumped one, still there) after a lazy migration to a
+    new id, and deleting that container would kill them."""
+    out, unified = [], None
     with open(f"/proc/{pid}/cgroup") as f:
         for line in f:
-            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            hier, ctrls, path = line.rstrip("\n").split(":", 2)
             if ctrls:
                 out.append({"ctrl": ctrls, "path": path})
-    return out
+            elif hier == "0":
+                unified = path
+    if v1:
+        return out
+    return [{"path": unified}] if not out and unified else []
 
 
 def _foreground(root: str, cid: str, st, master: int) -> int:

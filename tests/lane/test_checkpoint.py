@@ -248,3 +248,87 @@ def test_empty_network_namespace(rt, bundle_factory, lane_config, cid, tmp_path)
     r = rt("exec", cid, "cat", "/sys/class/net/lo/operstate", check=True)
     assert r.stdout.strip() == "down"
     assert contiguous(wait_count(b, len(dumped) + 5, "after the restore"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _logs(*paths) -> str:
+    return "\n".join(p.read_text()[-3000:] for p in paths if p.exists())
+
+
+def test_lazy_pages_through_page_server(rt, bundle_factory, lane_config, cid, tmp_path):
+    """runc's lazy migration: `checkpoint --lazy-pages --page-server 127.0.0.1:P
+    --status-fd W` dumps all but the memory and serves the pages (\\0 on W once it listens);
+    `criu lazy-pages --page-server` and `restore --lazy-pages` of a second container
+    (its own cgroup) fetch them; the checkpoint returns when all are fetched, and the
+    counter goes on from where it was."""
+    import select
+
+    if not _criu_ok("uffd-noncoop"):
+        pytest.skip("CRIU: no non-cooperative userfaultfd here (see the host test of the "
+                    "failure)")
+    b = counter_bundle(bundle_factory, lane_config)
+    call(rt, tmp_path, "run", "-d", "--bundle", b, cid)
+    wait_count(b, 5, "before the checkpoint")
+    img, port = tmp_path / "img", _free_port()
+    r, w = os.pipe()
+    log = tmp_path / f"{rt.name}-checkpoint.log"
+    dump = subprocess.Popen(rt.argv("--log", str(log), "checkpoint", "--lazy-pages",
+                                    "--page-server", f"127.0.0.1:{port}", "--status-fd",
+                                    str(w), "--image-path", str(img), cid),
+                            pass_fds=(w,), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    lazy = None
+    cid2 = cid + "-r"
+    try:
+        ready, _, _ = select.select([r], [], [], 120)
+        assert ready, "no status-ready on --status-fd"
+        assert os.read(r, 1) == b"\0", _logs(log, img / "dump.log")
+        assert (img / "inventory.img").exists()
+        assert dump.poll() is None                       # still serving the pages
+        dumped = values(b)
+        assert contiguous(dumped)
+        time.sleep(0.3)
+        assert values(b) == dumped                       # the dumped counter is stopped
+        # the restored container is a second one (the first exists until the last page
+        # has gone): its own id and cgroup
+        cfg = json.loads((open(os.path.join(b, "config.json"))).read())
+        cfg["linux"]["cgroupsPath"] = f"/{PARENT}/{cid2}"
+        with open(os.path.join(b, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        lazy = subprocess.Popen([CRIU, "lazy-pages", "--page-server", "--address",
+                                 "127.0.0.1", "--port", str(port), "-D", str(img),
+                                 "-o", "lazy-pages.log"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        for _ in range(200):                             # its socket, for the restore
+            if (img / "lazy-pages.socket").exists():
+                break
+            time.sleep(0.05)
+        call(rt, tmp_path, "restore", "-d", "--lazy-pages", "--bundle", b, "--image-path",
+             str(img), cid2)
+        assert dump.wait(timeout=120) == 0, _logs(log, img / "dump.log")
+        assert lazy.wait(timeout=120) == 0
+        assert rt("state", cid).returncode == 1          # the dumped container is gone
+        st = rt.state(cid2)
+        assert st["status"] == "running"
+        if rt.name == "pyoci":        # runc leaves them in the dumped container's cgroup
+            assert read(f"/proc/{st['pid']}/cgroup") == f"0::/{PARENT}/{cid2}"
+        else:
+            assert read(f"/proc/{st['pid']}/cgroup") == f"0::/{PARENT}/{cid}"
+        assert contiguous(wait_count(b, len(dumped) + 5, "after the lazy restore"))
+        call(rt, tmp_path, "delete", "--force", cid2)
+    finally:
+        os.close(r)
+        for p in (dump, lazy):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        rt("delete", "--force", cid2)

@@ -457,12 +457,12 @@ def _external_namespaces(spec: dict) -> list[tuple[str, str]]:
 # --- checkpoint ---------------------------------------------------------------------------
 
 def checkpoint(root: str, cid: str, gopts: dict, o: dict) -> None:
+    sfd = status_fd(o.get("status_fd"))          # an int flag: parsed before anything
     st = st_mod.load(root, cid)
     status = st_mod.status(st)
     if status in ("created", "stopped"):
         raise StateError(f"container cannot be checkpointed in {status} state")
     ps = page_server(o["page_server"]) if o.get("page_server") else None
-    sfd = status_fd(o.get("status_fd"))
     criu = criu_binary(gopts)
     check_criu(criu, "checkpoint")
     lazy = bool(o.get("lazy_pages"))

@@ -346,3 +346,15 @@ def test_lazy_feature_check_gives_criu_reason_and_leaves_nothing():
                             f"({reason})")
     assert set(glob.glob(os.path.join(tempfile.gettempdir(),
                                       "pyoci-criu-features-*"))) == before
+
+
+def test_restore_takes_lazy_pages_only(pyoci, runc):
+    """runc's restore has --lazy-pages but not the dump-side --page-server/--status-fd."""
+    for flag in ("--page-server", "--status-fd"):
+        for rt in (pyoci, runc):
+            r = rt("restore", flag, "3", "zz")
+            assert r.returncode == 1
+            assert f"flag provided but not defined: -{flag.lstrip('-')}" in r.stderr \
+                or f"flag provided but not defined: {flag}" in r.stderr, r.stderr
+    r = pyoci("restore", "--lazy-pages", "--bundle", "/nonexistent", "zz")
+    assert r.returncode == 1 and "flag provided but not defined" not in r.stderr

@@ -225,7 +225,8 @@ def test_restore_with_console_socket(rt, bundle_factory, lane_config, cid, tmp_p
             masters.append(fds[0])
     try:
         assert contiguous(wait_count(b, len(dumped) + 5, "after the restore"))
-        r = rt("exec", cid, "sh", "-c", "readlink /proc/1/fd/1", check=True)
+        # fd 2: the counter's `echo >> /tmp/log` points fd 1 at the log while it runs
+        r = rt("exec", cid, "sh", "-c", "readlink /proc/1/fd/2", check=True)
         assert r.stdout.startswith("/dev/pts/"), r.stdout
     finally:
         for m in masters:

@@ -384,6 +384,8 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
                     init_mod.send(parent_sock, {"t": "cgroup"})
                 except OSError:
                     pass                          # the init failed: its error comes next
+                if st_mod.FAULT:
+                    st_mod.fault("create:cgroup-sent")
         elif t == "hooks":
             from pyoci.linux.hooks import run_hooks
 

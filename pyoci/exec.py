@@ -449,10 +449,7 @@ def _send(sock, msg: dict, fds: list[int] | tuple = ()) -> None:
 
 
 def _recv(sock, eof_ok: bool = False) -> tuple[dict | None, list[int]]:
-    try:
-        data, fds = unix.recv_msg(sock, 4)
-    except ConnectionResetError:   # the peer died with a message unread (a racing kill)
-        data, fds = b"", []
+    data, fds = unix.recv_msg(sock, 4)    # (a peer that died with a message unread: EOF)
     if not data:
         if eof_ok:
             return None, fds

@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif(not IS_ROOT or not os.path.isdir("/sys/fs/cgroup
                                 reason="needs root and cgroups")
 
 CREATE_STAGES = ["create:forked", "create:dir", "create:recorded", "create:cgroup",
-                 "create:pid", "create:init-cgroup", "create:hooks", "create:ready",
-                 "create:saved"]
+                 "create:pid", "create:init-cgroup", "create:cgroup-sent", "create:hooks",
+                 "create:ready", "create:saved"]
 EXEC_STAGES = ["exec:forked", "exec:joined", "exec:pid", "exec:go"]
 
 

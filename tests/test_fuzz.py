@@ -479,9 +479,12 @@ def test_fuzz_cli(env, cli_target, data):
     snap = Snapshot(env.root)
     snap_root2 = os.path.join(env.top, "root2")
 
+    answer: list = []
+
     def body():
         r = run(None, *[a.encode("utf-8", "surrogateescape") for a in argv], cwd=cwd,
                 env=env_vars)
+        answer.append(r)
         err = check_output(r, ok_codes=(0,), known=KNOWN)
         event("cli: error" if err else "cli: ok")
         for other in (snap_root2, os.path.join(env.top, "f1")):
@@ -500,9 +503,17 @@ def test_fuzz_cli(env, cli_target, data):
             env.count_known(e)
         for c in os.listdir(env.root):
             if c not in snap.entries:
+                # whatever the case made, delete --force must remove (an error here is a
+                # failure, not an answer: it leaves the container behind)
                 r = run(env.root, "delete", "--force", "--", c)
                 check_output(r, known=KNOWN)
-        snap.check()
+                if r.rc != 0:
+                    raise Failure(f"delete --force of {c!r}, made by the case, failed: {r!r}")
+        try:
+            snap.check()
+        except Failure as e:        # what the command answered tells where it stopped
+            raise Failure(f"{e} (the command answered {answer[0]!r})" if answer
+                          else str(e)) from None
         outcome = "ok"
     except BaseException as e:
         why = f"{type(e).__name__}: {e}"

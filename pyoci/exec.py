@@ -323,7 +323,14 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
         from pyoci import cgroups
 
         cg = cgroups.from_state(st.cgroup)
-        cg.add(pid)
+        try:
+            cg.add(pid)
+        except PyociError:
+            # the container stopped meanwhile and its cgroup went (delete racing): say so,
+            # not which cgroup.procs write failed
+            if not st_mod.init_alive(st):
+                raise StateError("cannot exec in a stopped container") from None
+            raise
     if st_mod.FAULT:
         st_mod.fault("exec:joined")
     _send(parent, {"t": "ok"})

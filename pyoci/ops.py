@@ -444,7 +444,15 @@ def events(root: str, cid: str, stats_once: bool, interval_s: str) -> int:
         raise StateError(f"container with id {cid} is not running")
     cg = _manager(st, "events")
     if stats_once:
-        _emit({"type": "stats", "id": cid, "data": cg.stats()})
+        try:
+            data = cg.stats()
+        except PyociError:
+            # the container stopped meanwhile and its cgroup went (delete racing: a file
+            # read as the cgroup is removed answers ENODEV): say so, not which read failed
+            if not st_mod.init_alive(st):
+                raise StateError(f"container with id {cid} is not running") from None
+            raise
+        _emit({"type": "stats", "id": cid, "data": data})
         return 0
     try:
         _stream(st, cg, interval)

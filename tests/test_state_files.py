@@ -130,3 +130,66 @@ def test_cgroup_shape_accepts_what_the_drivers_write(monkeypatch):
            {"driver": "v2", "path": "/x", "mountpoint": "rel"}]
     for d in bad:
         assert cgstate.problem(d), d
+
+
+def test_events_stats_of_a_container_stopping_meanwhile(pyoci, bundle_factory, config,
+                                                        monkeypatch):
+    """events --stats racing with delete (found by tests/test_soak.py's racing commands,
+    seed 14): the init is killed and the cgroup removed between the status check and the
+    stats read (ENODEV): 'is not running', not the failed read of a cgroup file."""
+    from pyoci import ops
+    from pyoci.errors import StateError, SysError
+
+    config["process"]["args"] = ["sleep", "1000"]
+    pyoci("run", "-d", "--bundle", bundle_factory(config), "c1", check=True)
+    real_manager = ops._manager
+
+    class Removed:
+        def stats(self):
+            raise SysError("read /sys/fs/cgroup/cpuset/c1/cpuset.memory_migrate: "
+                           "No such device")
+
+    def manager(st, what):
+        real_manager(st, what)
+        pyoci("kill", "c1", "KILL", check=True)         # delete --force, in between
+        pyoci("delete", "--force", "c1", check=True)
+        return Removed()
+
+    monkeypatch.setattr(ops, "_manager", manager)
+    with pytest.raises(StateError, match="c1 is not running"):
+        ops.events(pyoci.root, "c1", True, "5s")
+
+
+def test_exec_into_a_container_deleted_meanwhile(pyoci, bundle_factory, config):
+    """exec racing with delete --force (found by tests/test_soak.py's racing commands, seed
+    14): exec stopped after forking its joiner (fault point exec:forked:stop), the container
+    deleted, exec continued: 'cannot exec in a stopped container', not the failed
+    cgroup.procs write."""
+    import signal
+    import subprocess
+    import time
+
+    from support.harness import PYOCI
+
+    config["process"]["args"] = ["sleep", "1000"]
+    pyoci("run", "-d", "--bundle", bundle_factory(config), "c1", check=True)
+    p = subprocess.Popen([PYOCI, "--root", pyoci.root, "exec", "c1", "true"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYOCI_FAULT="exec:forked:stop"))
+    try:
+        while True:                                  # stopped at the fault point
+            with open(f"/proc/{p.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+            assert p.poll() is None, p.communicate()
+            time.sleep(0.01)
+        pyoci("delete", "--force", "c1", check=True)
+        os.kill(p.pid, signal.SIGCONT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1 and err == "pyoci: cannot exec in a stopped container\n", \
+        (p.returncode, err)

@@ -205,14 +205,7 @@ class Service:
                          req.terminal, self.reaper)
         pidfile = os.path.join(c.bundle, "init.pid")
         try:
-            p.io.prepare()
-            args = ["create", "--bundle", c.bundle, "--pid-file", pidfile]
-            if p.io.console_socket:
-                args += ["--console-socket", p.io.console_socket]
-            self._pyoci(c, *args, c.id, stdio=p.io.child_fds)
-            p.io.started()
-            with open(pidfile) as f:
-                p.pid = int(f.read().strip())
+            self._launch(c, p, ["create", "--bundle", c.bundle, "--pid-file", pidfile], pidfile)
         except BaseException as e:
             p.io.failed()
             if not isinstance(e, TtrpcError):
@@ -252,6 +245,17 @@ class Service:
                                                           exec_id=p.exec_id, pid=p.pid))
             return pb.StartResponse(pid=p.pid)
 
+    def _launch(self, c: Container, p: Process, args: list[str], pidfile: str) -> None:
+        """Run the pyoci command that starts p (create, exec --detach) on p's stdio (and
+        terminal), then take p's pid from pidfile."""
+        p.io.prepare()
+        if p.io.console_socket:
+            args += ["--console-socket", p.io.console_socket]
+        self._pyoci(c, *args, c.id, stdio=p.io.child_fds)
+        p.io.started()
+        with open(pidfile) as f:
+            p.pid = int(f.read().strip())
+
     def _start_exec(self, c: Container, p: Process) -> None:
         spec_file = os.path.join(c.bundle, f".exec-{os.urandom(6).hex()}.json")
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -261,14 +265,8 @@ class Service:
         p.io = ProcessIO(c.id, self.namespace, p.stdin, p.stdout, p.stderr, p.terminal,
                          self.reaper)
         try:
-            p.io.prepare()
-            args = ["exec", "--process", spec_file, "--detach", "--pid-file", pidfile]
-            if p.io.console_socket:
-                args += ["--console-socket", p.io.console_socket]
-            self._pyoci(c, *args, c.id, stdio=p.io.child_fds)
-            p.io.started()
-            with open(pidfile) as f:
-                p.pid = int(f.read().strip())
+            self._launch(c, p, ["exec", "--process", spec_file, "--detach", "--pid-file",
+                                pidfile], pidfile)
         except OSError as e:
             p.io.failed()
             raise TtrpcError(UNKNOWN, f"exec {p.exec_id}: {e}") from None

@@ -99,9 +99,9 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
         from pyoci.linux import hooks
 
         hooks.check(spec["hooks"])
-    from pyoci.linux import mounts
+    from pyoci.linux import rootfs as rootfs_mod
 
-    mounts.check(spec, bundle)
+    rootfs_mod.check(spec, bundle)
     if linux.get("netDevices"):
         from pyoci.linux import netdev
 
@@ -179,9 +179,9 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     # now on is the container's (recorded in the state, unmounted at delete or on failure)
     host_mounts = None
     if "mount" not in spec_load.namespaces(spec):
-        from pyoci.linux import mounts
+        from pyoci.linux import mountinfo
 
-        host_mounts = mounts.mounts_under(rootfs)
+        host_mounts = mountinfo.mounts_under(rootfs)
     parent_sock, child_sock = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
     public = st_mod.public_state(st, "creating")
     ctx = init_mod.InitContext(
@@ -422,9 +422,9 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
         st.cgroup = cg.to_state()
     st.namespaces = {t: f"/proc/{st.pid}/ns/{nsmod.PROC_NAME[t]}" for t in ns}
     if rs.get("host_mounts") is not None:
-        from pyoci.linux import mounts
+        from pyoci.linux import mountinfo
 
-        st.mounts = mounts.new_mounts(rs["rootfs"], rs["host_mounts"])
+        st.mounts = mountinfo.new_mounts(rs["rootfs"], rs["host_mounts"])
     st.creating = None
     st_mod.save(st)
     if st_mod.FAULT:
@@ -579,9 +579,9 @@ def _abort_create(st, spec, cg, rs) -> None:
     if rs.get("init"):
         _wait_dead(rs["init"], 0, timeout=10)
     if rs.get("host_mounts") is not None:
-        from pyoci.linux import mounts
+        from pyoci.linux import mountinfo
 
-        mounts.unmount_recorded(mounts.new_mounts(rs["rootfs"], rs["host_mounts"]))
+        mountinfo.unmount_recorded(mountinfo.new_mounts(rs["rootfs"], rs["host_mounts"]))
     if cg is not None and rs.get("cgroup_made"):
         try:
             cg.destroy()
@@ -610,9 +610,9 @@ def _unmount_leftover(d: str) -> None:
         return
     if not isinstance(rootfs, str) or not rootfs.startswith("/"):
         return
-    from pyoci.linux import mounts
+    from pyoci.linux import mountinfo
 
-    mounts.unmount_recorded(mounts.new_mounts(rootfs, before))
+    mountinfo.unmount_recorded(mountinfo.new_mounts(rootfs, before))
 
 
 def _wait_dead(pid: int, start_time: int, timeout: float) -> bool:
@@ -979,9 +979,9 @@ def destroy(st) -> None:
         _unmount_leftover(st.dir)
     if st.mounts:
         from pyoci import log
-        from pyoci.linux import mounts
+        from pyoci.linux import mountinfo
 
-        for path in mounts.unmount_recorded(st.mounts):
+        for path in mountinfo.unmount_recorded(st.mounts):
             log.warning("%s: not unmounted (no longer the mount create made there)", path)
     if st.cgroup:
         destroy_cgroup(st)

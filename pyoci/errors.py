@@ -39,3 +39,10 @@ class SysError(PyociError):
 
 class UnsupportedError(PyociError):
     """The config asks for a feature this host or pyoci cannot provide."""
+
+
+def why(e: OSError) -> str:
+    """The cause of an OSError in the words of strerror (its message when it has no errno)."""
+    import os
+
+    return os.strerror(e.errno) if e.errno else str(e)

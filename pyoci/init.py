@@ -199,12 +199,12 @@ def _container_init(ctx: InitContext) -> None:
         from pyoci.linux import netdev
 
         netdev.configure_in_container(netdev_addrs)
-    from pyoci.linux import mounts
+    from pyoci.linux import mounts, rootfs
 
-    own_ns = "mount" in ctx.ns          # else the runtime's (see mounts.mounts_under)
+    own_ns = "mount" in ctx.ns          # else the runtime's (see mountinfo.mounts_under)
     if any(m.get("type") == "cgroup" for m in spec.get("mounts") or []):
         _await_cgroup(ctx)               # a cgroup mount shows the init's cgroup
-    mounts.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns, mount_fds=mount_fds,
+    rootfs.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns, mount_fds=mount_fds,
                           bundle=ctx.bundle, source_fds=source_fds, own_ns=own_ns)
     for fd in fds:
         os.close(fd)
@@ -228,8 +228,8 @@ def _container_init(ctx: InitContext) -> None:
 
         seccomp_prog = seccomp_mod.build(seccomp)
     if own_ns:
-        mounts.enter_rootfs(ctx.rootfs, ctx.no_pivot)
-        if mounts.needs_dev_setup(mounts.parse_mounts(spec)):
+        rootfs.enter_rootfs(ctx.rootfs, ctx.no_pivot)
+        if rootfs.needs_dev_setup(mounts.parse_mounts(spec)):
             child.reopen_dev_null()
     else:                               # as runc: no pivot_root without a mount namespace
         os.chroot(os.path.realpath(ctx.rootfs))
@@ -249,7 +249,7 @@ def _container_init(ctx: InitContext) -> None:
         sc.setdomainname(spec["domainname"])
     for key, value in (linux.get("sysctl") or {}).items():
         _write_sysctl(key, value)
-    mounts.finish_rootfs(spec, own_ns)
+    rootfs.finish_rootfs(spec, own_ns)
     if not ctx.no_new_keyring:
         from pyoci.linux import keyring
 

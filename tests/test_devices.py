@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from pyoci.errors import ConfigError
-from pyoci.linux import devices, mounts
+from pyoci.linux import devices, mountinfo
 from test_mounts import minimal_spec, run_in_child, setup_all
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -25,7 +25,7 @@ def rootfs(tmp_path, rootfs_cache):
 @pytest.fixture(autouse=True)
 def no_host_mount_leak(tmp_path):
     yield
-    leaked = [mi["mountpoint"] for mi in mounts.parse_mountinfo()
+    leaked = [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()
               if mi["mountpoint"].startswith(str(tmp_path))]
     assert not leaked, f"mounts leaked onto the host: {leaked}"
 
@@ -148,14 +148,14 @@ def test_host_dev_bind_skips_device_setup(rootfs):
     def child():
         setup_all(spec, rootfs)
         return {"null": _stat("/dev/null"), "ptmx_link": os.path.islink("/dev/ptmx"),
-                "fstype": [mi["fstype"] for mi in mounts.parse_mountinfo()
+                "fstype": [mi["fstype"] for mi in mountinfo.parse_mountinfo()
                            if mi["mountpoint"] == "/dev"][-1]}
 
     out = run_in_child(child)
     host = os.lstat("/dev/ptmx")
     assert out["ptmx_link"] == stat.S_ISLNK(host.st_mode)
     assert out["null"]["rdev"] == os.makedev(1, 3)
-    assert out["fstype"] == [mi["fstype"] for mi in mounts.parse_mountinfo()
+    assert out["fstype"] == [mi["fstype"] for mi in mountinfo.parse_mountinfo()
                              if mi["mountpoint"] == "/dev"][-1]
 
 

@@ -1,6 +1,7 @@
-"""pyoci.linux.mounts against the real kernel: every test forks a child that unshares its
-mount namespace (and a user namespace where asked), sets a busybox rootfs up, inspects it
-from inside and reports back as JSON through a pipe. The child always os._exit()s."""
+"""pyoci.linux.mounts and pyoci.linux.rootfs against the real kernel: every test forks a
+child that unshares its mount namespace (and a user namespace where asked), sets a busybox
+rootfs up, inspects it from inside and reports back as JSON through a pipe. The child always
+os._exit()s."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import traceback
 import pytest
 
 from pyoci.errors import ConfigError, SysError
-from pyoci.linux import mounts
+from pyoci.cgroups import paths as cgpaths
+from pyoci.linux import mountinfo, mounts
+from pyoci.linux import rootfs as rootfs_mod
 from pyoci.linux import syscalls as sc
 from support.rootfs import base_config
 
@@ -123,7 +126,7 @@ def rootfs(tmp_path, rootfs_cache):
 def no_host_mount_leak(tmp_path):
     """Nothing a test child mounts may show up in the host's (pytest's) mount table."""
     yield
-    leaked = [mi["mountpoint"] for mi in mounts.parse_mountinfo()
+    leaked = [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()
               if mi["mountpoint"].startswith(str(tmp_path))]
     assert not leaked, f"mounts leaked onto the host: {leaked}"
 
@@ -142,14 +145,14 @@ def minimal_spec(extra_mounts=(), **linux) -> dict:
 
 
 def setup_all(spec, rootfs, userns=False, no_pivot=False, mount_fds=None):
-    mounts.prepare_rootfs(spec, rootfs, userns=userns, mount_fds=mount_fds)
-    mounts.enter_rootfs(rootfs, no_pivot=no_pivot)
-    mounts.finish_rootfs(spec)
+    rootfs_mod.prepare_rootfs(spec, rootfs, userns=userns, mount_fds=mount_fds)
+    rootfs_mod.enter_rootfs(rootfs, no_pivot=no_pivot)
+    rootfs_mod.finish_rootfs(spec)
 
 
 def mountinfo_at(path: str) -> dict:
     """The topmost mount at exactly path."""
-    found = [mi for mi in mounts.parse_mountinfo() if mi["mountpoint"] == path]
+    found = [mi for mi in mountinfo.parse_mountinfo() if mi["mountpoint"] == path]
     assert found, f"nothing mounted at {path}"
     return found[-1]
 
@@ -184,7 +187,7 @@ def test_runc_default_config(rootfs):
         out["stdin"] = os.readlink("/dev/stdin")
         out["stderr"] = os.readlink("/dev/stderr")
         out["procsys_mi"] = mountinfo_at("/proc/sys")
-        out["n_root_mounts"] = sum(1 for mi in mounts.parse_mountinfo()
+        out["n_root_mounts"] = sum(1 for mi in mountinfo.parse_mountinfo()
                                    if mi["mountpoint"] == "/")
         return out
 
@@ -286,7 +289,7 @@ def test_remount_option_on_existing_mount(rootfs):
 
     def child():
         setup_all(spec, rootfs)
-        return [mi for mi in mounts.parse_mountinfo() if mi["mountpoint"] == "/mnt/t"]
+        return [mi for mi in mountinfo.parse_mountinfo() if mi["mountpoint"] == "/mnt/t"]
 
     mis = run_in_child(child)
     assert len(mis) == 1
@@ -352,7 +355,7 @@ def test_non_recursive_bind_leaves_submounts_out(rootfs, nested_src):
         sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
         sc.mount("tmpfs", str(nested_src / "sub"), "tmpfs", 0, "size=1m")
         setup_all(spec, rootfs)
-        return [mi["mountpoint"] for mi in mounts.parse_mountinfo()]
+        return [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()]
 
     mps = run_in_child(child)
     assert "/mnt/b" in mps and "/mnt/b/sub" not in mps
@@ -392,8 +395,8 @@ def test_slave_of_shared_source(rootfs, tmp_path):
         sc.mount(None, str(src), None, sc.MS_SHARED)
         spec2 = copy.deepcopy(spec)
         spec2["linux"]["rootfsPropagation"] = "rshared"
-        mounts.prepare_rootfs(spec2, rootfs, userns=False)
-        mi = [m for m in mounts.parse_mountinfo()
+        rootfs_mod.prepare_rootfs(spec2, rootfs, userns=False)
+        mi = [m for m in mountinfo.parse_mountinfo()
               if m["mountpoint"] == os.path.join(os.path.realpath(rootfs), "mnt/p")][-1]
         return mi["optional"]
 
@@ -460,7 +463,7 @@ def test_relative_bind_source_uses_cwd(rootfs, tmp_path):
     (tmp_path / "data" / "x").write_text("rel")
     spec = minimal_spec([{"destination": "/data", "type": "bind", "source": "data",
                           "options": ["rbind"]}])
-    mounts.check(spec, str(tmp_path))
+    rootfs_mod.check(spec, str(tmp_path))
 
     def child():
         os.chdir(tmp_path)
@@ -478,9 +481,9 @@ def test_relative_bind_source_uses_bundle(rootfs, tmp_path):
 
     def child():
         os.chdir("/")
-        mounts.prepare_rootfs(spec, rootfs, userns=False, bundle=str(tmp_path))
-        mounts.enter_rootfs(rootfs)
-        mounts.finish_rootfs(spec)
+        rootfs_mod.prepare_rootfs(spec, rootfs, userns=False, bundle=str(tmp_path))
+        rootfs_mod.enter_rootfs(rootfs)
+        rootfs_mod.finish_rootfs(spec)
         return open("/data/x").read()
 
     assert run_in_child(child) == "bundle"
@@ -532,7 +535,7 @@ def test_relative_destination(rootfs):
 
     def child():
         setup_all(spec, rootfs)
-        return [mi["mountpoint"] for mi in mounts.parse_mountinfo()]
+        return [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()]
 
     mps = run_in_child(child)
     assert "/mnt/rel" in mps and "/srv/x" in mps
@@ -551,9 +554,9 @@ def test_symlink_in_destination_stays_inside(rootfs, tmp_path, link):
     ])
 
     def child():
-        mounts.prepare_rootfs(spec, rootfs, userns=False)
+        rootfs_mod.prepare_rootfs(spec, rootfs, userns=False)
         real = os.path.realpath(rootfs)
-        mps = [mi["mountpoint"] for mi in mounts.parse_mountinfo()]
+        mps = [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()]
         return {"outside": [m for m in mps if m.startswith(str(outside))],
                 "inside": [m[len(real):] for m in mps if m.startswith(real + "/")]}
 
@@ -573,7 +576,7 @@ def test_dangling_symlink_is_resolved_inside_root(rootfs):
 
     def child():
         setup_all(spec, rootfs)
-        return [mi["mountpoint"] for mi in mounts.parse_mountinfo()]
+        return [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()]
 
     mps = run_in_child(child)
     assert "/nonexistent/dir/x" in mps and "/rel/target/y" in mps
@@ -584,17 +587,17 @@ def test_symlink_loop_in_destination_fails(rootfs):
     os.symlink("loop2", os.path.join(rootfs, "loop1"))
     os.symlink("loop1", os.path.join(rootfs, "loop2"))
     spec = minimal_spec([{"destination": "/loop1/x", "type": "tmpfs", "source": "t"}])
-    err = child_error(lambda: mounts.prepare_rootfs(spec, rootfs, userns=False))
+    err = child_error(lambda: rootfs_mod.prepare_rootfs(spec, rootfs, userns=False))
     assert err["type"] == "SysError" and err["error"].startswith("SysError: mounts[2]")
 
 
 def test_mount_inside_proc_refused(rootfs):
     spec = minimal_spec([{"destination": "/proc/sys", "type": "tmpfs", "source": "tmpfs"}])
-    err = child_error(lambda: mounts.prepare_rootfs(spec, rootfs, userns=False))
+    err = child_error(lambda: rootfs_mod.prepare_rootfs(spec, rootfs, userns=False))
     assert err["type"] == "ConfigError" and "inside /proc" in err["error"]
     spec = minimal_spec()
     spec["mounts"][0] = {"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}
-    err = child_error(lambda: mounts.prepare_rootfs(spec, rootfs, userns=False))
+    err = child_error(lambda: rootfs_mod.prepare_rootfs(spec, rootfs, userns=False))
     assert "not of type proc" in err["error"]
 
 
@@ -627,14 +630,14 @@ def _cgroup_spec(cgroupns: bool) -> dict:
 @pytest.mark.parametrize("cgroupns", [False, True])
 def test_cgroup_mount(rootfs, cgroupns):
     spec = _cgroup_spec(cgroupns)
-    hier = mounts.cgroup_hierarchies()
+    hier = cgpaths.cgroup_hierarchies()
     if not hier:
         pytest.skip("no cgroup hierarchies on this host")
-    v2only = mounts.cgroup2_only()
+    v2only = cgpaths.cgroup2_only()
 
     def child():
         setup_all(spec, rootfs)
-        mis = {mi["mountpoint"]: mi for mi in mounts.parse_mountinfo()
+        mis = {mi["mountpoint"]: mi for mi in mountinfo.parse_mountinfo()
                if mi["mountpoint"].startswith("/sys/fs/cgroup")}
         return {"mis": mis, "ls": sorted(os.listdir("/sys/fs/cgroup")),
                 "w": can_write("/sys/fs/cgroup/newfile")}
@@ -666,7 +669,7 @@ def test_no_pivot(rootfs):
         setup_all(spec, rootfs, no_pivot=True)
         return {"bin": os.path.exists("/bin/busybox"), "cwd": os.getcwd(),
                 "marker": os.path.exists("/.pyoci-rootfs"),
-                "proc": sorted(mi["mountpoint"] for mi in mounts.parse_mountinfo()
+                "proc": sorted(mi["mountpoint"] for mi in mountinfo.parse_mountinfo()
                                if mi["fstype"] == "proc")}
 
     out = run_in_child(child)
@@ -770,12 +773,12 @@ def test_mask_refuses_fake_dev_null(rootfs):
     spec["mounts"] = [spec["mounts"][0]]  # no /dev mount: devices go into the rootfs' /dev
 
     def child():
-        mounts.prepare_rootfs(spec, rootfs, userns=False)
+        rootfs_mod.prepare_rootfs(spec, rootfs, userns=False)
         os.unlink(os.path.join(rootfs, "dev/null"))
         with open(os.path.join(rootfs, "dev/null"), "w") as f:
             f.write("not a device")
-        mounts.enter_rootfs(rootfs)
-        mounts.finish_rootfs(spec)
+        rootfs_mod.enter_rootfs(rootfs)
+        rootfs_mod.finish_rootfs(spec)
 
     err = child_error(child)
     assert err["type"] == "SysError" and "null device" in err["error"]
@@ -812,7 +815,7 @@ def test_idmap_mount(rootfs, tmp_path):
                           "options": ["rbind", "idmap"], **maps},
                          {"destination": "/mnt/plain", "type": "bind", "source": str(src),
                           "options": ["rbind"]}])
-    mounts.check(spec, str(tmp_path))
+    rootfs_mod.check(spec, str(tmp_path))
 
     def child():
         try:
@@ -1002,7 +1005,7 @@ def _spec_with(mount=None, **linux) -> dict:
 ])
 def test_check_errors(tmp_path, spec, field):
     with pytest.raises(ConfigError) as ei:
-        mounts.check(spec, str(tmp_path))
+        rootfs_mod.check(spec, str(tmp_path))
     assert str(ei.value).startswith(field), str(ei.value)
     assert "\n" not in str(ei.value)
 
@@ -1019,7 +1022,7 @@ def test_check_accepts_runc_config_and_known_options(tmp_path):
     spec["mounts"].append({"destination": "/c", "source": "cgroup", "type": "cgroup"})
     spec["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229},
                                 {"path": "/dev/fifo", "type": "p"}]
-    mounts.check(spec, str(tmp_path))
+    rootfs_mod.check(spec, str(tmp_path))
     parsed = mounts.parse_mounts(spec)
     assert parsed[-2].data == "size=1m,uid=5,whatever=1" and parsed[-2].copyup
 
@@ -1121,10 +1124,10 @@ def test_target_swapped_during_setup_stays_inside(rootfs, tmp_path):
 
     def child():
         try:
-            mounts.prepare_rootfs(spec, rootfs, userns=False)
+            rootfs_mod.prepare_rootfs(spec, rootfs, userns=False)
         except (ConfigError, SysError, OSError):
             pass     # a destination found mid-swap may be refused: that is fine too
-        return [mi["mountpoint"] for mi in mounts.parse_mountinfo()
+        return [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()
                 if mi["mountpoint"].startswith(str(outside))]
 
     t = threading.Thread(target=swap, daemon=True)

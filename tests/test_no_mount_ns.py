@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from pyoci.linux import mounts, syscalls as sc
+from pyoci.linux import mountinfo, syscalls as sc
 
 
 def _without_mount_ns(config, args):
@@ -29,7 +29,7 @@ def _rootfs(bundle: str) -> str:
 
 def _host_shares_mounts() -> bool:
     return any(any(o.startswith("shared:") for o in mi["optional"])
-               for mi in mounts.parse_mountinfo())
+               for mi in mountinfo.parse_mountinfo())
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def unmount_leftovers():
     yield rootfses
     for r in rootfses:
         for _ in range(50):
-            under = mounts.mounts_under(r)
+            under = mountinfo.mounts_under(r)
             if not under:
                 break
             for mp in sorted(set(under.values()), key=len, reverse=True):
@@ -53,14 +53,14 @@ def test_runs_and_delete_leaves_nothing_mounted(pyoci, bundle_factory, config):
     cfg = _without_mount_ns(config, ["sh", "-c", "cat /proc/self/mountinfo; ls /"])
     b = bundle_factory(cfg)
     rootfs = _rootfs(b)
-    before = mounts.mounts_under(rootfs)
+    before = mountinfo.mounts_under(rootfs)
     assert before == {}
-    propagation = {mi["id"]: mi["optional"] for mi in mounts.parse_mountinfo()}
+    propagation = {mi["id"]: mi["optional"] for mi in mountinfo.parse_mountinfo()}
     out = pyoci("run", "-b", b, "nm", check=True).stdout
     assert "linuxrc" in out                       # the rootfs is its /
-    assert mounts.mounts_under(rootfs) == {}, mounts.mounts_under(rootfs)
+    assert mountinfo.mounts_under(rootfs) == {}, mountinfo.mounts_under(rootfs)
     # nothing of the host's changed its propagation (runc makes / rslave)
-    after = {mi["id"]: mi["optional"] for mi in mounts.parse_mountinfo()}
+    after = {mi["id"]: mi["optional"] for mi in mountinfo.parse_mountinfo()}
     assert {i: p for i, p in after.items() if i in propagation} == propagation
 
 
@@ -70,13 +70,13 @@ def test_create_records_and_delete_unmounts(pyoci, bundle_factory, config):
     b = bundle_factory(cfg)
     rootfs = _rootfs(b)
     pyoci("create", "-b", b, "nm", check=True)
-    under = mounts.mounts_under(rootfs)
+    under = mountinfo.mounts_under(rootfs)
     # the rootfs bind and the config's mounts, in the runtime's mount namespace
     paths = set(under.values())
     assert {rootfs, rootfs + "/proc", rootfs + "/dev", rootfs + "/dev/pts",
             rootfs + "/sys"} <= paths, paths
     # root.readonly made the rootfs bind read-only, not the mount holding the bundle
-    holder = mounts._mount_of(os.path.dirname(rootfs), mounts.parse_mountinfo())
+    holder = mountinfo.mount_of(os.path.dirname(rootfs), mountinfo.parse_mountinfo())
     assert "rw" in holder["options"]
     st = json.load(open(os.path.join(pyoci.root, "nm", "state.json")))
     assert sorted(tuple(m) for m in st["mounts"]) == sorted(under.items())
@@ -85,7 +85,7 @@ def test_create_records_and_delete_unmounts(pyoci, bundle_factory, config):
     r = pyoci("exec", "nm", "ls", "/")
     assert r.returncode == 0 and "linuxrc" in r.stdout, r.stderr
     pyoci("delete", "--force", "nm", check=True)
-    assert mounts.mounts_under(rootfs) == {}
+    assert mountinfo.mounts_under(rootfs) == {}
 
 
 def test_failed_create_leaves_nothing_mounted(pyoci, bundle_factory, config):
@@ -96,7 +96,7 @@ def test_failed_create_leaves_nothing_mounted(pyoci, bundle_factory, config):
     rootfs = _rootfs(b)
     r = pyoci("create", "-b", b, "nm")
     assert r.returncode == 1 and "mounts[" in r.stderr, r.stderr
-    assert mounts.mounts_under(rootfs) == {}
+    assert mountinfo.mounts_under(rootfs) == {}
     assert not os.path.exists(os.path.join(pyoci.root, "nm"))
 
 
@@ -110,14 +110,14 @@ def test_delete_leaves_a_mount_it_did_not_make(pyoci, bundle_factory, config, tm
     rootfs = _rootfs(b)
     unmount_leftovers.append(rootfs)
     pyoci("create", "-b", b, "nm", check=True)
-    made = mounts.mounts_under(rootfs)
+    made = mountinfo.mounts_under(rootfs)
     other = tmp_path / "other"
     other.mkdir()
     sc.mount(str(other), rootfs, None, sc.MS_BIND, None)   # not pyoci's: the test's own
-    mine = set(mounts.mounts_under(rootfs)) - set(made)
+    mine = set(mountinfo.mounts_under(rootfs)) - set(made)
     r = pyoci("delete", "--force", "nm")
     assert r.returncode == 0, r.stderr
-    left = mounts.mounts_under(rootfs)
+    left = mountinfo.mounts_under(rootfs)
     assert mine <= set(left) and set(made) <= set(left), (made, mine, left)
     assert "not unmounted" in r.stderr
 
@@ -156,8 +156,8 @@ def test_delete_force_after_create_died_midway(pyoci, bundle_factory, config,
     unmount_leftovers.append(rootfs)
     r = pyoci("create", "-b", b, "nm")
     assert r.returncode == -9, (r.returncode, r.stderr)
-    assert mounts.mounts_under(rootfs), "the init had mounted nothing"
+    assert mountinfo.mounts_under(rootfs), "the init had mounted nothing"
     assert pyoci.state("nm")["status"] in ("creating", "stopped")     # issue 11, section 3
     pyoci("delete", "--force", "nm", check=True)
-    assert mounts.mounts_under(rootfs) == {}
+    assert mountinfo.mounts_under(rootfs) == {}
     assert not os.path.exists(os.path.join(pyoci.root, "nm"))

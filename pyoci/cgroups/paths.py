@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 
 from pyoci.errors import ConfigError
+from pyoci.linux.mountinfo import parse_mountinfo
 
 # v1 subsystems a container joins, in the order runc's fs manager uses.
 V1_SUBSYSTEMS: tuple[str, ...] = (
@@ -251,8 +252,73 @@ def is_within(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
+# --- the hierarchies a `cgroup` mount shows in a container (pyoci.linux.mounts) ---------
+
+def own_hierarchies(path: str = "/proc/self/cgroup") -> dict[str, str]:
+    """/proc/self/cgroup as {controller-list: path}; "" is the unified (v2) hierarchy."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split(":", 2)
+            if len(parts) == 3:
+                out[parts[1]] = parts[2]
+    return out
+
+
+def _v1_key(super_options: list[str], own: dict[str, str]) -> str | None:
+    """The /proc/self/cgroup key of a v1 hierarchy mounted with these super options."""
+    opts = set(super_options)
+    for key in own:
+        if key and set(key.split(",")) <= opts:
+            return key
+    return None
+
+
+def cgroup_hierarchies(infos: list[dict] | None = None, rootfs: str | None = None) -> list[dict]:
+    """The host's cgroup hierarchies (v1 and v2), each once, with the path of this process's
+    own cgroup in each: [{mountpoint, fstype, root, own, options}]. Mounts under rootfs
+    (copies the config bound there, e.g. the host's /sys) are not the host's."""
+    infos = parse_mountinfo() if infos is None else infos
+    if rootfs:
+        root = rootfs.rstrip("/")
+        infos = [mi for mi in infos if mi["mountpoint"] != root
+                 and not mi["mountpoint"].startswith(root + "/")]
+    own = own_hierarchies()
+    seen: set[str] = set()
+    out = []
+    for mi in infos:
+        if mi["fstype"] not in ("cgroup", "cgroup2"):
+            continue
+        if mi["fstype"] == "cgroup2":
+            key: str | None = ""
+        else:
+            key = _v1_key(mi["super_options"], own)
+        # one entry per hierarchy (its /proc/self/cgroup key), not per mountpoint: a
+        # hierarchy is also seen where the config bound the host's /sys into the rootfs
+        if key is None or key not in own or key in seen:
+            continue
+        seen.add(key)
+        out.append({"mountpoint": mi["mountpoint"], "fstype": mi["fstype"], "root": mi["root"],
+                    "own": own[key], "options": key.split(",") if key else []})
+    return out
+
+
+def cgroup2_only(infos: list[dict] | None = None) -> bool:
+    """True on a unified host (cgroup2 mounted on /sys/fs/cgroup)."""
+    infos = parse_mountinfo() if infos is None else infos
+    return any(mi["mountpoint"] == "/sys/fs/cgroup" and mi["fstype"] == "cgroup2"
+               for mi in infos)
+
+
+def hierarchy_dir(h: dict) -> str:
+    """This process's own cgroup directory in a hierarchy of cgroup_hierarchies()."""
+    rel = posixpath.relpath(h["own"], h["root"]) if h["own"].startswith(h["root"]) else "."
+    return posixpath.normpath(posixpath.join(h["mountpoint"], rel))
+
+
 __all__ = [
     "CgroupMount", "V1_SUBSYSTEMS", "clean_path", "cgroup_mounts", "own_cgroups",
     "v1_mounts", "unified_mount", "inner_path", "resolve", "v1_paths", "unified_path",
-    "own_dir", "is_within", "check_escape", "check_resolved",
+    "own_dir", "is_within", "check_escape", "check_resolved", "own_hierarchies",
+    "cgroup_hierarchies", "cgroup2_only", "hierarchy_dir",
 ]

@@ -13,8 +13,8 @@ import errno
 import os
 import stat
 
-from pyoci.errors import ConfigError, SysError
-from pyoci.linux import mounts
+from pyoci.errors import ConfigError, SysError, why
+from pyoci.linux.resolve import clean_path, fd_path, mkdir_all_in_root
 from pyoci.linux import syscalls as sc
 
 DEFAULT_DEVICES: list[dict] = [
@@ -54,7 +54,7 @@ def check_devices(spec: dict) -> None:
         path = d.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigError(f"{where}.path: {path!r} is not an absolute path")
-        if mounts.clean_path(path) == "/dev" or mounts.clean_path(path) == "/":
+        if clean_path(path) == "/dev" or clean_path(path) == "/":
             raise ConfigError(f"{where}.path: {path!r} is not a device path")
         t = d.get("type")
         if t not in _TYPE_BITS:
@@ -75,13 +75,13 @@ def check_devices(spec: dict) -> None:
 def device_list(spec: dict) -> list[dict]:
     """The default devices (unless linux.devices names the same path) plus linux.devices."""
     devs = (spec.get("linux") or {}).get("devices") or []
-    given = {mounts.clean_path(d["path"]) for d in devs}
+    given = {clean_path(d["path"]) for d in devs}
     return [d for d in DEFAULT_DEVICES if d["path"] not in given] + list(devs)
 
 
 def _open_parent(root_fd: int, path: str) -> tuple[int, str]:
-    path = mounts.clean_path(path)
-    return mounts.mkdir_all_in_root(root_fd, os.path.dirname(path)), os.path.basename(path)
+    path = clean_path(path)
+    return mkdir_all_in_root(root_fd, os.path.dirname(path)), os.path.basename(path)
 
 
 def mknod_device(root_fd: int, dev: dict) -> None:
@@ -118,7 +118,7 @@ def bind_device(root_fd: int, dev: dict) -> None:
     finally:
         os.close(parent)
     try:
-        sc.mount(dev["path"], mounts.fd_path(target), None, sc.MS_BIND, None)
+        sc.mount(dev["path"], fd_path(target), None, sc.MS_BIND, None)
     finally:
         os.close(target)
 
@@ -135,7 +135,7 @@ def create_device(root_fd: int, dev: dict, *, userns: bool, where: str) -> None:
                 raise
             bind_device(root_fd, dev)
     except OSError as e:
-        raise SysError(f"{where}: {dev['path']}: {mounts._why(e)}") from e
+        raise SysError(f"{where}: {dev['path']}: {why(e)}") from e
 
 
 def check_existing(root_fd: int, dev: dict, where: str) -> None:
@@ -169,7 +169,7 @@ def setup_dev_symlinks(root_fd: int) -> None:
     links = list(DEV_SYMLINKS)
     if os.path.exists("/proc/kcore"):
         links.append(("/proc/kcore", "core"))
-    dev = mounts.mkdir_all_in_root(root_fd, "/dev")
+    dev = mkdir_all_in_root(root_fd, "/dev")
     try:
         for src, name in links:
             try:
@@ -182,7 +182,7 @@ def setup_dev_symlinks(root_fd: int) -> None:
 
 def setup_ptmx(root_fd: int) -> None:
     """/dev/ptmx -> pts/ptmx (replacing whatever is there)."""
-    dev = mounts.mkdir_all_in_root(root_fd, "/dev")
+    dev = mkdir_all_in_root(root_fd, "/dev")
     try:
         try:
             os.unlink("ptmx", dir_fd=dev)
@@ -203,5 +203,5 @@ def setup_dev(spec: dict, root_fd: int, *, userns: bool) -> None:
         setup_dev_symlinks(root_fd)
     except OSError as e:
         if e.errno == errno.EROFS:
-            raise SysError(f"/dev: read-only, cannot create links: {mounts._why(e)}") from e
-        raise SysError(f"/dev links: {mounts._why(e)}") from e
+            raise SysError(f"/dev: read-only, cannot create links: {why(e)}") from e
+        raise SysError(f"/dev links: {why(e)}") from e

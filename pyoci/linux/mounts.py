@@ -1,38 +1,24 @@
-"""The container's root filesystem: mounts[], rootfs propagation, pivot_root, masked and
-read-only paths, root.readonly.
-
-Runs inside the container's init, which has already unshared its mount namespace (and maybe
-a user namespace). The order follows runc's libcontainer/rootfs_linux.go:
-
-    check(spec, bundle)                     create time, before anything is set up
-    prepare_rootfs(spec, rootfs, userns=)   before pivot_root: / propagation, rootfs bind,
-                                            mounts[] in order, devices and /dev links
-    enter_rootfs(rootfs, no_pivot)          pivot_root(".", ".") or MS_MOVE + chroot
-    finish_rootfs(spec)                     after pivot: ro tmpfs and /dev, readonlyPaths,
-                                            maskedPaths, root.readonly, rootfsPropagation
-
-Mount targets are never looked up by path string: every destination is resolved with
-openat2(RESOLVE_IN_ROOT) from a dirfd of the rootfs, missing components are created with
-mkdirat relative to the resolved parent, and the mount goes onto /proc/self/fd/N of an O_PATH
-fd of the target (runc's CVE-2021-30465 fix), so a symlink inside the rootfs can never send a
-mount out of it. After pivot_root (finish_rootfs) no path is used at all: masked and read-only
-paths are opened O_PATH with RESOLVE_NO_SYMLINKS and handled with open_tree, fsmount,
-move_mount and mount_setattr on fds, so they work without a /proc in the container.
-Relative bind sources are relative to `bundle` when given, else to the current directory.
-"""
+"""mounts[]: each entry parsed the way runc parses it (options into MS_* flags, propagation,
+recursive mount_setattr attributes, idmap, tmpcopyup), checked at create, and mounted under
+the rootfs before pivot_root: bind mounts (id-mapped or not, sources opened on the host
+side for a container in a user namespace), filesystems (tmpfs with tmpcopyup, proc, sysfs,
+...) and `cgroup` mounts (cgroup2, or a tmpfs of v1 hierarchies). Targets are resolved
+inside the rootfs (pyoci.linux.resolve). Relative bind sources are relative to `bundle`
+when given, else to the current directory. The whole-rootfs sequence is pyoci.linux.rootfs."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
 from pyoci.record import dataclass, field
 
-from pyoci.errors import ConfigError, SysError
-from pyoci.linux import syscalls as sc
+from pyoci.cgroups import paths as cgpaths
+from pyoci.errors import ConfigError, SysError, why
+from pyoci.linux import idmap, mountinfo, syscalls as sc
+from pyoci.linux.resolve import (clean_path, create_target, fd_path, mkdir_all_in_root,
+                                 open_in_root, open_mounted, real_path_in_root)
 
-MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 # option -> (clear?, MS_* flag), as runc's specconv parses mounts[].options
 FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
@@ -56,12 +42,14 @@ FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
     "bind": (False, sc.MS_BIND), "rbind": (False, sc.MS_BIND | sc.MS_REC),
 }
 
+
 PROPAGATION_OPTIONS: dict[str, int] = {
     "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
     "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
     "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
+
 
 # option -> (clear?, MOUNT_ATTR_*), applied with mount_setattr(AT_RECURSIVE)
 RECURSIVE_OPTIONS: dict[str, tuple[bool, int]] = {
@@ -79,7 +67,9 @@ RECURSIVE_OPTIONS: dict[str, tuple[bool, int]] = {
     "rsymfollow": (True, sc.MOUNT_ATTR_NOSYMFOLLOW),
 }
 
+
 EXTENSION_OPTIONS = ("tmpcopyup", "idmap", "ridmap")
+
 
 # statvfs f_flag bits -> MS_* (they differ for relatime and nosymfollow)
 _ST_TO_MS = {
@@ -88,9 +78,16 @@ _ST_TO_MS = {
     os.ST_NODIRATIME: sc.MS_NODIRATIME, os.ST_RELATIME: sc.MS_RELATIME,
     0x2000: sc.MS_NOSYMFOLLOW,
 }
+
+
 _ATIME_FLAGS = sc.MS_NOATIME | sc.MS_NODIRATIME | sc.MS_RELATIME | sc.MS_STRICTATIME
+
+
 _LOCKABLE_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | _ATIME_FLAGS
+
+
 _DEFAULT_CGROUP_FLAGS = sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV
+
 
 # where runc lets a non-proc mount go inside /proc (lxcfs-style emulation)
 _PROC_MOUNT_ALLOWED = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat",
@@ -127,11 +124,6 @@ class Mount:
 
 
 # --- parsing and validation ---------------------------------------------------------------
-
-def clean_path(path: str) -> str:
-    """Absolute, lexically cleaned container path ("a/../b" -> "/b"; ".." stops at /)."""
-    p = os.path.normpath("/" + path)
-    return "/" + p.lstrip("/")
 
 
 def parse_mount(m: dict, index: int) -> Mount:
@@ -233,33 +225,9 @@ def _namespaces(spec: dict) -> set[str]:
     return {n.get("type") for n in nss if isinstance(n, dict)}
 
 
-def _propagation_flag(spec: dict) -> int:
-    prop = (spec.get("linux") or {}).get("rootfsPropagation") or ""
-    if prop not in PROPAGATION_OPTIONS:
-        raise ConfigError(f"linux.rootfsPropagation: unknown propagation {prop!r}")
-    return PROPAGATION_OPTIONS[prop]
-
-
-def _check_path_list(spec: dict, key: str) -> list[str]:
-    paths = (spec.get("linux") or {}).get(key) or []
-    if not isinstance(paths, list):
-        raise ConfigError(f"linux.{key}: must be an array of paths")
-    for i, p in enumerate(paths):
-        if not isinstance(p, str) or not p.startswith("/"):
-            raise ConfigError(f"linux.{key}[{i}]: {p!r} is not an absolute path")
-    return paths
-
-
 def check(spec: dict, bundle: str) -> None:
-    """Create-time validation of mounts, rootfsPropagation, masked/readonly paths and
-    devices. Raises ConfigError naming the field."""
-    from pyoci.linux import devices
-
-    linux = spec.get("linux") or {}
-    if "rootfsPropagation" in linux:
-        _propagation_flag(spec)
-    _check_path_list(spec, "maskedPaths")
-    _check_path_list(spec, "readonlyPaths")
+    """Create-time validation of mounts[] (rootfs.check does the whole rootfs). Raises
+    ConfigError naming the field."""
     userns = "user" in _namespaces(spec)
     for mnt in parse_mounts(spec):
         if mnt.idmap:
@@ -280,178 +248,17 @@ def check(spec: dict, bundle: str) -> None:
                 raise ConfigError(f"{mnt.where}.source: {src}: no such file or directory")
         if mnt.copyup and mnt.type != "tmpfs":
             raise ConfigError(f"{mnt.where}.options: tmpcopyup is only for tmpfs mounts")
-    devices.check_devices(spec)
-
-
-# --- mountinfo ----------------------------------------------------------------------------
-
-def _unescape(s: str) -> str:
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and len(s[i + 1:i + 4]) == 3 and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(path: str = "/proc/self/mountinfo") -> list[dict]:
-    """/proc/self/mountinfo as dicts: id, parent, dev, root, mountpoint, options (list),
-    optional (list, e.g. ["shared:3"]), fstype, source, super_options (list)."""
-    out = []
-    with open(path) as f:
-        for line in f:
-            left, _, right = line.rstrip("\n").partition(" - ")
-            a = left.split(" ")
-            b = right.split(" ")
-            out.append({
-                "id": int(a[0]), "parent": int(a[1]), "dev": a[2], "root": _unescape(a[3]),
-                "mountpoint": _unescape(a[4]), "options": a[5].split(","),
-                "optional": [x for x in a[6:] if x], "fstype": b[0],
-                "source": _unescape(b[1]) if len(b) > 1 else "",
-                "super_options": b[2].split(",") if len(b) > 2 else [],
-            })
-    return out
-
-
-def _mount_of(path: str, infos: list[dict]) -> dict | None:
-    """The (topmost) mountinfo entry whose mountpoint is the longest prefix of path."""
-    best = None
-    for mi in infos:
-        mp = mi["mountpoint"]
-        if path == mp or mp == "/" or path.startswith(mp.rstrip("/") + "/"):
-            if best is None or len(mp) >= len(best["mountpoint"]):
-                best = mi
-    return best
-
-
-# --- safe path handling inside the rootfs -------------------------------------------------
-
-def fd_path(fd: int) -> str:
-    return f"/proc/self/fd/{fd}"
-
-
-def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH) -> int:
-    """openat2(root_fd, path, RESOLVE_IN_ROOT): symlinks (absolute or ..) stay inside root."""
-    rel = clean_path(path).lstrip("/") or "."
-    return sc.openat2(root_fd, rel, flags | os.O_CLOEXEC,
-                      resolve=sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
-
-
-def _path_in_root(fd: int, root_fd: int) -> str:
-    """Container path of fd, given the rootfs dirfd it was resolved from."""
-    p, root = os.readlink(fd_path(fd)), os.readlink(fd_path(root_fd)).rstrip("/")
-    return clean_path(p[len(root):]) if p == root or p.startswith(root + "/") else "/"
-
-
-def mkdir_all_in_root(root_fd: int, path: str, mode: int = 0o755) -> int:
-    """Create every missing directory of path inside root_fd (never leaving it); returns an
-    O_PATH fd of the directory. A dangling symlink on the way is followed inside the root
-    (its target is created there), as runc's in-scope resolution does."""
-    path = clean_path(path)
-    for _ in range(40):
-        parts = [p for p in path.split("/") if p]
-        fd = os.dup(root_fd)
-        restart = None
-        try:
-            for i, name in enumerate(parts):
-                sub = "/".join(parts[:i + 1])
-                try:
-                    nfd = open_in_root(root_fd, sub, os.O_PATH | os.O_DIRECTORY)
-                except FileNotFoundError:
-                    try:
-                        os.mkdir(name, mode, dir_fd=fd)
-                    except FileExistsError:
-                        try:
-                            link = os.readlink(name, dir_fd=fd)
-                        except OSError:
-                            link = None  # lost a race with a mkdir: reopen below
-                        if link is not None:
-                            base = "/" if link.startswith("/") else _path_in_root(fd, root_fd)
-                            rest = "/".join(parts[i + 1:])
-                            restart = clean_path(os.path.join(base, link, rest))
-                            break
-                    nfd = open_in_root(root_fd, sub, os.O_PATH | os.O_DIRECTORY)
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
-            raise
-        if restart is None:
-            return fd
-        os.close(fd)
-        path = restart
-    raise OSError(errno.ELOOP, f"{path}: too many symbolic links")
-
-
-def open_mounted(root_fd: int, rootfs: str, dest: str) -> int:
-    """O_PATH fd of what was just mounted on dest: on "/" the rootfs itself is covered, and
-    root_fd (resolved from below the new mount) would still name the covered directory."""
-    if clean_path(dest) == "/":
-        return os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    return open_in_root(root_fd, dest)
-
-
-def create_target(root_fd: int, dest: str, is_dir: bool) -> int:
-    """Make dest exist inside the rootfs (a directory, or an empty file when binding a
-    non-directory) and return an O_PATH fd of it (symlinks resolved inside the root). A
-    dangling symlink is followed inside the root and its target created, as runc does
-    (its SecureJoin'd path): /etc/resolv.conf -> ../run/x makes <rootfs>/run/x."""
-    path = clean_path(dest)
-    for _ in range(40):
-        try:
-            return open_in_root(root_fd, path)
-        except FileNotFoundError:
-            pass
-        if is_dir:
-            return mkdir_all_in_root(root_fd, path)
-        parent = mkdir_all_in_root(root_fd, os.path.dirname(path))
-        try:
-            name = os.path.basename(path)
-            try:
-                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o644, dir_fd=parent))
-                return open_in_root(root_fd, path)
-            except FileExistsError:
-                pass
-            try:
-                link = os.readlink(name, dir_fd=parent)
-            except OSError:
-                return open_in_root(root_fd, path)     # lost a race with a create
-            base = "/" if link.startswith("/") else _path_in_root(parent, root_fd)
-            path = clean_path(os.path.join(base, link))
-        finally:
-            os.close(parent)
-    raise OSError(errno.ELOOP, f"{dest}: too many symbolic links")
-
-
-def _real_path_in_root(fd: int, rootfs: str) -> str:
-    """Path of fd relative to rootfs, as a container path ("/proc/sys")."""
-    p = os.readlink(fd_path(fd))
-    root = rootfs.rstrip("/")
-    if p == root:
-        return "/"
-    if p.startswith(root + "/"):
-        return p[len(root):]
-    raise SysError(f"mount target {p} escaped the rootfs {rootfs}")
 
 
 # --- mount helpers ------------------------------------------------------------------------
 
-def _why(e: OSError) -> str:
-    return os.strerror(e.errno) if e.errno else str(e)
 
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+def do_mount(source: str | None, target: str, fstype: str | None, flags: int,
            data: str | None, what: str) -> None:
     try:
         sc.mount(source, target, fstype, flags, data or None)
     except OSError as e:
-        raise SysError(f"{what}: {_why(e)}") from e
+        raise SysError(f"{what}: {why(e)}") from e
 
 
 def statvfs_flags(path_or_fd: str | int) -> int:
@@ -469,7 +276,7 @@ def remount(target: str, flags: int, what: str) -> None:
         return
     except OSError as e:
         if e.errno != errno.EPERM:
-            raise SysError(f"{what}: remount: {_why(e)}") from e
+            raise SysError(f"{what}: remount: {why(e)}") from e
     cur = statvfs_flags(target)
     keep = cur & (sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     if not flags & _ATIME_FLAGS:
@@ -477,18 +284,18 @@ def remount(target: str, flags: int, what: str) -> None:
     try:
         sc.mount(None, target, None, flags | keep, None)
     except OSError as e:
-        raise SysError(f"{what}: remount: {_why(e)}") from e
+        raise SysError(f"{what}: remount: {why(e)}") from e
 
 
 def _apply_propagation_and_attrs(fd: int, mnt: Mount) -> None:
     for p in mnt.propagation:
-        _mount(None, fd_path(fd), None, p, None, f"{mnt.where}: propagation")
+        do_mount(None, fd_path(fd), None, p, None, f"{mnt.where}: propagation")
     if mnt.attr_set or mnt.attr_clr:
         try:
             sc.mount_setattr(fd, "", sc.AT_EMPTY_PATH | sc.AT_RECURSIVE,
                              attr_set=mnt.attr_set, attr_clr=mnt.attr_clr)
         except OSError as e:
-            raise SysError(f"{mnt.where}.options: mount_setattr: {_why(e)}") from e
+            raise SysError(f"{mnt.where}.options: mount_setattr: {why(e)}") from e
 
 
 def _check_proc_destination(mnt: Mount, real: str) -> None:
@@ -510,7 +317,7 @@ def _check_proc_destination(mnt: Mount, real: str) -> None:
 
 
 def _is_procfs(path: str) -> bool:
-    mi = _mount_of(os.path.realpath(path), parse_mountinfo())
+    mi = mountinfo.mount_of(os.path.realpath(path), mountinfo.parse_mountinfo())
     return bool(mi and mi["fstype"] == "proc")
 
 
@@ -518,64 +325,16 @@ def _source_path(src: str) -> str:
     return src if os.path.isabs(src) else os.path.join(os.getcwd(), src)
 
 
-# --- user namespaces for id-mapped mounts -------------------------------------------------
-
-def _mapping_text(maps: list[dict]) -> str:
-    return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
-
-
-def userns_fd(uid_mappings: list[dict], gid_mappings: list[dict]) -> int:
-    """An fd of a new, empty user namespace with these mappings (for MOUNT_ATTR_IDMAP): a
-    short-lived child unshares CLONE_NEWUSER, we write its maps, open its ns and let it go."""
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            os.close(ready_r)
-            os.close(done_w)
-            sc.unshare(sc.CLONE_NEWUSER)
-            os.write(ready_w, b"1")
-            os.read(done_r, 1)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ready_w)
-    os.close(done_r)
-    try:
-        if os.read(ready_r, 1) != b"1":
-            raise SysError("idmap: helper could not create a user namespace")
-        with open(f"/proc/{pid}/uid_map", "w") as f:
-            f.write(_mapping_text(uid_mappings))
-        with open(f"/proc/{pid}/gid_map", "w") as f:
-            f.write(_mapping_text(gid_mappings))
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise SysError(f"idmap: user namespace for mappings: {_why(e)}") from e
-    finally:
-        os.close(ready_r)
-        os.close(done_w)
-        os.waitpid(pid, 0)
+def resolve_sources(mnts: list[Mount], bundle: str | None) -> list[Mount]:
+    """Relative bind sources are relative to the bundle (to the cwd when it is not given)."""
+    if bundle:
+        for m in mnts:
+            if m.bind and m.source and not os.path.isabs(m.source):
+                m.source = os.path.join(bundle, m.source)
+    return mnts
 
 
-def open_idmapped_tree(mnt: Mount, source: str, ns_fd: int) -> int:
-    """A detached clone of source (recursive for rbind) with MOUNT_ATTR_IDMAP set from the
-    user namespace ns_fd (on every submount for ridmap). Returns the tree's fd."""
-    flags = sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC
-    if mnt.flags & sc.MS_REC:
-        flags |= sc.AT_RECURSIVE
-    try:
-        tree = sc.open_tree(sc.AT_FDCWD, source, flags)
-    except OSError as e:
-        raise SysError(f"{mnt.where}.source: open_tree {source}: {_why(e)}") from e
-    try:
-        sc.mount_setattr(tree, "", sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if mnt.ridmap else 0),
-                         attr_set=sc.MOUNT_ATTR_IDMAP, userns_fd=ns_fd)
-    except OSError as e:
-        os.close(tree)
-        raise SysError(f"{mnt.where}.options: cannot id-map {source}: {_why(e)}") from e
-    return tree
+# --- host side: id-mapped trees and bind sources ------------------------------------------
 
 
 def prepare_idmapped_mounts(spec: dict, container_userns_fd: int | None = None,
@@ -585,18 +344,18 @@ def prepare_idmapped_mounts(spec: dict, container_userns_fd: int | None = None,
     mount index, to pass to prepare_rootfs(mount_fds=...) in the init."""
     out: dict[int, int] = {}
     try:
-        for mnt in _resolve_sources(parse_mounts(spec), bundle):
+        for mnt in resolve_sources(parse_mounts(spec), bundle):
             if not mnt.idmap:
                 continue
             if mnt.uid_mappings:
-                ns = userns_fd(mnt.uid_mappings, mnt.gid_mappings)
+                ns = idmap.userns_fd(mnt.uid_mappings, mnt.gid_mappings)
             elif container_userns_fd is not None:
                 ns = os.dup(container_userns_fd)
             else:
                 raise ConfigError(f"{mnt.where}.options: idmap needs mappings or a user "
                                   f"namespace")
             try:
-                out[mnt.index] = open_idmapped_tree(mnt, _source_path(mnt.source or ""), ns)
+                out[mnt.index] = idmap.open_idmapped_tree(mnt, _source_path(mnt.source or ""), ns)
             finally:
                 os.close(ns)
     except BaseException:
@@ -616,7 +375,7 @@ def open_bind_sources(spec: dict, pid: int, bundle: str | None = None) -> dict[i
     under a directory only the host's root may search. A source that cannot be opened (or
     all of them, when the caller may not enter the namespace: rootless) is left out: the
     init then opens it itself, or reports why it cannot."""
-    mnts = [m for m in _resolve_sources(parse_mounts(spec), bundle)
+    mnts = [m for m in resolve_sources(parse_mounts(spec), bundle)
             if m.bind and not m.idmap and m.source]
     if not mnts:
         return {}
@@ -626,7 +385,7 @@ def open_bind_sources(spec: dict, pid: int, bundle: str | None = None) -> dict[i
     try:
         ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
-        raise SysError(f"mounts: the container's mount namespace: {_why(e)}") from e
+        raise SysError(f"mounts: the container's mount namespace: {why(e)}") from e
     ours, theirs = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
     try:
         child = os.fork()
@@ -672,6 +431,7 @@ def open_bind_sources(spec: dict, pid: int, bundle: str | None = None) -> dict[i
 
 # --- one mounts[] entry -------------------------------------------------------------------
 
+
 def mount_entry(root_fd: int, rootfs: str, mnt: Mount, spec: dict, *, userns: bool,
                 tree_fd: int | None = None, source_fd: int | None = None) -> None:
     """Mount one parsed entry under the rootfs (before pivot_root)."""
@@ -685,7 +445,7 @@ def mount_entry(root_fd: int, rootfs: str, mnt: Mount, spec: dict, *, userns: bo
             mount_filesystem(root_fd, rootfs, mnt)
     except OSError as e:
         raise SysError(f"{mnt.where}.destination: {mnt.destination}: "
-                       f"{_why(e)}") from e
+                       f"{why(e)}") from e
 
 
 def mount_bind(root_fd: int, rootfs: str, mnt: Mount, *, userns: bool = False,
@@ -695,33 +455,33 @@ def mount_bind(root_fd: int, rootfs: str, mnt: Mount, *, userns: bool = False,
     try:
         st = os.stat(src)
     except OSError as e:
-        raise SysError(f"{mnt.where}.source: {mnt.source}: {_why(e)}") from e
+        raise SysError(f"{mnt.where}.source: {mnt.source}: {why(e)}") from e
     target = create_target(root_fd, mnt.destination, stat.S_ISDIR(st.st_mode))
     try:
-        real = _real_path_in_root(target, rootfs)
+        real = real_path_in_root(target, rootfs)
         _check_proc_destination(mnt, real)
         if mnt.idmap:
             own = tree_fd is None
             if own:
                 if mnt.uid_mappings:
-                    ns = userns_fd(mnt.uid_mappings, mnt.gid_mappings)
+                    ns = idmap.userns_fd(mnt.uid_mappings, mnt.gid_mappings)
                 else:
                     ns = os.open("/proc/self/ns/user", os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    tree_fd = open_idmapped_tree(mnt, src, ns)
+                    tree_fd = idmap.open_idmapped_tree(mnt, src, ns)
                 finally:
                     os.close(ns)
             try:
                 sc.move_mount(tree_fd, "", target, "",
-                              sc.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+                              sc.MOVE_MOUNT_F_EMPTY_PATH | sc.MOVE_MOUNT_T_EMPTY_PATH)
             except OSError as e:
                 raise SysError(f"{mnt.where}: move_mount onto {mnt.destination}: "
-                               f"{_why(e)}") from e
+                               f"{why(e)}") from e
             finally:
                 if own:
                     os.close(tree_fd)
         else:
-            _mount(src, fd_path(target), None, sc.MS_BIND | (mnt.flags & sc.MS_REC), None,
+            do_mount(src, fd_path(target), None, sc.MS_BIND | (mnt.flags & sc.MS_REC), None,
                    f"{mnt.where}: bind {mnt.source} on {mnt.destination}")
     finally:
         os.close(target)
@@ -777,14 +537,14 @@ def mount_filesystem(root_fd: int, rootfs: str, mnt: Mount) -> None:
         fd = mkdir_all_in_root(root_fd, mnt.destination)
     copy_from = None
     try:
-        real = _real_path_in_root(fd, rootfs)
+        real = real_path_in_root(fd, rootfs)
         _check_proc_destination(mnt, real)
         flags = mnt.flags
         if mnt.type == "tmpfs" or mnt.destination == "/dev":
             flags &= ~sc.MS_RDONLY  # finish_rootfs remounts read-only
         if mnt.copyup:
             copy_from = os.open(fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        _mount(mnt.source or mnt.type or "none", fd_path(fd), mnt.type, flags, mnt.data,
+        do_mount(mnt.source or mnt.type or "none", fd_path(fd), mnt.type, flags, mnt.data,
                f"{mnt.where}: mount {mnt.type} on {mnt.destination}")
     finally:
         os.close(fd)
@@ -850,75 +610,16 @@ def copy_tree(src_fd: int, dst_fd: int) -> None:
 
 # --- cgroup mounts ------------------------------------------------------------------------
 
-def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:
-    """/proc/self/cgroup as {controller-list: path}; "" is the unified (v2) hierarchy."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.rstrip("\n").split(":", 2)
-            if len(parts) == 3:
-                out[parts[1]] = parts[2]
-    return out
-
-
-def _v1_key(super_options: list[str], own: dict[str, str]) -> str | None:
-    """The /proc/self/cgroup key of a v1 hierarchy mounted with these super options."""
-    opts = set(super_options)
-    for key in own:
-        if key and set(key.split(",")) <= opts:
-            return key
-    return None
-
-
-def cgroup_hierarchies(infos: list[dict] | None = None, rootfs: str | None = None) -> list[dict]:
-    """The host's cgroup hierarchies (v1 and v2), each once, with the path of this process's
-    own cgroup in each: [{mountpoint, fstype, root, own, options}]. Mounts under rootfs
-    (copies the config bound there, e.g. the host's /sys) are not the host's."""
-    infos = parse_mountinfo() if infos is None else infos
-    if rootfs:
-        root = rootfs.rstrip("/")
-        infos = [mi for mi in infos if mi["mountpoint"] != root
-                 and not mi["mountpoint"].startswith(root + "/")]
-    own = own_cgroups()
-    seen: set[str] = set()
-    out = []
-    for mi in infos:
-        if mi["fstype"] not in ("cgroup", "cgroup2"):
-            continue
-        if mi["fstype"] == "cgroup2":
-            key: str | None = ""
-        else:
-            key = _v1_key(mi["super_options"], own)
-        # one entry per hierarchy (its /proc/self/cgroup key), not per mountpoint: a
-        # hierarchy is also seen where the config bound the host's /sys into the rootfs
-        if key is None or key not in own or key in seen:
-            continue
-        seen.add(key)
-        out.append({"mountpoint": mi["mountpoint"], "fstype": mi["fstype"], "root": mi["root"],
-                    "own": own[key], "options": key.split(",") if key else []})
-    return out
-
-
-def cgroup2_only(infos: list[dict] | None = None) -> bool:
-    infos = parse_mountinfo() if infos is None else infos
-    return any(mi["mountpoint"] == "/sys/fs/cgroup" and mi["fstype"] == "cgroup2"
-               for mi in infos)
-
-
-def _own_dir(h: dict) -> str:
-    rel = os.path.relpath(h["own"], h["root"]) if h["own"].startswith(h["root"]) else "."
-    return os.path.normpath(os.path.join(h["mountpoint"], rel))
-
 
 def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: dict) -> None:
     """A `cgroup` mount: cgroup2 on a unified host; on v1/hybrid hosts a tmpfs with every
     hierarchy under it. With a cgroup namespace fresh cgroup filesystems are mounted, without
     one the container's own cgroup directories are bind-mounted (runc)."""
     cgroupns = "cgroup" in _namespaces(spec)
-    infos = parse_mountinfo()
-    hier = cgroup_hierarchies(infos, rootfs)
+    infos = mountinfo.parse_mountinfo()
+    hier = cgpaths.cgroup_hierarchies(infos, rootfs)
     ro = mnt.flags & sc.MS_RDONLY
-    if cgroup2_only(infos):
+    if cgpaths.cgroup2_only(infos):
         fd = mkdir_all_in_root(root_fd, mnt.destination)
         try:
             if cgroupns:
@@ -933,11 +634,11 @@ def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: dict) -> None:
                     return
                 except OSError as e:
                     if e.errno not in (errno.EPERM, errno.EBUSY):
-                        raise SysError(f"{mnt.where}: mount cgroup2: {_why(e)}") from e
+                        raise SysError(f"{mnt.where}: mount cgroup2: {why(e)}") from e
         finally:
             os.close(fd)
         v2 = [h for h in hier if h["fstype"] == "cgroup2"]
-        src = _own_dir(v2[0]) if v2 else "/sys/fs/cgroup"
+        src = cgpaths.hierarchy_dir(v2[0]) if v2 else "/sys/fs/cgroup"
         bind = Mount(index=mnt.index, destination=mnt.destination, type="bind", source=src,
                      flags=sc.MS_BIND | sc.MS_REC | (mnt.flags & ~sc.MS_REMOUNT),
                      propagation=mnt.propagation, attr_set=mnt.attr_set,
@@ -957,12 +658,12 @@ def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: dict) -> None:
             flags = _DEFAULT_CGROUP_FLAGS | ro
             fd = mkdir_all_in_root(root_fd, dest)
             try:
-                _mount(h["fstype"], fd_path(fd), h["fstype"], flags, ",".join(h["options"]),
+                do_mount(h["fstype"], fd_path(fd), h["fstype"], flags, ",".join(h["options"]),
                        f"{mnt.where}: mount {h['fstype']} on {dest}")
             finally:
                 os.close(fd)
         else:
-            bind = Mount(index=mnt.index, destination=dest, type="bind", source=_own_dir(h),
+            bind = Mount(index=mnt.index, destination=dest, type="bind", source=cgpaths.hierarchy_dir(h),
                          flags=sc.MS_BIND | sc.MS_REC | (mnt.flags & ~sc.MS_REMOUNT),
                          propagation=mnt.propagation)
             mount_bind(root_fd, rootfs, bind)
@@ -983,368 +684,3 @@ def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: dict) -> None:
                     f"{mnt.where}: read-only cgroup root")
         finally:
             os.close(fd)
-
-
-# --- the whole rootfs ---------------------------------------------------------------------
-
-def make_parent_mount_private(rootfs: str) -> None:
-    """runc's rootfsParentMountPrivate: pivot_root and MS_MOVE refuse a shared parent, and
-    a shared parent would propagate our rootfs bind back to the host."""
-    mi = _mount_of(os.path.realpath(rootfs), parse_mountinfo())
-    if mi and any(o.startswith("shared:") for o in mi["optional"]):
-        _mount(None, mi["mountpoint"], None, sc.MS_PRIVATE, None,
-               "rootfs parent mount: make private")
-
-
-# --- a container without a mount namespace ------------------------------------------------
-# Its mounts are made in the runtime's mount namespace, under the rootfs (bound onto itself
-# first, so that root.readonly & co. change that bind, never the host's mount holding the
-# bundle); "/" and the rootfs' parent mount keep their propagation (runc makes the host's
-# / rslave and the parent private). The runtime records the mounts that appeared under the
-# rootfs during create (mount id and mountpoint) and unmounts exactly those at delete, or
-# at once when create fails.
-
-def mounts_under(rootfs: str) -> dict[int, str]:
-    """Mount id -> mountpoint of every mount at or below rootfs (a real path)."""
-    top = rootfs.rstrip("/") + "/"
-    return {mi["id"]: mi["mountpoint"] for mi in parse_mountinfo()
-            if mi["mountpoint"] == rootfs or mi["mountpoint"].startswith(top)}
-
-
-def new_mounts(rootfs: str, before: dict[int, str]) -> list[list]:
-    """[id, mountpoint] of the mounts below rootfs that are not in before, in mountinfo's
-    order (the order they were mounted in: parents before what is mounted on them)."""
-    return [[i, mp] for i, mp in mounts_under(rootfs).items() if i not in before]
-
-
-def _fd_mount_id(fd: int) -> int | None:
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                if line.startswith("mnt_id:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def unmount_recorded(recorded: list) -> list[str]:
-    """Detach the mounts create recorded ([id, mountpoint], oldest first), newest first:
-    each one only if the mount its path leads to now is still that very mount (its id, read
-    from the fd that is then unmounted: a path the container changed meanwhile, through a
-    symlink or a rename, reaches some other mount and is left alone). Mounts the container
-    made under them go with them (MNT_DETACH). Returns the mountpoints left in place."""
-    left = []
-    for entry in reversed(recorded or []):
-        try:
-            mid, path = int(entry[0]), str(entry[1])
-        except (TypeError, ValueError, IndexError):
-            continue
-        if mid not in {mi["id"] for mi in parse_mountinfo()}:
-            continue                    # gone already (detached with its parent)
-        try:
-            fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            left.append(path)
-            continue
-        try:
-            if _fd_mount_id(fd) != mid:
-                left.append(path)       # covered, moved or replaced: not touched
-                continue
-            try:
-                sc.umount2(f"/proc/self/fd/{fd}", sc.MNT_DETACH)
-            except OSError:
-                left.append(path)
-        finally:
-            os.close(fd)
-    return left
-
-
-def needs_dev_setup(mounts: list[Mount]) -> bool:
-    """False when /dev is bind-mounted from the host (runc's needsSetupDev)."""
-    return not any(m.bind and m.destination == "/dev" for m in mounts)
-
-
-def _resolve_sources(mnts: list[Mount], bundle: str | None) -> list[Mount]:
-    """Relative bind sources are relative to the bundle (to the cwd when it is not given)."""
-    if bundle:
-        for m in mnts:
-            if m.bind and m.source and not os.path.isabs(m.source):
-                m.source = os.path.join(bundle, m.source)
-    return mnts
-
-
-def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
-                   mount_fds: dict[int, int] | None = None,
-                   bundle: str | None = None,
-                   source_fds: dict[int, int] | None = None,
-                   own_ns: bool = True) -> None:
-    """Before pivot_root, in the container's mount namespace: make / slave (or
-    rootfsPropagation), bind the rootfs on itself, do mounts[] in order, then devices and
-    /dev links unless /dev is a host bind. mount_fds: detached id-mapped trees made by
-    prepare_idmapped_mounts() on the host side, keyed by mount index (needed when the init is
-    in a user namespace); source_fds: bind sources opened there (open_bind_sources).
-    own_ns False: no mount namespace of its own, the runtime's is used: the propagation of
-    / and of the rootfs' parent mount is left alone (see mounts_under)."""
-    from pyoci.linux import devices
-
-    mounts = _resolve_sources(parse_mounts(spec), bundle)
-    rootfs = os.path.realpath(rootfs)
-    prop = (spec.get("linux") or {}).get("rootfsPropagation")
-    flag = _propagation_flag(spec) if prop else sc.MS_SLAVE | sc.MS_REC
-    if flag & sc.MS_UNBINDABLE:
-        # an unbindable / could not be bound below; finish_rootfs applies it to the new /
-        flag = sc.MS_SLAVE | sc.MS_REC
-    if own_ns:
-        _mount(None, "/", None, flag, None, "linux.rootfsPropagation: /")
-        make_parent_mount_private(rootfs)
-    _mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC, None, "root.path: bind rootfs")
-    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for mnt in mounts:
-            tree = (mount_fds or {}).get(mnt.index)
-            mount_entry(root_fd, rootfs, mnt, spec, userns=userns, tree_fd=tree,
-                        source_fd=(source_fds or {}).get(mnt.index))
-            if mnt.destination == "/":
-                # a mount on the rootfs itself: what follows goes on top of it, as
-                # pivot_root will see it (root_fd still names the covered directory)
-                os.close(root_fd)
-                root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        if needs_dev_setup(mounts):
-            devices.setup_dev(spec, root_fd, userns=userns)
-        _make_cwd(root_fd, spec)
-    finally:
-        os.close(root_fd)
-
-
-def _make_cwd(root_fd: int, spec: dict) -> None:
-    """Create a missing process.cwd (mode 0755, as root), as runc does, inside the rootfs
-    and on top of the mounts, before root.readonly and the user switch."""
-    cwd = (spec.get("process") or {}).get("cwd")
-    if not cwd:
-        return
-    try:
-        os.close(mkdir_all_in_root(root_fd, cwd))
-    except OSError as e:
-        raise SysError(f"process.cwd: {cwd}: {_why(e)}") from e
-
-
-def enter_rootfs(rootfs: str, no_pivot: bool = False) -> None:
-    """Make rootfs the root: pivot_root(".", ".") and detach the old root (runc), or with
-    no_pivot hide the host's proc/sys mounts, MS_MOVE the rootfs onto / and chroot."""
-    rootfs = os.path.realpath(rootfs)
-    if no_pivot:
-        _move_root(rootfs)
-        return
-    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
-    new = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fchdir(new)
-        try:
-            sc.pivot_root(".", ".")
-        except OSError as e:
-            raise SysError(f"root.path: pivot_root: {_why(e)}") from e
-        os.fchdir(old)
-        _mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC, None, "old root: make rslave")
-        try:
-            sc.umount2(".", sc.MNT_DETACH)
-        except OSError as e:
-            raise SysError(f"old root: umount: {_why(e)}") from e
-        os.chdir("/")
-    finally:
-        os.close(old)
-        os.close(new)
-
-
-def _move_root(rootfs: str) -> None:
-    for mi in parse_mountinfo():
-        mp = mi["mountpoint"]
-        if mi["root"] != "/" or mi["fstype"] not in ("proc", "sysfs"):
-            continue
-        if mp == rootfs or mp.startswith(rootfs + "/"):
-            continue
-        try:
-            sc.mount(None, mp, None, sc.MS_SLAVE | sc.MS_REC, None)
-        except OSError as e:
-            if e.errno == errno.ENOENT:
-                continue
-            raise SysError(f"no_pivot: make {mp} rslave: {_why(e)}") from e
-        try:
-            sc.umount2(mp, sc.MNT_DETACH)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.EPERM):
-                raise SysError(f"no_pivot: umount {mp}: {_why(e)}") from e
-            _mount("tmpfs", mp, "tmpfs", 0, None, f"no_pivot: cover {mp}")
-    os.chdir(rootfs)
-    _mount(rootfs, "/", None, sc.MS_MOVE, None, "root.path: move rootfs onto /")
-    os.chroot(".")
-    os.chdir("/")
-
-
-def _open_nofollow(path: str) -> int | None:
-    """O_PATH fd of an absolute path, refusing every symlink on the way; None if missing."""
-    try:
-        fd = sc.openat2(sc.AT_FDCWD, clean_path(path), os.O_PATH | os.O_NOFOLLOW,
-                        resolve=sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_NO_MAGICLINKS)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if stat.S_ISLNK(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.ELOOP, f"{path} is a symbolic link")
-    return fd
-
-
-_libc = sc.libc                 # its syscall's restype is c_long (syscalls)
-FSOPEN_CLOEXEC = 1
-FSCONFIG_SET_STRING = 1
-FSCONFIG_CMD_CREATE = 6
-FSMOUNT_CLOEXEC = 1
-
-
-def fsmount_new(fstype: str, attrs: int = 0) -> int:
-    """A new, detached filesystem of fstype (fsopen, fsconfig CREATE, fsmount) with
-    MOUNT_ATTR_* attrs; returns the mount's fd."""
-    fs = _libc.syscall(sc.SYS_fsopen, fstype.encode(), ctypes.c_uint(FSOPEN_CLOEXEC))
-    if fs < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"fsopen {fstype}: {os.strerror(e)}")
-    try:
-        # name the source like mount(2) would ("tmpfs", not "none") for mountinfo readers
-        _libc.syscall(sc.SYS_fsconfig, fs, ctypes.c_uint(FSCONFIG_SET_STRING), b"source",
-                      fstype.encode(), 0)
-        if _libc.syscall(sc.SYS_fsconfig, fs, ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None,
-                         0) < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"fsconfig {fstype}: {os.strerror(e)}")
-        m = _libc.syscall(sc.SYS_fsmount, fs, ctypes.c_uint(FSMOUNT_CLOEXEC),
-                          ctypes.c_uint(attrs))
-        if m < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"fsmount {fstype}: {os.strerror(e)}")
-        return m
-    finally:
-        os.close(fs)
-
-
-def clone_tree(fd: int, recursive: bool = True) -> int:
-    """open_tree(OPEN_TREE_CLONE) of the file or directory fd refers to: a detached bind."""
-    flags = sc.OPEN_TREE_CLONE | sc.OPEN_TREE_CLOEXEC | sc.AT_EMPTY_PATH
-    return sc.open_tree(fd, "", flags | (sc.AT_RECURSIVE if recursive else 0))
-
-
-def move_onto(tree: int, target: int) -> None:
-    """move_mount a detached tree onto the O_PATH fd target (no path lookup at all)."""
-    sc.move_mount(tree, "", target, "", sc.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
-
-
-def set_readonly(fd: int, recursive: bool = False) -> None:
-    """Make the mount at fd read-only (per-mount flag; nosuid/nodev/noexec and locked flags
-    are left as they are)."""
-    sc.mount_setattr(fd, "", sc.AT_EMPTY_PATH | (sc.AT_RECURSIVE if recursive else 0),
-                     attr_set=sc.MOUNT_ATTR_RDONLY)
-
-
-# The steps below run after pivot_root, where the only procfs may be the container's own
-# (or none at all): they work purely on fds opened with O_PATH|O_NOFOLLOW and
-# RESOLVE_NO_SYMLINKS, using open_tree/fsmount/move_mount/mount_setattr, never a path.
-
-def _cover(path: str, what: str, make_tree) -> None:
-    """Mount make_tree(fd of path) over path, where path is opened without following any
-    symlink (a missing path is skipped): the race-free way to mask or protect it."""
-    try:
-        fd = _open_nofollow(path)
-        if fd is None:
-            return
-        try:
-            tree = make_tree(fd)
-            try:
-                move_onto(tree, fd)
-            finally:
-                os.close(tree)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise SysError(f"{what}: {path}: {_why(e)}") from e
-
-
-def _readonly_tree(fd: int) -> int:
-    tree = clone_tree(fd)
-    try:
-        set_readonly(tree, recursive=True)
-    except BaseException:
-        os.close(tree)
-        raise
-    return tree
-
-
-def readonly_path(path: str, what: str = "linux.readonlyPaths") -> None:
-    """Bind path on itself read-only (submounts too), keeping nosuid/nodev/noexec."""
-    _cover(path, what, _readonly_tree)
-
-
-def _dev_null() -> int:
-    fd = _open_nofollow("/dev/null")
-    if fd is None:
-        raise SysError("linux.maskedPaths: /dev/null is missing in the container")
-    st = os.fstat(fd)
-    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
-        os.close(fd)
-        raise SysError("linux.maskedPaths: /dev/null is not the null device")
-    return fd
-
-
-def _mask_tree(fd: int) -> int:
-    if stat.S_ISDIR(os.fstat(fd).st_mode):
-        return fsmount_new("tmpfs", sc.MOUNT_ATTR_RDONLY)
-    null = _dev_null()
-    try:
-        return clone_tree(null, recursive=False)
-    finally:
-        os.close(null)
-
-
-def mask_path(path: str, what: str = "linux.maskedPaths") -> None:
-    """Hide path: a read-only empty tmpfs over a directory, /dev/null over anything else."""
-    _cover(path, what, _mask_tree)
-
-
-def set_root_readonly() -> None:
-    """root.readonly: make / (the rootfs bind) read-only."""
-    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        set_readonly(fd)
-    except OSError as e:
-        raise SysError(f"root.readonly: {_why(e)}") from e
-    finally:
-        os.close(fd)
-
-
-def finish_rootfs(spec: dict, own_ns: bool = True) -> None:
-    """After enter_rootfs (or the chroot without a mount namespace, where / is the rootfs
-    bind): read-only tmpfs and /dev mounts, readonlyPaths, maskedPaths, root.readonly and
-    the final rootfsPropagation of /."""
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for mnt in parse_mounts(spec):
-            if mnt.flags & sc.MS_RDONLY and (mnt.type == "tmpfs" or mnt.destination == "/dev"):
-                try:
-                    fd = open_in_root(root, mnt.destination)
-                    try:
-                        set_readonly(fd)
-                    finally:
-                        os.close(fd)
-                except OSError as e:
-                    raise SysError(f"{mnt.where}: read-only: {_why(e)}") from e
-    finally:
-        os.close(root)
-    linux = spec.get("linux") or {}
-    for i, p in enumerate(_check_path_list(spec, "readonlyPaths")):
-        readonly_path(p, f"linux.readonlyPaths[{i}]")
-    for i, p in enumerate(_check_path_list(spec, "maskedPaths")):
-        mask_path(p, f"linux.maskedPaths[{i}]")
-    if (spec.get("root") or {}).get("readonly"):
-        set_root_readonly()
-    if linux.get("rootfsPropagation"):
-        flag = _propagation_flag(spec)
-        if not flag & sc.MS_PRIVATE or not own_ns:  # private: done on the parent before pivot
-            _mount(None, "/", None, flag, None, "linux.rootfsPropagation")

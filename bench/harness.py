@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
@@ -345,7 +345,7 @@ class Work:
     seq: int = 0
     oci_version: str = ""
 
-    def new_id(self, rt: "Runtime") -> str:
+    def new_id(self, rt: Runtime) -> str:
         """A container id unique to this harness run that names the runtime using it."""
         self.seq += 1
         name = "".join(c for c in rt.name if c.isalnum()) or "rt"

@@ -110,7 +110,8 @@ def download_deb(pkg: str) -> str:
     d = os.path.join(CACHE, "debs")
     os.makedirs(d, exist_ok=True)
     log(f"apt-get download {pkg}")
-    run(["apt-get", "-o", "APT::Sandbox::User=root", "download", pkg], cwd=d, stdout=subprocess.DEVNULL)
+    run(["apt-get", "-o", "APT::Sandbox::User=root", "download", pkg], cwd=d,
+        stdout=subprocess.DEVNULL)
     have = cached_deb(pkg)
     if not have:
         raise SystemExit(f"lane: apt-get download {pkg} produced no .deb")

@@ -282,7 +282,6 @@ def _rootless_cgroup(cg, linux: dict, rs: dict):
 def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
     from pyoci import init as init_mod
     from pyoci.linux import namespaces as nsmod
-    from pyoci.linux import sock as unix
 
     pid = rs["bootstrap"]
     st_mod.write_atomic(os.path.join(st.dir, st_mod.CONFIG_FILE),

@@ -497,7 +497,7 @@ def checkpoint(root: str, cid: str, gopts: dict, o: dict) -> None:
             if ext:
                 opts["ext_mnt"] = ext
             external = []
-            for t, path in _external_namespaces(spec):
+            for _t, path in _external_namespaces(spec):
                 external.append(f"net[{os.stat(path).st_ino}]:extRootNetNS")
             if external:
                 opts["external"] = external
@@ -636,7 +636,7 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
             for i, desc in enumerate(fds_desc[:3]):
                 if "pipe:" in desc:
                     inherit.append({"key": desc, "fd": i})
-            for t, path in _external_namespaces(spec):
+            for _t, path in _external_namespaces(spec):
                 fd = os.open(path, os.O_RDONLY)
                 opened.append(fd)
                 inherit.append({"key": "extRootNetNS", "fd": fd})

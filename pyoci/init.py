@@ -25,7 +25,8 @@ from pyoci.linux import child
 from pyoci.linux import sock as unix
 from pyoci.linux import namespaces as nsmod
 from pyoci.linux import syscalls as sc
-TYPE_CHECKING = False   # the annotations name socket.socket; nothing imports it at run time
+from pyoci import TYPE_CHECKING
+
 if TYPE_CHECKING:
     import socket
 

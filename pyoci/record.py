@@ -11,10 +11,22 @@ costs ~0.2 ms per record at import time, on every command.
 
 from __future__ import annotations
 
-_MISSING = object()
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar, dataclass_transform
+
+    _T = TypeVar("_T")
+else:
+    def dataclass_transform(**_kwargs: object):
+        """typing.dataclass_transform without typing: at run time it only marks the function."""
+        return lambda decorator: decorator
+
+_MISSING: Any = object()
 
 
-def field(*, default: object = _MISSING, default_factory: object = _MISSING) -> object:
+def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] = _MISSING) -> Any:
     """A field's default (`default=`) or a callable making a fresh one per instance."""
     return _Field(default, default_factory)
 
@@ -24,16 +36,18 @@ class _Field:
 
     __slots__ = ("default", "factory")
 
-    def __init__(self, default: object, factory: object):
+    def __init__(self, default: object, factory: Callable[[], Any]):
         self.default = default
         self.factory = factory
 
 
-def dataclass(cls: type) -> type:
+# Type checkers see the records as dataclasses (typed __init__, fields, eq): PEP 681.
+@dataclass_transform(eq_default=True, field_specifiers=(field,))
+def dataclass(cls: type[_T]) -> type[_T]:
     """Add `__init__`, `__repr__` and `__eq__` for the class's annotated fields."""
     names = list(cls.__dict__.get("__annotations__", {}))
-    defaults: dict = {}     # name -> default value
-    factories: dict = {}    # name -> default_factory
+    defaults: dict[str, object] = {}                     # name -> default value
+    factories: dict[str, Callable[[], Any]] = {}         # name -> default_factory
     for name in names:
         value = cls.__dict__.get(name, _MISSING)
         if isinstance(value, _Field):
@@ -81,7 +95,8 @@ def dataclass(cls: type) -> type:
             raise TypeError(f"{qualname} missing required argument(s): {', '.join(missing)}")
 
     __init__.__qualname__ = qualname[:-2]
-    cls.__init__ = __init__
+    built: Any = cls    # the methods are added to the class here, as dataclasses does
+    built.__init__ = __init__
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in fields)
@@ -92,8 +107,8 @@ def dataclass(cls: type) -> type:
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in fields)
 
-    cls.__repr__ = __repr__
-    cls.__eq__ = __eq__
-    cls.__hash__ = None   # as dataclasses with eq=True
-    cls.__record_fields__ = fields
+    built.__repr__ = __repr__
+    built.__eq__ = __eq__
+    built.__hash__ = None   # as dataclasses with eq=True
+    built.__record_fields__ = fields
     return cls

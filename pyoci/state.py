@@ -13,11 +13,12 @@ import os
 
 from pyoci import cgstate, jsonio
 from pyoci.record import dataclass, field
-TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
-if TYPE_CHECKING:
-    from typing import Any
 
 from pyoci.errors import ContainerNotFound, PyociError
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # Fault points for tests (issue 11): PYOCI_FAULT="STAGE" makes pyoci SIGKILL itself when it
 # reaches STAGE ("create:recorded", "exec:pid"...), "STAGE:stop" SIGSTOPs it there. Unset,
@@ -126,7 +127,7 @@ class State:
         }
 
     @classmethod
-    def from_json(cls, d: dict, directory: str) -> "State":
+    def from_json(cls, d: dict, directory: str) -> State:
         return cls(id=d["id"], bundle=d["bundle"], rootfs=d.get("rootfs", ""),
                    pid=d.get("pid", 0), start_time=d.get("startTime", 0),
                    created=d.get("created", ""), owner=d.get("owner", ""),
@@ -269,7 +270,7 @@ class Lock:
         self.shared = shared
         self.fd = -1
 
-    def __enter__(self) -> "Lock":
+    def __enter__(self) -> Lock:
         try:
             self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -461,8 +461,10 @@ def generate(schemas: dict[str, dict], roots: dict[str, str] = ROOTS) -> dict[st
     digest = schemas_digest(schemas)
     lines = [
         HEADER,
-        '"""Fast schema checks: is_valid_<kind>(doc) is True when doc matches spec-schemas/<kind>.\n\n'
-        "Plain Python compiled from the schemas (draft-04 semantics, as jsonschema's Draft4Validator);\n"
+        '"""Fast schema checks: is_valid_<kind>(doc) is True when doc matches '
+        'spec-schemas/<kind>.\n\n'
+        "Plain Python compiled from the schemas (draft-04 semantics, as jsonschema's "
+        "Draft4Validator);\n"
         'it answers only yes/no. pyoci.spec.validate asks jsonschema to explain a "no"."""',
         "",
         f"SCHEMAS_SHA256 = {digest!r}",
@@ -486,7 +488,8 @@ def generate(schemas: dict[str, dict], roots: dict[str, str] = ROOTS) -> dict[st
     body = pprint.pformat(schemas, indent=1, width=100, sort_dicts=False)
     schemas_text = (
         HEADER
-        + '"""spec-schemas/*.json as Python literals, keyed by file name (the jsonschema slow path\n'
+        + '"""spec-schemas/*.json as Python literals, keyed by file name '
+        + '(the jsonschema slow path\n'
         + 'resolves $refs like "defs.json#/definitions/Uint32" against these keys)."""\n\n'
         + f"SCHEMAS_SHA256 = {digest!r}\n"
         + f"ROOTS = {roots!r}\n\n"

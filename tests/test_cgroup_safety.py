@@ -127,7 +127,7 @@ class Shared:
         self.dirs: list[str] = []
         self.victim: subprocess.Popen | None = None
 
-    def make(self) -> "Shared":
+    def make(self) -> Shared:
         for h in _hierarchies():
             d = os.path.join(h, self.name)
             os.mkdir(d)

@@ -270,7 +270,8 @@ def test_lane_report_shards_and_parses_guest_output():
     assert lr.shards(["a"], 2) == [["a"]]
     assert set(lr.LANE_CHECKS) <= {c.name for c in CHECKS}
     assert len(set(lr.LANE_CHECKS)) == len(lr.LANE_CHECKS)
-    out = 'ok 1 - x\n# results {"runtime": "pyoci"}\n# runtime runc\n# results {"runtime": "runc"}\n'
+    out = ('ok 1 - x\n# results {"runtime": "pyoci"}\n'
+           '# runtime runc\n# results {"runtime": "runc"}\n')
     assert [d["runtime"] for d in lr.parse_output(out)] == ["pyoci", "runc"]
     argv = lr.guest_argv(["pyoci", "crun"], ["state_fields"], 30, 600)
     assert argv[argv.index("--") + 1:][-6:] == ["--runtime", "pyoci", "--runtime", "crun",

@@ -168,11 +168,11 @@ def test_init_error_is_reported_when_the_cgroup_word_was_unread(pyoci, bundle_fa
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=err)
         try:
-            _poll(lambda: _proc_state(p.pid) in ("T", "t", "Z", ""), "stopped")
+            _poll(lambda p=p: _proc_state(p.pid) in ("T", "t", "Z", ""), "stopped")
             if _proc_state(p.pid) in ("T", "t"):
                 init = st_mod.load(pyoci.root, cid).pid
                 assert init > 0
-                _poll(lambda: _proc_state(init) in ("Z", ""), "failed: the init")
+                _poll(lambda init=init: _proc_state(init) in ("Z", ""), "failed: the init")
                 os.kill(p.pid, signal.SIGCONT)
             p.wait(timeout=120)
         finally:

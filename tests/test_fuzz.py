@@ -524,7 +524,7 @@ def test_fuzz_cli(env, cli_target, data):
         fuzz.kill_descendants(keep)
 
 
-# --- issue 11's known bugs, one example each (KNOWN's xfail examples while open) ---------------------------------------------------------
+# --- issue 11's known bugs, one example each (KNOWN's xfail examples while open) ---------
 
 def _deep(depth: int) -> Deep:
     return fuzz.Deep(depth, "list")

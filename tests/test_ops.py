@@ -151,7 +151,7 @@ def test_stopped_container_errors_match_runc(pyoci, runc, bundle_factory, config
     msgs = {}
     for rt in (pyoci, runc):
         cid, _ = start_container(rt, bundle_factory, config, ["true"], tmp_path, cid="stopped1")
-        poll(lambda: status(rt, cid) == "stopped", "the container to exit")
+        poll(lambda rt=rt, cid=cid: status(rt, cid) == "stopped", "the container to exit")
         got = []
         for args in (["pause"], ["resume"], ["update", "--memory", "64m"], ["events"],
                      ["events", "--stats"], ["update", "--cpu-period", "x"],

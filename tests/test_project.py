@@ -80,3 +80,29 @@ def test_test_modules_have_distinct_basenames():
                 path = os.path.relpath(os.path.join(top, name), REPO)
                 assert name not in seen, f"{path} and {seen[name]} share a basename"
                 seen[name] = path
+
+
+def test_type_checking_has_one_definition():
+    """`TYPE_CHECKING` is defined once, in pyoci/__init__.py (False at run time, so typing stays
+    off the hot commands); every module imports that one rather than rolling its own."""
+    own = []
+    for top, _dirs, files in os.walk(os.path.join(REPO, "pyoci")):
+        for name in files:
+            path = os.path.relpath(os.path.join(top, name), REPO)
+            if name.endswith(".py") and path != os.path.join("pyoci", "__init__.py"):
+                if re.search(r"^\s*TYPE_CHECKING\s*[:=]", read(path), re.M):
+                    own.append(path)
+    assert not own, f"TYPE_CHECKING defined again in {own}: use `from pyoci import TYPE_CHECKING`"
+    assert re.search(r"^TYPE_CHECKING = False$", read("pyoci/__init__.py"), re.M)
+
+
+def test_test_command_runs_the_linters():
+    """scripts/test.sh runs scripts/lint.sh (ruff, configured in pyproject.toml), whose tools the
+    `test` extra installs."""
+    assert "bash scripts/lint.sh" in read("scripts/test.sh")
+    lint = read("scripts/lint.sh")
+    assert ".venv/bin/ruff check" in lint
+    pyproject = read("pyproject.toml")
+    assert "[tool.ruff.lint]" in pyproject
+    test_extra = re.search(r"^test = \[(.*)\]$", pyproject, re.M)
+    assert test_extra and '"ruff' in test_extra.group(1), "ruff is not in the test extra"

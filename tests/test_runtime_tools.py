@@ -55,7 +55,7 @@ MIXED = textwrap.dedent("""\
     ok 4 - attempting to `delete` a container that is not `stopped` MUST generate an error
     ok 5 # SKIP linux.seccomp not set
     1..5
-    """)
+    """)  # noqa: E501 - runtime-tools output as it prints it
 
 
 def result(stdout, rc=0, stderr="", name="p", runtime="pyoci", timed_out=False):

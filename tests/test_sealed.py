@@ -139,7 +139,7 @@ def test_init_joining_the_pid_namespace_is_not_writable(copied_pyoci, bundle_fac
                 n["path"] = f"/proc/{pid}/ns/pid"
         victim_cfg["process"]["args"] = ["true"]
         b = bundle_factory(victim_cfg)
-        for i in range(10):
+        for _ in range(10):
             r = rt("create", "-b", b, "victim")
             assert r.returncode == 0, r.stderr
             rt("delete", "--force", "victim")

@@ -203,7 +203,7 @@ def test_racing_commands_on_one_container(env):
         cmds = [_racer_argv(rng.choice(RACERS), cid) for _ in range(CONCURRENT)]
         barrier = threading.Barrier(CONCURRENT)
 
-        def go(argv):
+        def go(argv, barrier=barrier):
             barrier.wait()
             return pyoci(root, *argv, reap=False)
 

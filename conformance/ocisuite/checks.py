@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .harness import (HOOK_HELPER, WAIT_TIMEOUT, CheckFailed, CheckSkipped, Ctx, cgroup_dir,
                       cgroup_mounts, host_ns, mountinfo_entries, own_cgroups, probe_result,
@@ -45,13 +45,16 @@ NOT_TESTABLE = {
     "RootPathOnWindowsGUID": "Windows-only requirement (this suite targets Linux runtimes)",
     "RootReadonlyOnWindowsFalse": "Windows-only requirement (this suite targets Linux runtimes)",
     "MountsDestOnWindowsNotNested": "Windows-only requirement (this suite targets Linux runtimes)",
-    "MountsOptionsOnWindowsROSupport": "Windows-only requirement (this suite targets Linux runtimes)",
+    "MountsOptionsOnWindowsROSupport":
+        "Windows-only requirement (this suite targets Linux runtimes)",
     "PlatformSpecConfOnWindowsSet": "Windows-only requirement (this suite targets Linux runtimes)",
     "WindowsLayerFoldersRequired": "Windows-only requirement (this suite targets Linux runtimes)",
     "WindowsHyperVPresent": "Windows-only requirement (this suite targets Linux runtimes)",
     "WindowsHyperVOmit": "Windows-only requirement (this suite targets Linux runtimes)",
-    "RootPathOnPosixConvention": "bundle-authoring SHOULD (naming the rootfs); no runtime behaviour",
-    "ArtifactsInSingleDir": "bundle-authoring rule about where artifacts live; no runtime behaviour",
+    "RootPathOnPosixConvention":
+        "bundle-authoring SHOULD (naming the rootfs); no runtime behaviour",
+    "ArtifactsInSingleDir":
+        "bundle-authoring rule about where artifacts live; no runtime behaviour",
     "AnnotationsKeyReversedDomain": "config-authoring SHOULD (key naming); no runtime behaviour",
     "AnnotationsKeyReservedNS": "reserves a key namespace for future specs; no runtime behaviour",
     "AnnotationsKeyString": "JSON object keys are always strings; a config cannot violate it",
@@ -387,7 +390,8 @@ def create_with_missing_bundle(ctx: Ctx) -> None:
 @check("QueryNonExistGenError")
 def state_nonexistent(ctx: Ctx) -> None:
     """state of an unknown id fails"""
-    expect(not ctx.rt.run("state", "ocict-no-such-container").ok, "state of an unknown id succeeded")
+    expect(not ctx.rt.run("state", "ocict-no-such-container").ok,
+           "state of an unknown id succeeded")
 
 
 @check("CreateWithUniqueID", "StateIDUniq", "ErrorsLeaveStateUnchange")
@@ -613,7 +617,8 @@ def hooks_state_status(ctx: Ctx) -> None:
             "startContainer": "created", "poststart": "running", "poststop": "stopped"}
     bad = [f"{k} saw {recs[k]['state'].get('status')!r} (want {v!r})"
            for k, v in want.items() if k in recs and recs[k]["state"].get("status") != v]
-    expect(not bad and len(recs) == len(want), "; ".join(bad) or f"hooks missing: {set(want) - set(recs)}")
+    expect(not bad and len(recs) == len(want),
+           "; ".join(bad) or f"hooks missing: {set(want) - set(recs)}")
 
 
 @check("PosixHooksCalledInOrder")
@@ -660,7 +665,8 @@ def poststart_timing(ctx: Ctx) -> None:
     recs = hook_records(log, marks)
     expect("poststart" in recs, "poststart hook had not run when start returned")
     cmd = recs["poststart"]["proc"].get("cmdline", [])
-    expect(cmd[:1] == ["sleep"], f"at poststart the container process runs {cmd}, not the user program")
+    expect(cmd[:1] == ["sleep"],
+           f"at poststart the container process runs {cmd}, not the user program")
 
 
 @check("PoststopTiming")
@@ -733,7 +739,8 @@ def poststart_hook_fails(ctx: Ctx) -> None:
     ctx.create(cid, cfg)
     r = ctx.rt.start(cid)
     expect(r.ok, f"start failed because of a poststart hook: {r.describe()}")
-    expect([x["hook"] for x in read_jsonl(log)] == ["ps0", "ps1"], "the next poststart hook did not run")
+    expect([x["hook"] for x in read_jsonl(log)] == ["ps0", "ps1"],
+           "the next poststart hook did not run")
     expect(ctx.state(cid)["status"] == "running", "container not running after poststart failure")
 
 
@@ -749,7 +756,8 @@ def poststop_hook_fails(ctx: Ctx) -> None:
     ctx.wait_status(cid, "stopped")
     r = ctx.rt.delete(cid)
     expect(r.ok, f"delete failed because of a poststop hook: {r.describe()}")
-    expect([x["hook"] for x in read_jsonl(log)] == ["pp0", "pp1"], "the next poststop hook did not run")
+    expect([x["hook"] for x in read_jsonl(log)] == ["pp0", "pp1"],
+           "the next poststop hook did not run")
     expect(ctx.rt.state(cid) is None, "container still exists after delete")
 
 
@@ -809,7 +817,8 @@ def root_readonly(ctx: Ctx) -> None:
         cfg["root"]["readonly"] = ro
         res = probe_result(ctx.probe(cfg, cid), "create", "/ocict-probe")
         if ro:
-            expect(res["errno"] == E.EROFS, f"readonly root: creating a file gave errno {res['errno']}")
+            expect(res["errno"] == E.EROFS,
+                   f"readonly root: creating a file gave errno {res['errno']}")
         else:
             expect(res["errno"] == 0, f"writable root: creating a file gave errno {res['errno']}")
 
@@ -1223,7 +1232,8 @@ def devices_created(ctx: Ctx) -> None:
     cfg["linux"]["resources"]["devices"].append({"allow": True, "type": "c", "major": 1,
                                                  "minor": 5, "access": "rwm"})
     rep = ctx.probe(cfg, cid)
-    z, p = probe_result(rep, "stat", "/dev/ocict-zero"), probe_result(rep, "stat", "/dev/ocict-fifo")
+    z = probe_result(rep, "stat", "/dev/ocict-zero")
+    p = probe_result(rep, "stat", "/dev/ocict-fifo")
     expect(z["errno"] == 0 and (z["type"], z["major"], z["minor"], z["mode"], z["uid"], z["gid"])
            == ("c", 1, 5, 0o640, 1000, 100), f"/dev/ocict-zero is {z}")
     expect(p["errno"] == 0 and p["type"] == "p", f"/dev/ocict-fifo is {p}")
@@ -1253,8 +1263,8 @@ def default_devices(ctx: Ctx) -> None:
     want = {"/dev/null": (1, 3), "/dev/zero": (1, 5), "/dev/full": (1, 7),
             "/dev/random": (1, 8), "/dev/urandom": (1, 9), "/dev/tty": (5, 0)}
     cid = ctx.new_id()
-    rep = ctx.probe(ctx.config(cid, probes=[f"stat:{p}" for p in want] + ["stat:/dev/ptmx",
-                                                                          "readlink:/dev/ptmx"]), cid)
+    probes = [f"stat:{p}" for p in want] + ["stat:/dev/ptmx", "readlink:/dev/ptmx"]
+    rep = ctx.probe(ctx.config(cid, probes=probes), cid)
     bad = []
     for p, (ma, mi) in want.items():
         s = probe_result(rep, "stat", p)

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     harness.COMMAND_TIMEOUT = args.timeout
     harness.set_subreaper()
     rootfs = harness.prepare_rootfs()
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "conformance/run " + " ".join(
         [f"--runtime {shlex.quote(s)}" for s, _ in runtimes]
         + ([f"--filter {shlex.quote(args.filter)}"] if args.filter else [])
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         out_dir = os.path.dirname(os.path.abspath(args.report))
         for d in docs:
-            report.write_json(os.path.join(out_dir, args.results_name.format(runtime=d["runtime"])), d)
+            name = args.results_name.format(runtime=d["runtime"])
+            report.write_json(os.path.join(out_dir, name), d)
         with open(args.report, "w") as f:
             f.write(report.markdown(docs, catalogue, CHECKS))
     if args.check_against:

@@ -127,7 +127,8 @@ class Result:
 
     def describe(self) -> str:
         msg = (self.err.strip() or self.out.strip()).splitlines()
-        return f"`{' '.join(self.argv[3:])}` exited {self.rc}" + (f": {msg[-1][:200]}" if msg else "")
+        return (f"`{' '.join(self.argv[3:])}` exited {self.rc}"
+                + (f": {msg[-1][:200]}" if msg else ""))
 
 
 class Runtime:
@@ -195,7 +196,7 @@ class Runtime:
         try:
             return json.loads(r.out)
         except ValueError as e:
-            raise CheckFailed(f"state {cid}: output is not JSON ({e}): {r.out[:200]!r}")
+            raise CheckFailed(f"state {cid}: output is not JSON ({e}): {r.out[:200]!r}") from None
 
     def entries(self) -> list[str]:
         """Names the runtime keeps under its --root (its own record of containers)."""
@@ -392,7 +393,7 @@ class Ctx:
         try:
             return json.loads(out)
         except ValueError:
-            raise CheckFailed(f"the in-container checker printed no JSON: {out[:300]!r}")
+            raise CheckFailed(f"the in-container checker printed no JSON: {out[:300]!r}") from None
 
     def nothing_created(self, cid: str) -> list[str]:
         """What exists for cid although its creation should have been refused."""
@@ -454,7 +455,8 @@ def host_ns(kind: str) -> str:
 
 
 def mountinfo_entries(lines: list[str]) -> list[dict]:
-    """Parse mountinfo lines into dicts: mountpoint, root, options, optional, fstype, source, super."""
+    """Parse mountinfo lines into dicts: mountpoint, root, options, optional, fstype, source,
+    super."""
     out = []
     for line in lines or []:
         left, right = line.split(" - ", 1)

@@ -74,8 +74,9 @@ def code_verdicts(catalogue: list[Requirement], checks: list[Check],
 def host_info() -> dict:
     def pkg_version(pkg: str) -> str:
         try:
-            return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True,
-                                  text=True, timeout=30).stdout.strip() or "unknown"
+            return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg],
+                                  capture_output=True, text=True,
+                                  timeout=30).stdout.strip() or "unknown"
         except (OSError, subprocess.TimeoutExpired):
             return "unknown"
     return {"kernel": platform.release(), "machine": platform.machine(),

@@ -317,7 +317,7 @@ class ProgramResult:
                 "left_cgroups": self.left_cgroups, "left_containers": self.left_containers}
 
     @classmethod
-    def from_json(cls, d: dict) -> "ProgramResult":
+    def from_json(cls, d: dict) -> ProgramResult:
         return cls(d["program"], d["runtime"], d["rc"], d["seconds"], d["stdout"], d["stderr"],
                    d.get("timed_out", False), d.get("left_mounts", 0), d.get("left_cgroups", 0),
                    d.get("left_containers", 0))
@@ -640,7 +640,7 @@ class Cgroups:
                     pass
 
     def leave(self) -> None:
-        for d, parent in zip(self.dirs, self.parents):
+        for _d, parent in zip(self.dirs, self.parents):
             try:
                 with open(os.path.join(parent, "cgroup.procs"), "w") as f:
                     f.write(str(os.getpid()))
@@ -861,14 +861,15 @@ def write_report(path: str, runs: dict[str, dict[str, ProgramResult]], meta: dic
     L.append("## Every failure, its cause and its class\n")
     L.append("Classes: *this host* (what the machine lacks), *suite bug* (the test is wrong), "
              "*pyoci's* / *runc's* (the runtime's own behaviour). The cause is the test's own "
-             "error text (first line); the reason comes from `conformance/runtime-tools-known.txt`.\n")
+             "error text (first line); the reason comes from "
+             "`conformance/runtime-tools-known.txt`.\n")
     for p in progs:
         rows = []
         for n in names:
             r = runs[n].get(p)
             if r is None:
                 continue
-            for desc, occ, num, cause in r.failures():
+            for desc, _occ, num, cause in r.failures():
                 k = classify(known, p, n, desc, cause)
                 if k:
                     k.used += 1

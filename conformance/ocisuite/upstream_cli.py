@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         return 2
 
     t_lock = time.monotonic()
-    lock = machine_lock()
+    _lock = machine_lock()   # the open, locked file: held until the run ends
     waited = time.monotonic() - t_lock
     up.private_mount_namespace()
     harness.set_subreaper()

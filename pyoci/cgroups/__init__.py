@@ -13,12 +13,12 @@ Drivers are imported lazily; importing this package costs nothing.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
-if TYPE_CHECKING:
-    from typing import Any
-
 from pyoci.cgroups.base import Manager
 from pyoci.errors import SysError
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 

@@ -8,11 +8,11 @@ touching the filesystem, so `state`/`kill` stay cheap).
 
 from __future__ import annotations
 
-TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
+from pyoci.errors import SysError
+from pyoci import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import Any
-
-from pyoci.errors import SysError
 
 
 class Manager:
@@ -48,7 +48,7 @@ class Manager:
                            f"pyoci does not change it")
 
     @classmethod
-    def for_container(cls, cgroups_path: str | None, cid: str) -> "Manager":
+    def for_container(cls, cgroups_path: str | None, cid: str) -> Manager:
         """The manager for a new container: linux.cgroupsPath (absolute, relative to the
         caller's cgroup, or empty for the default <caller's cgroup>/<cid>) and its id."""
         raise NotImplementedError
@@ -106,5 +106,5 @@ class Manager:
         raise NotImplementedError
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "Manager":
+    def from_state(cls, d: dict[str, Any]) -> Manager:
         raise NotImplementedError

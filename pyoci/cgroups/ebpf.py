@@ -21,12 +21,13 @@ import _struct as struct   # the C module: struct and typing are slow to import
 import ctypes
 import errno
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Iterable
 
 from pyoci.errors import ConfigError, SysError, UnsupportedError
 from pyoci.linux import syscalls
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 SYS_bpf = 321  # x86_64
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import _socket   # the C modules: socket, struct and typing cost milliseconds at import
 import _struct as struct
 import os
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Callable
 
 from pyoci.cgroups.base import Manager
 from pyoci.errors import ConfigError, SysError, UnsupportedError
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+    from collections.abc import Callable
 
 SYSTEMD_RUN_DIR = "/run/systemd/system"
 SYSTEM_BUS_SOCKET = "/run/dbus/system_bus_socket"
@@ -312,7 +314,7 @@ class DBusConnection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "DBusConnection":
+    def __enter__(self) -> DBusConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -678,7 +680,7 @@ class SystemdManager(Manager):
         self.pending_resources: dict | None = None
 
     @classmethod
-    def for_container(cls, cgroups_path: str | None, cid: str) -> "SystemdManager":
+    def for_container(cls, cgroups_path: str | None, cid: str) -> SystemdManager:
         """The manager for a new container: the v2 driver under the scope on pure v2 hosts,
         the v1 driver (v1 hierarchies plus the hybrid unified one) otherwise."""
         require_systemd()
@@ -796,7 +798,7 @@ class SystemdManager(Manager):
                 "fs": self.fs.to_state()}
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "SystemdManager":
+    def from_state(cls, d: dict[str, Any]) -> SystemdManager:
         require_systemd()
         fs_state = d.get("fs") or {}
         fs: Manager | None = None

@@ -15,13 +15,14 @@ import _signal   # not signal, re: slow to import on every create
 import errno
 import os
 import time
-TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
-if TYPE_CHECKING:
-    from typing import Any
 
 from pyoci.cgroups import common as c
 from pyoci.cgroups.base import Manager
 from pyoci.errors import ConfigError, SysError, UnsupportedError
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 R = "linux.resources"
 
@@ -52,7 +53,7 @@ class V1Manager(Manager):
         self.rootless = False     # no device rules (runc ignores them when rootless)
 
     @classmethod
-    def for_container(cls, cgroups_path: str | None, cid: str) -> "V1Manager":
+    def for_container(cls, cgroups_path: str | None, cid: str) -> V1Manager:
         """Build the manager for a container from `linux.cgroupsPath` and its id."""
         from pyoci.cgroups import paths as p
 
@@ -74,7 +75,7 @@ class V1Manager(Manager):
         return d
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "V1Manager":
+    def from_state(cls, d: dict[str, Any]) -> V1Manager:
         if d.get("driver") != cls.driver:
             raise SysError(f"cgroup state: driver {d.get('driver')!r} is not {cls.driver!r}")
         m = cls(d.get("paths") or {}, d.get("unified"), d.get("created") or [],

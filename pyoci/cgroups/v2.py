@@ -28,13 +28,14 @@ import errno
 import math
 import os
 import time
-TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
-if TYPE_CHECKING:
-    from typing import Any
 
 from pyoci.cgroups import common
 from pyoci.cgroups.base import Manager
 from pyoci.errors import ConfigError, SysError, UnsupportedError
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_MOUNTPOINT = "/sys/fs/cgroup"
 MAX_UINT64 = (1 << 64) - 1
@@ -178,7 +179,7 @@ class V2Manager(Manager):
         self.rootless = False     # no device program (an unprivileged user cannot load one)
 
     @classmethod
-    def for_container(cls, cgroups_path: str | None, cid: str) -> "V2Manager":
+    def for_container(cls, cgroups_path: str | None, cid: str) -> V2Manager:
         """The manager for a container on a pure v2 host: an absolute cgroupsPath is
         relative to the hierarchy root, a relative one (or the id when empty) to this
         process's own cgroup, as runc's fs2 defaultDirPath."""
@@ -635,7 +636,7 @@ class V2Manager(Manager):
         return d
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "V2Manager":
+    def from_state(cls, d: dict[str, Any]) -> V2Manager:
         m = cls(d["path"], d.get("mountpoint", DEFAULT_MOUNTPOINT), d.get("created"))
         m.rootless = bool(d.get("rootless"))
         return m

@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 
 from pyoci.errors import ConfigError, SysError, UnsupportedError
+from pyoci import TYPE_CHECKING
 
-TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
 if TYPE_CHECKING:
     import socket
     from typing import Any
@@ -621,7 +621,7 @@ def load(seccomp: dict) -> int | None:
 
 # --- the seccomp agent (listenerPath) -----------------------------------------------------
 
-def connect_listener(path: str) -> "socket.socket":
+def connect_listener(path: str) -> socket.socket:
     """Connect a SOCK_STREAM unix socket to linux.seccomp.listenerPath (close-on-exec)."""
     from pyoci.linux import sock as unix
     sock = unix.socket(unix.AF_UNIX, unix.SOCK_STREAM)
@@ -659,7 +659,7 @@ def _spec_version() -> str:
     return SPEC_VERSION
 
 
-def send_listener(sock: "socket.socket", notify_fd: int, state: dict, metadata: str | None,
+def send_listener(sock: socket.socket, notify_fd: int, state: dict, metadata: str | None,
                   pid: int | None = None) -> None:
     """Send the containerProcessState JSON with notify_fd as SCM_RIGHTS (in the first
     sendmsg) over a connected unix socket, then close the socket (one state per connection,

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import sys
 
-TYPE_CHECKING = False   # typing costs milliseconds at import; annotations only need it here
-if TYPE_CHECKING:
-    from typing import Any
-
 from pyoci import jsonio   # not json (re, enum...: milliseconds on every command)
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, UnsupportedError, UsageError
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 RESOURCES_FILE = "resources.json"
 

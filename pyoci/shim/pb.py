@@ -50,6 +50,6 @@ def timestamp(t: float | None):
     return ts
 
 
-def pack(type_url: str, msg) -> "Any":  # noqa: F821
+def pack(type_url: str, msg) -> Any:  # noqa: F821
     """An Any with containerd's type URL (the bare message name, as typeurl registers it)."""
     return Any(type_url=type_url, value=msg.SerializeToString())  # noqa: F821

@@ -26,7 +26,7 @@ OUTPUT_DRAIN_SECONDS = 5.0   # Delete waits this long for the output copies to e
 
 
 class Process:
-    def __init__(self, container: "Container", exec_id: str, req):
+    def __init__(self, container: Container, exec_id: str, req):
         self.container = container
         self.exec_id = exec_id
         self.stdin, self.stdout, self.stderr = req.stdin, req.stdout, req.stderr

@@ -29,7 +29,8 @@ def validate_config(doc: dict) -> None:
     version = doc["ociVersion"]
     if not oci_version_supported(version):
         raise ConfigError(
-            f"config.json: ociVersion: {version!r} is not supported (pyoci runs {SUPPORTED_OCI_VERSIONS})"
+            f"config.json: ociVersion: {version!r} is not supported "
+            f"(pyoci runs {SUPPORTED_OCI_VERSIONS})"
         )
 
 

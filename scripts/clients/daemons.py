@@ -115,7 +115,7 @@ def start_containerd(runtimes: dict[str, str], shim_runtimes: dict[str, str] | N
     """containerd with its own config; env (default: ours) is containerd's environment,
     and so its shims' (their PATH decides which shim and runtime binaries exist)."""
     wd = workdir("containerd")
-    cfg = containerd_config(wd, runtimes, shim_runtimes)
+    containerd_config(wd, runtimes, shim_runtimes)
     env = dict(os.environ) if env is None else env
     d = Daemon("containerd", wd, None, env, os.path.join(wd, "containerd.sock"))
     _run_containerd(d)

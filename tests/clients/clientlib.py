@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "scripts", "clients"))
 
 import daemons  # noqa: E402
-import image  # noqa: E402
+import image  # noqa: E402,F401 - conftest.py takes it from here
 
 PYOCI = os.path.join(REPO, ".venv", "bin", "pyoci")
 if not os.path.exists(PYOCI):

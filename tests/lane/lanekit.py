@@ -60,7 +60,8 @@ class LaneRuntime(Runtime):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-                raise AssertionError(f"{self.name} {' '.join(args)}: no exit after {timeout}s")
+                raise AssertionError(
+                    f"{self.name} {' '.join(args)}: no exit after {timeout}s") from None
             finally:
                 reap_zombies()
             texts = []

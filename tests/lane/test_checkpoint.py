@@ -5,8 +5,9 @@ pre-dump then a dump on top of it, --pid-file and a foreground restore's exit co
 
 The counter appends each value to /tmp/log in the rootfs: a restored counter continues the
 sequence (N+1 after N) instead of starting again at 1. Containers have their own network
-namespace (dumped and restored; with --empty-ns network a new, empty one). Their stdio is /dev/null (the runtimes reopen it on the container's own /dev/null: a
-host file would be a mount CRIU cannot find)."""
+namespace (dumped and restored; with --empty-ns network a new, empty one). Their stdio is
+/dev/null (the runtimes reopen it on the container's own /dev/null: a host file would be a
+mount CRIU cannot find)."""
 
 from __future__ import annotations
 

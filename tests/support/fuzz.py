@@ -538,13 +538,13 @@ def check_output(r: Result, ok_codes=(0,), known=()) -> str | None:
     if "Traceback" in text:
         problem = "a traceback"
     elif r.rc in ok_codes:
-        errors = [l for l in r.err.splitlines() if l.startswith("pyoci:")]
+        errors = [ln for ln in r.err.splitlines() if ln.startswith("pyoci:")]
         if errors and r.rc == 0:
             problem = "an error line with exit 0"
     elif r.rc != 1:
         problem = f"exit code {r.rc}"
     else:
-        lines = [l for l in r.err.splitlines() if l and not _WARNING.match(l)]
+        lines = [ln for ln in r.err.splitlines() if ln and not _WARNING.match(ln)]
         if len(lines) != 1:
             problem = f"{len(lines)} error lines"
         elif not lines[0].startswith("pyoci: "):

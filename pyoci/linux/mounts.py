@@ -663,7 +663,8 @@ def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: dict) -> None:
             finally:
                 os.close(fd)
         else:
-            bind = Mount(index=mnt.index, destination=dest, type="bind", source=cgpaths.hierarchy_dir(h),
+            bind = Mount(index=mnt.index, destination=dest, type="bind",
+                         source=cgpaths.hierarchy_dir(h),
                          flags=sc.MS_BIND | sc.MS_REC | (mnt.flags & ~sc.MS_REMOUNT),
                          propagation=mnt.propagation)
             mount_bind(root_fd, rootfs, bind)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 
+from pyoci import TYPE_CHECKING
 from pyoci.errors import SysError, why
 from pyoci.linux import syscalls as sc
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyoci.linux.mounts import Mount
 

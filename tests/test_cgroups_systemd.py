@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from pyoci.cgroups import dbus
 from pyoci.cgroups import systemd as sd
 from pyoci.errors import ConfigError, SysError, UnsupportedError
 
@@ -18,32 +19,32 @@ from pyoci.errors import ConfigError, SysError, UnsupportedError
 # --- marshalling -------------------------------------------------------------------------
 
 def test_marshal_string_and_alignment():
-    assert sd.marshal("s", ["ab"]) == b"\x02\0\0\0ab\0"
-    assert sd.marshal("yu", [7, 1]) == b"\x07\0\0\0\x01\0\0\0"
-    assert sd.marshal("yt", [1, 2]) == b"\x01" + b"\0" * 7 + b"\x02" + b"\0" * 7
-    assert sd.marshal("g", ["a(sv)"]) == b"\x05a(sv)\0"
-    assert sd.marshal("b", [True]) == b"\x01\0\0\0"
+    assert dbus.marshal("s", ["ab"]) == b"\x02\0\0\0ab\0"
+    assert dbus.marshal("yu", [7, 1]) == b"\x07\0\0\0\x01\0\0\0"
+    assert dbus.marshal("yt", [1, 2]) == b"\x01" + b"\0" * 7 + b"\x02" + b"\0" * 7
+    assert dbus.marshal("g", ["a(sv)"]) == b"\x05a(sv)\0"
+    assert dbus.marshal("b", [True]) == b"\x01\0\0\0"
 
 
 def test_marshal_array_of_struct_with_variant():
-    got = sd.marshal("a(sv)", [[("A", ("b", True))]])
+    got = dbus.marshal("a(sv)", [[("A", ("b", True))]])
     want = (b"\x10\0\0\0" + b"\0" * 4 + b"\x01\0\0\0A\0" + b"\x01b\0" + b"\0" * 3
             + b"\x01\0\0\0")
     assert bytes(got) == want
 
 
 def test_marshal_empty_array_still_pads_to_element_alignment():
-    assert sd.marshal("ua(sv)", [1, []]) == b"\x01\0\0\0" + b"\0\0\0\0"
-    assert sd.marshal("a(sv)", [[]]) == b"\0\0\0\0" + b"\0" * 4
+    assert dbus.marshal("ua(sv)", [1, []]) == b"\x01\0\0\0" + b"\0\0\0\0"
+    assert dbus.marshal("a(sv)", [[]]) == b"\0\0\0\0" + b"\0" * 4
 
 
 def test_build_message_matches_hand_computed_bytes():
-    got = sd.build_message(sd.METHOD_CALL, 1, {sd.F_PATH: "/", sd.F_MEMBER: "Hi"})
+    got = dbus.build_message(dbus.METHOD_CALL, 1, {dbus.F_PATH: "/", dbus.F_MEMBER: "Hi"})
     want = (b"l\x01\x00\x01" + b"\0\0\0\0" + b"\x01\0\0\0" + b"\x1b\0\0\0"
             + b"\x01\x01o\x00" + b"\x01\0\0\0/\0" + b"\0" * 6
             + b"\x03\x01s\x00" + b"\x02\0\0\0Hi\0" + b"\0" * 5)
     assert got == want
-    assert sd.message_length(got[:16]) == len(got)
+    assert dbus.message_length(got[:16]) == len(got)
 
 
 @pytest.mark.parametrize("sig,values", [
@@ -58,8 +59,8 @@ def test_build_message_matches_hand_computed_bytes():
     ("(yq)n", [(1, 65535), -2]),
 ])
 def test_marshal_round_trip(sig, values):
-    data = bytes(sd.marshal(sig, values))
-    back, end = sd.unmarshal(sig, data)
+    data = bytes(dbus.marshal(sig, values))
+    back, end = dbus.unmarshal(sig, data)
     assert end == len(data)
     norm = [list(v) if isinstance(v, list) else v for v in values]
     assert back == norm
@@ -67,29 +68,29 @@ def test_marshal_round_trip(sig, values):
 
 def test_message_round_trip():
     body = ["u.scope", "replace", [("PIDs", ("au", [42]))], []]
-    raw = sd.build_message(sd.METHOD_CALL, 9, {sd.F_PATH: sd.SD_PATH, sd.F_MEMBER: "Start",
-                                               sd.F_DESTINATION: sd.SD_DEST},
+    raw = dbus.build_message(dbus.METHOD_CALL, 9, {dbus.F_PATH: sd.SD_PATH, dbus.F_MEMBER: "Start",
+                                               dbus.F_DESTINATION: sd.SD_DEST},
                            "ssa(sv)a(sa(sv))", body)
-    m = sd.parse_message(raw)
-    assert m["serial"] == 9 and m["type"] == sd.METHOD_CALL
-    assert m["fields"][sd.F_MEMBER] == "Start"
-    assert m["fields"][sd.F_SIGNATURE] == "ssa(sv)a(sa(sv))"
+    m = dbus.parse_message(raw)
+    assert m["serial"] == 9 and m["type"] == dbus.METHOD_CALL
+    assert m["fields"][dbus.F_MEMBER] == "Start"
+    assert m["fields"][dbus.F_SIGNATURE] == "ssa(sv)a(sa(sv))"
     assert m["body"] == body
 
 
 def test_bad_signatures():
     for sig in ("(s", "a", "z", "(s}"):
         with pytest.raises(ValueError):
-            sd.split_signature(sig)
+            dbus.split_signature(sig)
     with pytest.raises(ValueError):
-        sd.marshal("ss", ["one"])
+        dbus.marshal("ss", ["one"])
 
 
 def test_bus_address(monkeypatch):
     monkeypatch.delenv("DBUS_SYSTEM_BUS_ADDRESS", raising=False)
-    assert sd.bus_address() == "/run/dbus/system_bus_socket"
+    assert dbus.bus_address() == "/run/dbus/system_bus_socket"
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "tcp:host=x;unix:path=/tmp/bus,guid=1")
-    assert sd.bus_address() == "/tmp/bus"
+    assert dbus.bus_address() == "/tmp/bus"
 
 
 # --- names, paths and properties ---------------------------------------------------------
@@ -190,7 +191,7 @@ def test_unit_properties():
         assert d[acc] == ("b", True)
     s = dict(sd.unit_properties("d", "a.slice", "b.slice", -1))
     assert s["Wants"] == ("as", ["a.slice"]) and "PIDs" not in s and "Delegate" not in s
-    sd.marshal("a(sv)", [props])  # every value is marshallable
+    dbus.marshal("a(sv)", [props])  # every value is marshallable
 
 
 def test_version_number():
@@ -277,53 +278,53 @@ class FakeSystemd:
         rest = buf.split(b"BEGIN\r\n", 1)[1]
         serial = 1000
         while True:
-            while len(rest) < 16 or len(rest) < sd.message_length(rest[:16]):
+            while len(rest) < 16 or len(rest) < dbus.message_length(rest[:16]):
                 chunk = conn.recv(65536)
                 if not chunk:
                     return
                 rest += chunk
-            n = sd.message_length(rest[:16])
-            m, rest = sd.parse_message(rest[:n]), rest[n:]
-            member = m["fields"].get(sd.F_MEMBER)
+            n = dbus.message_length(rest[:16])
+            m, rest = dbus.parse_message(rest[:n]), rest[n:]
+            member = m["fields"].get(dbus.F_MEMBER)
             self.calls.append((member, m["body"]))
             serial += 1
-            reply = {sd.F_REPLY_SERIAL: m["serial"]}
+            reply = {dbus.F_REPLY_SERIAL: m["serial"]}
             out = []
             if member == "Hello":
-                out.append(sd.build_message(sd.METHOD_RETURN, serial, reply, "s", [":1.9"]))
+                out.append(dbus.build_message(dbus.METHOD_RETURN, serial, reply, "s", [":1.9"]))
             elif member == "Get":
-                out.append(sd.build_message(sd.METHOD_RETURN, serial, reply, "v",
+                out.append(dbus.build_message(dbus.METHOD_RETURN, serial, reply, "v",
                                             [("s", self.version)]))
             elif member in ("StartTransientUnit", "StopUnit"):
                 if member == "StartTransientUnit" and self.unit_exists_once:
                     self.unit_exists_once = False
-                    out.append(sd.build_message(
-                        sd.ERROR, serial, {**reply, sd.F_ERROR_NAME:
+                    out.append(dbus.build_message(
+                        dbus.ERROR, serial, {**reply, dbus.F_ERROR_NAME:
                                            "org.freedesktop.systemd1.UnitExists"},
                         "s", ["Unit exists"]))
                 else:
                     self.jobs += 1
                     job = f"/org/freedesktop/systemd1/job/{self.jobs}"
-                    out.append(sd.build_message(sd.METHOD_RETURN, serial, reply, "o", [job]))
+                    out.append(dbus.build_message(dbus.METHOD_RETURN, serial, reply, "o", [job]))
                     # an unrelated signal first: the driver must skip it
-                    out.append(sd.build_message(
-                        sd.SIGNAL, serial + 1,
-                        {sd.F_PATH: sd.SD_PATH, sd.F_INTERFACE: sd.SD_MANAGER,
-                         sd.F_MEMBER: "JobRemoved"}, "uoss",
+                    out.append(dbus.build_message(
+                        dbus.SIGNAL, serial + 1,
+                        {dbus.F_PATH: sd.SD_PATH, dbus.F_INTERFACE: sd.SD_MANAGER,
+                         dbus.F_MEMBER: "JobRemoved"}, "uoss",
                         [999, "/org/freedesktop/systemd1/job/999", "other.scope", "done"]))
-                    out.append(sd.build_message(
-                        sd.SIGNAL, serial + 2,
-                        {sd.F_PATH: sd.SD_PATH, sd.F_INTERFACE: sd.SD_MANAGER,
-                         sd.F_MEMBER: "JobRemoved"}, "uoss",
+                    out.append(dbus.build_message(
+                        dbus.SIGNAL, serial + 2,
+                        {dbus.F_PATH: sd.SD_PATH, dbus.F_INTERFACE: sd.SD_MANAGER,
+                         dbus.F_MEMBER: "JobRemoved"}, "uoss",
                         [self.jobs, job, m["body"][0],
                          self.job_result if member == "StartTransientUnit" else "done"]))
                     serial += 2
             elif member in ("AddMatch", "Subscribe", "ResetFailedUnit", "SetUnitProperties"):
-                out.append(sd.build_message(sd.METHOD_RETURN, serial, reply))
+                out.append(dbus.build_message(dbus.METHOD_RETURN, serial, reply))
             else:
-                out.append(sd.build_message(
-                    sd.ERROR, serial,
-                    {**reply, sd.F_ERROR_NAME: "org.freedesktop.DBus.Error.UnknownMethod"},
+                out.append(dbus.build_message(
+                    dbus.ERROR, serial,
+                    {**reply, dbus.F_ERROR_NAME: "org.freedesktop.DBus.Error.UnknownMethod"},
                     "s", [f"unknown {member}"]))
             conn.sendall(b"".join(out))
 
@@ -347,10 +348,10 @@ def fake_bus(tmp_path, monkeypatch):
 
 def test_connection_auth_and_hello(fake_bus):
     bus = fake_bus()
-    with sd.DBusConnection() as conn:
+    with dbus.DBusConnection() as conn:
         assert conn.unique_name == ":1.9"
         assert sd.systemd_version(conn) == 252
-        with pytest.raises(sd.DBusError, match="UnknownMethod"):
+        with pytest.raises(dbus.DBusError, match="UnknownMethod"):
             sd.sd_call(conn, "Reboot")
     uid_hex = str(os.geteuid()).encode().hex().encode()
     assert bus.auth_lines[0] == b"\0AUTH EXTERNAL " + uid_hex + b"\r\n"
@@ -435,7 +436,7 @@ def private_bus(tmp_path, monkeypatch):
         proc.wait()
 
 
-def serve_as_systemd(conn: sd.DBusConnection, calls: list, stop: threading.Event) -> None:
+def serve_as_systemd(conn: dbus.DBusConnection, calls: list, stop: threading.Event) -> None:
     jobs = 0
     conn.sock.settimeout(0.2)
     while not stop.is_set():
@@ -443,26 +444,26 @@ def serve_as_systemd(conn: sd.DBusConnection, calls: list, stop: threading.Event
             m = conn.read_message()
         except SysError:
             continue
-        if m["type"] != sd.METHOD_CALL:
+        if m["type"] != dbus.METHOD_CALL:
             continue
-        member = m["fields"].get(sd.F_MEMBER)
+        member = m["fields"].get(dbus.F_MEMBER)
         calls.append((member, m["body"]))
-        to = {sd.F_REPLY_SERIAL: m["serial"], sd.F_DESTINATION: m["fields"][sd.F_SENDER]}
+        to = {dbus.F_REPLY_SERIAL: m["serial"], dbus.F_DESTINATION: m["fields"][dbus.F_SENDER]}
         if member == "Get":
-            conn.send(sd.METHOD_RETURN, to, "v", [("s", "250")])
+            conn.send(dbus.METHOD_RETURN, to, "v", [("s", "250")])
         elif member in ("StartTransientUnit", "StopUnit"):
             jobs += 1
             job = f"/org/freedesktop/systemd1/job/{jobs}"
-            conn.send(sd.METHOD_RETURN, to, "o", [job])
-            conn.send(sd.SIGNAL, {sd.F_PATH: sd.SD_PATH, sd.F_INTERFACE: sd.SD_MANAGER,
-                                  sd.F_MEMBER: "JobRemoved"}, "uoss",
+            conn.send(dbus.METHOD_RETURN, to, "o", [job])
+            conn.send(dbus.SIGNAL, {dbus.F_PATH: sd.SD_PATH, dbus.F_INTERFACE: sd.SD_MANAGER,
+                                  dbus.F_MEMBER: "JobRemoved"}, "uoss",
                       [jobs, job, m["body"][0], "done"])
         else:
-            conn.send(sd.METHOD_RETURN, to)
+            conn.send(dbus.METHOD_RETURN, to)
 
 
 def test_against_a_real_dbus_daemon(private_bus, tmp_path):
-    systemd_side = sd.DBusConnection(private_bus)
+    systemd_side = dbus.DBusConnection(private_bus)
     systemd_side.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
                       "RequestName", "su", [sd.SD_DEST, 4])
     calls: list = []
@@ -471,13 +472,13 @@ def test_against_a_real_dbus_daemon(private_bus, tmp_path):
                          daemon=True)
     t.start()
     try:
-        with sd.DBusConnection() as conn:
+        with dbus.DBusConnection() as conn:
             assert conn.unique_name.startswith(":")
             names = conn.call("org.freedesktop.DBus", "/org/freedesktop/DBus",
                               "org.freedesktop.DBus", "ListNames")[0]
             assert sd.SD_DEST in names and conn.unique_name in names
             assert sd.systemd_version(conn) == 250
-            with pytest.raises(sd.DBusError, match="ServiceUnknown"):
+            with pytest.raises(dbus.DBusError, match="ServiceUnknown"):
                 conn.call("org.example.Nobody", "/", "org.example.Nobody", "Ping")
         m = sd.SystemdManager("", "c9", mountpoint=str(tmp_path / "cg"))
         m.fs.apply = lambda r: None

@@ -168,6 +168,20 @@ def test_paths_follow_mountinfo_and_own_cgroup(tmp_path):
         "/sys/fs/cgroup/memory/user/abc/c1"
 
 
+def test_cgroup_mount_source_stays_in_its_hierarchy():
+    """The directory a `cgroup` mount binds (no cgroup namespace) is the caller's own cgroup
+    in the hierarchy, resolved as the container's are: an own cgroup outside the mounted
+    root ("/ab/c" with root "/a", only a string prefix) gives the mount's root, never a path
+    that climbs out of the mountpoint (it gave /sys/fs/cgroup/ab/c)."""
+    h = {"mountpoint": "/sys/fs/cgroup/memory", "root": "/a", "fstype": "cgroup",
+         "own": "/ab/c", "options": ["memory"]}
+    assert paths.hierarchy_dir(h) == "/sys/fs/cgroup/memory"
+    h["own"] = "/a/b"
+    assert paths.hierarchy_dir(h) == "/sys/fs/cgroup/memory/b"
+    h["root"], h["own"] = "/", "/x/y"
+    assert paths.hierarchy_dir(h) == "/sys/fs/cgroup/memory/x/y"
+
+
 def test_device_emulation_matches_kernel_rules():
     rules = [{"allow": False, "access": "rwm"},
              {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"},

@@ -57,60 +57,37 @@ def clean_path(p: str | None) -> str:
     return posixpath.normpath(p)
 
 
-def _unescape(s: str) -> str:
-    """Undo mountinfo's octal escapes (\\040 for space...)."""
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        esc = s[i + 1:i + 4]
-        if s[i] == "\\" and len(esc) == 3 and esc.isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
 def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[CgroupMount]:
     """Every cgroup/cgroup2 mount visible to this process (first mount of each kept first)."""
-    with open(mountinfo) as f:
-        lines = f.read().splitlines()
     out = []
-    for line in lines:
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fields = pre.split()
-        tail = post.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+    for mi in parse_mountinfo(mountinfo):
+        if mi["fstype"] not in ("cgroup", "cgroup2"):
             continue
         ctrls: frozenset = frozenset()
-        if tail[0] == "cgroup":
-            opts = tail[2].split(",")
-            ctrls = frozenset(o for o in opts
+        if mi["fstype"] == "cgroup":
+            ctrls = frozenset(o for o in mi["super_options"]
                               if o in V1_SUBSYSTEMS or o.startswith("name=")
                               or o in ("net_cls", "net_prio"))
-        out.append(CgroupMount(_unescape(fields[4]), _unescape(fields[3]), tail[0], ctrls))
+        out.append(CgroupMount(mi["mountpoint"], mi["root"], mi["fstype"], ctrls))
     return out
 
 
 def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
     """This process's cgroup per controller: {"cpu": "/", "memory": "/x", "": "/"}; the
     unified (v2) hierarchy is keyed "" and named hierarchies "name=systemd"."""
-    out: dict[str, str] = {}
-    with open(proc_cgroup) as f:
-        for line in f.read().splitlines():
-            parts = line.split(":", 2)
-            if len(parts) != 3:
-                continue
-            _hid, ctrls, path = parts
-            if ctrls == "":
-                out[""] = path
-                continue
-            for c in ctrls.split(","):
-                out[c] = path
+    return {c: path for key, path in own_hierarchies(proc_cgroup).items()
+            for c in (key.split(",") if key else [""])}
+
+
+def own_hierarchies(path: str = "/proc/self/cgroup") -> dict[str, str]:
+    """/proc/self/cgroup as {controller-list: path}: {"cpu,cpuacct": "/x", "": "/"}; "" is
+    the unified (v2) hierarchy."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split(":", 2)
+            if len(parts) == 3:
+                out[parts[1]] = parts[2]
     return out
 
 
@@ -254,17 +231,6 @@ def is_within(path: str, top: str) -> bool:
 
 # --- the hierarchies a `cgroup` mount shows in a container (pyoci.linux.mounts) ---------
 
-def own_hierarchies(path: str = "/proc/self/cgroup") -> dict[str, str]:
-    """/proc/self/cgroup as {controller-list: path}; "" is the unified (v2) hierarchy."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.rstrip("\n").split(":", 2)
-            if len(parts) == 3:
-                out[parts[1]] = parts[2]
-    return out
-
-
 def _v1_key(super_options: list[str], own: dict[str, str]) -> str | None:
     """The /proc/self/cgroup key of a v1 hierarchy mounted with these super options."""
     opts = set(super_options)
@@ -312,8 +278,8 @@ def cgroup2_only(infos: list[dict] | None = None) -> bool:
 
 def hierarchy_dir(h: dict) -> str:
     """This process's own cgroup directory in a hierarchy of cgroup_hierarchies()."""
-    rel = posixpath.relpath(h["own"], h["root"]) if h["own"].startswith(h["root"]) else "."
-    return posixpath.normpath(posixpath.join(h["mountpoint"], rel))
+    return resolve(CgroupMount(h["mountpoint"], h["root"], h["fstype"], frozenset()),
+                   h["own"], ".")
 
 
 __all__ = [

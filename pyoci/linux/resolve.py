@@ -13,14 +13,15 @@ import errno
 import os
 import stat
 
+from pyoci.cgroups import paths as cgpaths
 from pyoci.errors import SysError
 from pyoci.linux import syscalls as sc
 
 
 def clean_path(path: str) -> str:
-    """Absolute, lexically cleaned container path ("a/../b" -> "/b"; ".." stops at /)."""
-    p = os.path.normpath("/" + path)
-    return "/" + p.lstrip("/")
+    """Absolute, lexically cleaned container path ("a/../b" -> "/b"; ".." stops at /): runc's
+    CleanPath of "/" + path, which pyoci.cgroups.paths holds."""
+    return cgpaths.clean_path("/" + path)
 
 
 def fd_path(fd: int) -> str:

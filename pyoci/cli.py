@@ -46,7 +46,7 @@ COMMANDS: dict[str, dict] = {
 # table} and run_command(command, root, global_opts, opts, positionals) -> exit code. Only
 # the module of the command being run is imported.
 MODULE_COMMANDS = {
-    "exec": "pyoci.exec",
+    "exec": "pyoci.ops.exec",
     "pause": "pyoci.ops", "resume": "pyoci.ops", "update": "pyoci.ops",
     "events": "pyoci.ops", "ps": "pyoci.ops",
     "checkpoint": "pyoci.criu", "restore": "pyoci.criu",

@@ -153,11 +153,25 @@ def _rmtree(path: str) -> None:
 
 # --- create ---------------------------------------------------------------------------------
 
+@dataclass
+class Rollback:
+    """What a failed create (or restore) undoes: what it started, made and ran so far."""
+
+    bootstrap: int = 0                 # pid of the bootstrap child, until it exited
+    init: int = 0                      # pid of the container's init, once known
+    joiner: object = None              # a _Joiner still adding to the cgroup
+    cgroup_made: bool = False          # the cgroup is (being) created: destroy it
+    hooks_ran: bool = False            # prestart/createRuntime ran: poststop runs
+    dir_made: bool = False             # the state directory is this create's
+    host_mounts: dict[int, str] | None = None   # no mount namespace: those before (undo)
+    rootfs: str = ""
+
+
 def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     """Create the container and leave its init waiting on exec.fifo; returns its State.
     On any error nothing is left behind (state dir, cgroup, processes)."""
     from pyoci import init as init_mod
-    from pyoci.linux import sock as unix
+    from pyoci.linux import channel as ch
     from pyoci.spec import load as spec_load
 
     st_mod.check_id(opts.cid)
@@ -182,11 +196,13 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
         from pyoci.linux import mountinfo
 
         host_mounts = mountinfo.mounts_under(rootfs)
-    parent_sock, child_sock = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
+    chan, child_chan = ch.Channel.pair(
+        "container init", "container init exited during setup",
+        "the runtime", "the runtime went away during container setup")
     public = st_mod.public_state(st, "creating")
     ctx = init_mod.InitContext(
         spec=spec, cid=opts.cid, bundle=bundle, rootfs=rootfs,
-        ns=spec_load.namespaces(spec), sock=child_sock,
+        ns=spec_load.namespaces(spec), chan=child_chan,
         console_fd=foreground_console.fileno() if foreground_console is not None else -1,
         extra_fds=listen + opts.preserve_fds,
         extra_env=[f"LISTEN_FDS={listen}", "LISTEN_PID=1"] if listen else [],
@@ -194,15 +210,14 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
         rootless=os.geteuid() != 0)
     pid = os.fork()
     if pid == 0:
-        parent_sock.close()
+        chan.close()
         init_mod.bootstrap(ctx)           # never returns
         os._exit(1)
-    child_sock.close()
+    child_chan.close()
     if st_mod.FAULT:
         st_mod.fault("create:forked")
-    ctx_sockets: list = [parent_sock]
-    rs = {"init": 0, "bootstrap": pid, "cgroup_made": False, "hooks_ran": False,
-          "dir_made": False, "host_mounts": host_mounts, "rootfs": rootfs}
+    ctx_sockets: list = [chan]
+    rs = Rollback(bootstrap=pid, host_mounts=host_mounts, rootfs=rootfs)
     cg = None
     try:
         linux = spec.get("linux") or {}
@@ -217,14 +232,14 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
             os.mkdir(cdir, 0o700)
         except FileExistsError:
             raise ContainerExists(opts.cid) from None
-        rs["dir_made"] = True
+        rs.dir_made = True
         if host_mounts is not None:       # for delete --force if this process dies midway
             st_mod.write_atomic(os.path.join(cdir, MOUNTS_BEFORE), jsonio.dumps(
                 {"rootfs": rootfs, "before": sorted(host_mounts)}).encode())
         if st_mod.FAULT:
             st_mod.fault("create:dir")
         with st_mod.Lock(cdir):
-            _create_in(opts, spec, st, cg, ctx_sockets, rs, parent_sock, public, ctx.ns)
+            _create_in(opts, spec, st, cg, ctx_sockets, rs, chan, public, ctx.ns)
     except BaseException as e:
         _abort_create(st, spec, cg, rs)
         for s in ctx_sockets:
@@ -240,7 +255,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
 _DENIED = (1, 13, 30)     # EPERM, EACCES, EROFS: runc's isIgnorableError
 
 
-def _rootless_cgroup(cg, linux: dict, rs: dict):
+def _rootless_cgroup(cg, linux: dict, rs: Rollback):
     """Rootless cgroups (runc's rules): make the container's cgroup now; where the caller
     may not (EPERM, EACCES, EROFS), go on without one if the config neither names a
     cgroupsPath nor asks for a limit, else fail saying what needs root. A delegated,
@@ -252,7 +267,7 @@ def _rootless_cgroup(cg, linux: dict, rs: dict):
     res = linux.get("resources")
     if res and "devices" in res:
         linux["resources"] = res = {k: v for k, v in res.items() if k != "devices"}
-    rs["cgroup_made"] = True
+    rs.cgroup_made = True
     if hasattr(cg, "rootless"):
         cg.rootless = True
     try:
@@ -265,7 +280,7 @@ def _rootless_cgroup(cg, linux: dict, rs: dict):
             cg.destroy()
         except Exception:  # noqa: BLE001 - what it made is ours; nothing else to do
             pass
-        rs["cgroup_made"] = False
+        rs.cgroup_made = False
         if linux.get("cgroupsPath"):
             raise SysError(f"linux.cgroupsPath: {e} (a rootless container can only use a "
                            "cgroup its user may write: delegate one, or leave cgroupsPath "
@@ -279,11 +294,11 @@ def _rootless_cgroup(cg, linux: dict, rs: dict):
         return None
 
 
-def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
-    from pyoci import init as init_mod
+def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
+    from pyoci.linux import channel as ch
     from pyoci.linux import namespaces as nsmod
 
-    pid = rs["bootstrap"]
+    pid = rs.bootstrap
     st_mod.write_atomic(os.path.join(st.dir, st_mod.CONFIG_FILE),
                         jsonio.dumps(spec).encode())
     # Recorded before anything is made: a create killed from here on leaves a container
@@ -300,18 +315,19 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
     os.mkfifo(fifo, 0o622)
     os.chmod(fifo, 0o622)
     fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
-    names, fds = ["fifo"], [fifo_fd]
+    setup = ch.BootstrapSetup(names=["fifo"])
+    fds = [fifo_fd]
     if opts.console_socket:
         from pyoci.linux import terminal
 
         cs = terminal.connect_console_socket(opts.console_socket)
         socks.append(cs)
-        names.append("console")
+        setup.names.append("console")
         fds.append(cs.fileno())
     linux = spec.get("linux") or {}
     background = bool(cg is not None and getattr(cg, "join_in_background", False))
     if cg is not None:
-        rs["cgroup_made"] = True          # (destroy removes what exists of it)
+        rs.cgroup_made = True          # (destroy removes what exists of it)
         if not background:
             cg.create()
     # The first cgroup.procs write of a while waits for an RCU grace period (the kernel's
@@ -324,7 +340,7 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
     if cg is not None:
         if background:
             joiner = _Joiner(cg, pid)
-            rs["joiner"] = joiner
+            rs.joiner = joiner
         else:
             cg.add(pid)
             if cg.owned():
@@ -334,22 +350,21 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
                 st_mod.fault("create:cgroup")
             _apply_resources(cg, linux.get("resources"))
     # the bootstrap's go: what it could not inherit (made after the fork) comes with it
-    init_mod.send(parent_sock, {
-        "t": "ok", "cgroup_later": background, "fds": names}, fds)
+    setup.cgroup_later = background
+    chan.send(setup, fds)
     os.close(fifo_fd)
     hooks = spec.get("hooks") or {}
     while True:
-        msg = _recv_child(parent_sock)
-        t = msg.get("t")
-        if t == "userns":
+        msg = chan.recv()
+        if isinstance(msg, ch.UserNs):
             nsmod.write_id_maps(pid, linux.get("uidMappings") or [],
                                 linux.get("gidMappings") or [])
-            init_mod.send(parent_sock, {"t": "ok"})
-        elif t == "pid":
-            init_pid = msg["pid"]
-            rs["init"] = init_pid
+            chan.send(ch.Ok())
+        elif isinstance(msg, ch.Pid):
+            init_pid = msg.pid
+            rs.init = init_pid
             os.waitpid(pid, 0)
-            rs["bootstrap"] = 0
+            rs.bootstrap = 0
             ps = st_mod.proc_stat(init_pid)
             if ps is None:
                 raise SysError("container init exited during setup")
@@ -367,28 +382,28 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             idmap = _idmapped_mounts(spec, init_pid, st.bundle, "user" in ns)
             sources = _bind_sources(spec, init_pid, st.bundle, ns)
             try:
-                init_mod.send(parent_sock, {
-                    "t": "ok", "pid": init_pid, "netdev": moved, "idmap": list(idmap),
-                    "sources": list(sources)}, list(idmap.values()) + list(sources.values()))
+                chan.send(ch.InitSetup(pid=init_pid, netdev=moved, idmap=list(idmap),
+                                              sources=list(sources)),
+                                 list(idmap.values()) + list(sources.values()))
             finally:
                 for fd in list(idmap.values()) + list(sources.values()):
                     os.close(fd)
             if joiner is not None:
                 joiner.finish(init_pid)           # the bootstrap's write paid the wait
-                rs["joiner"] = None
+                rs.joiner = None
                 _apply_resources(cg, linux.get("resources"))
                 if st_mod.FAULT:
                     st_mod.fault("create:init-cgroup")
                 try:
-                    init_mod.send(parent_sock, {"t": "cgroup"})
+                    chan.send(ch.Cgroup())
                 except OSError:
                     pass                          # the init failed: its error comes next
                 if st_mod.FAULT:
                     st_mod.fault("create:cgroup-sent")
-        elif t == "hooks":
+        elif isinstance(msg, ch.Hooks):
             from pyoci.linux.hooks import run_hooks
 
-            rs["hooks_ran"] = True
+            rs.hooks_ran = True
             if hooks.get("poststop"):             # delete --force runs them after a crash
                 st.creating["hooks"] = True
                 st_mod.save(st)
@@ -396,8 +411,8 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
             run_hooks(hooks, "createRuntime", public)
             if st_mod.FAULT:
                 st_mod.fault("create:hooks")
-            init_mod.send(parent_sock, {"t": "ok"})
-        elif t == "listener":
+            chan.send(ch.Ok())
+        elif isinstance(msg, ch.Listener):
             # the init is set up and about to report ready: only now is the seccomp agent
             # contacted (its connection then brings it the listener fd, unless `start`
             # fails); the init keeps it for the filter's load
@@ -405,25 +420,24 @@ def _create_in(opts, spec, st, cg, socks, rs, parent_sock, public, ns) -> None:
 
             listener = seccomp_mod.connect_listener(linux["seccomp"]["listenerPath"])
             try:
-                init_mod.send(parent_sock, {"t": "ok"}, [listener.fileno()])
+                chan.send(ch.Ok(), [listener.fileno()])
             finally:
                 listener.close()
-        elif t == "ready":
-            _await_exec(parent_sock)      # a seccomp filter may be loaded after "ready"
+        elif isinstance(msg, ch.Ready):
+            _await_exec(chan)      # a seccomp filter may be loaded after "ready"
             if st_mod.FAULT:
                 st_mod.fault("create:ready")
             break
-        elif t == "error":
-            raise SysError(msg.get("msg", "container init failed"))
         else:
-            raise SysError(f"unexpected message from container init: {t!r}")
+            msg.close_fds()
+            raise SysError(f"unexpected message {msg.tag!r} from container init")
     if cg is not None:
         st.cgroup = cg.to_state()
     st.namespaces = {t: f"/proc/{st.pid}/ns/{nsmod.PROC_NAME[t]}" for t in ns}
-    if rs.get("host_mounts") is not None:
+    if rs.host_mounts is not None:
         from pyoci.linux import mountinfo
 
-        st.mounts = mountinfo.new_mounts(rs["rootfs"], rs["host_mounts"])
+        st.mounts = mountinfo.new_mounts(rs.rootfs, rs.host_mounts)
     st.creating = None
     st_mod.save(st)
     if st_mod.FAULT:
@@ -522,17 +536,14 @@ def _idmapped_mounts(spec: dict, pid: int, bundle: str, userns: bool) -> dict[in
         os.close(nsfd)
 
 
-def _await_exec(sock) -> None:
+def _await_exec(chan) -> None:
     """The init's last word: EOF when it executed the waiter (the socket is close-on-exec)
     or closed it to wait itself, or an error (loading the seccomp filter after "ready").
     Once create returns, the init is what waits for `start`."""
-    from pyoci.linux import sock as unix
-
-    data, _ = unix.recv_msg(sock)
-    if data:
-        msg = jsonio.loads(data)
-        raise SysError(msg.get("msg", "container init failed") if msg.get("t") == "error"
-                       else f"unexpected message from container init: {msg.get('t')!r}")
+    msg = chan.recv(eof_ok=True)
+    if msg is not None:
+        msg.close_fds()
+        raise SysError(f"unexpected message {msg.tag!r} from container init")
 
 
 def _bind_sources(spec: dict, pid: int, bundle: str, ns: dict) -> dict[int, int]:
@@ -550,48 +561,38 @@ def _bind_sources(spec: dict, pid: int, bundle: str, ns: dict) -> dict[int, int]
     return mounts.open_bind_sources(spec, pid, bundle)
 
 
-def _recv_child(sock) -> dict:
-    from pyoci.linux import sock as unix
-
-    data, _ = unix.recv_msg(sock)
-    if not data:
-        raise SysError("container init exited during setup")
-    return jsonio.loads(data)
-
-
-def _abort_create(st, spec, cg, rs) -> None:
+def _abort_create(st: st_mod.State, spec: dict, cg, rs: Rollback) -> None:
     """Undo a failed create: kill what was started, remove cgroup and state dir."""
-    if rs.get("joiner") is not None:
-        rs["joiner"].wait()               # no cgroup.procs write may race the rmdir
-    for key in ("bootstrap", "init"):
-        pid = rs.get(key)
+    if rs.joiner is not None:
+        rs.joiner.wait()               # no cgroup.procs write may race the rmdir
+    for pid in (rs.bootstrap, rs.init):
         if pid:
             try:
                 os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    if rs.get("bootstrap"):
+    if rs.bootstrap:
         try:
-            os.waitpid(rs["bootstrap"], 0)
+            os.waitpid(rs.bootstrap, 0)
         except ChildProcessError:
             pass
-    if rs.get("init"):
-        _wait_dead(rs["init"], 0, timeout=10)
-    if rs.get("host_mounts") is not None:
+    if rs.init:
+        _wait_dead(rs.init, 0, timeout=10)
+    if rs.host_mounts is not None:
         from pyoci.linux import mountinfo
 
-        mountinfo.unmount_recorded(mountinfo.new_mounts(rs["rootfs"], rs["host_mounts"]))
-    if cg is not None and rs.get("cgroup_made"):
+        mountinfo.unmount_recorded(mountinfo.new_mounts(rs.rootfs, rs.host_mounts))
+    if cg is not None and rs.cgroup_made:
         try:
             cg.destroy()
         except Exception:
             pass
-    if rs.get("hooks_ran"):
+    if rs.hooks_ran:
         from pyoci.linux.hooks import run_hooks
 
         run_hooks(spec.get("hooks"), "poststop", st_mod.public_state(st, "stopped"),
                   warn_only=True)
-    if rs.get("dir_made", True):          # not another container's directory (EEXIST)
+    if rs.dir_made:                       # not another container's directory (EEXIST)
         _rmtree(st.dir)
 
 

@@ -596,8 +596,8 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
                       annotations=spec.get("annotations") or {},
                       oci_version=spec.get("ociVersion", "1.3.0"), dir=cdir)
     linux = spec.get("linux") or {}
-    rs = {"init": 0, "bootstrap": 0, "cgroup_made": False, "hooks_ran": False,
-          "dir_made": False}
+    rs = container.Rollback()
+    criu_root: list[str] = []           # the bind mount CRIU pivots into, while it exists
     cg = None
     console = {"master": -1}
     opened: list[int] = []
@@ -612,7 +612,7 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
             from pyoci.errors import ContainerExists
 
             raise ContainerExists(cid) from None
-        rs["dir_made"] = True
+        rs.dir_made = True
         with st_mod.Lock(cdir):
             st_mod.write_atomic(os.path.join(cdir, st_mod.CONFIG_FILE),
                                 jsonio.dumps(spec).encode())
@@ -642,17 +642,17 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
                 inherit.append({"key": "extRootNetNS", "fd": fd})
             if inherit:
                 opts["inherit_fd"] = inherit
-            rs["cgroup_made"] = True
+            rs.cgroup_made = True
             cg.create()
             # CRIU pivots into the root it is given: it must be a mount point (runc's
             # criu-root), removed again whatever happens
-            criu_root = os.path.join(cdir, "criu-root")
-            os.mkdir(criu_root, 0o755)
+            path = os.path.join(cdir, "criu-root")
+            os.mkdir(path, 0o755)
             from pyoci.linux import syscalls as sc
 
-            sc.mount(rootfs, criu_root, None, sc.MS_BIND | sc.MS_REC, None)
-            rs["criu_root"] = criu_root
-            opts["root"] = criu_root
+            sc.mount(rootfs, path, None, sc.MS_BIND | sc.MS_REC, None)
+            criu_root.append(path)
+            opts["root"] = path
             sw = Swrk(criu)
             try:
                 cg.add(sw.pid)
@@ -667,13 +667,13 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
                                                          or hooks.get("createRuntime")):
                         from pyoci.linux.hooks import run_hooks
 
-                        rs["hooks_ran"] = True
+                        rs.hooks_ran = True
                         public = st_mod.public_state(st, "creating")
                         public["pid"] = pid
                         run_hooks(hooks, "prestart", public)
                         run_hooks(hooks, "createRuntime", public)
                     elif script == "post-restore":
-                        rs["init"] = pid
+                        rs.init = pid
                     elif script == "orphan-pts-master" and fds:
                         if cs is not None:
                             from pyoci.linux import terminal as term
@@ -688,9 +688,9 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
                 sw.close()
                 if cs is not None:
                     cs.close()
-                _unmount_criu_root(rs)
-            pid = (resp.get("restore") or {}).get("pid") or rs["init"]
-            rs["init"] = pid
+                _unmount_criu_root(criu_root)
+            pid = (resp.get("restore") or {}).get("pid") or rs.init
+            rs.init = pid
             ps = st_mod.proc_stat(pid)
             if ps is None:
                 raise SysError("restore: the restored process exited at once")
@@ -707,7 +707,7 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
     except BaseException as e:
         if console["master"] >= 0:
             os.close(console["master"])
-        _unmount_criu_root(rs)
+        _unmount_criu_root(criu_root)
         container._abort_create(st, spec, cg, rs)
         if isinstance(e, KeyboardInterrupt):
             raise PyociError("interrupted") from None
@@ -722,9 +722,9 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
     return _foreground(root, cid, st, console["master"])
 
 
-def _unmount_criu_root(rs: dict) -> None:
-    path = rs.pop("criu_root", None)
-    if path:
+def _unmount_criu_root(criu_root: list[str]) -> None:
+    if criu_root:
+        path = criu_root.pop()
         from pyoci.linux import syscalls as sc
 
         try:

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             from pyoci.linux import sealed
 
             sealed.reexec()
-        except Exception:  # noqa: BLE001 - pyoci.exec tries again and reports why
+        except Exception:  # noqa: BLE001 - pyoci.ops.exec tries again and reports why
             pass
     try:
         return _fast(argv)

@@ -6,10 +6,7 @@ namespace, which the bootstrap reports to the parent before exiting. The init bu
 filesystem, lets the parent run the runtime-namespace hooks, drops into the container's
 identity and blocks on exec.fifo until `pyoci start` opens it; then it executes the user program.
 
-Parent and children speak over a SOCK_SEQPACKET socketpair, one JSON object per message:
-children send {"t": "userns"}, {"t": "pid", "pid": N}, {"t": "hooks"}, {"t": "listener"}
-(the seccomp agent's connection, answered with its fd), {"t": "ready"} or
-{"t": "error", "msg": "..."}; the parent answers {"t": "ok"} (or closes the socket to abort).
+Parent and children speak over pyoci.linux.channel (its docstring lists the messages).
 """
 
 from __future__ import annotations
@@ -19,8 +16,8 @@ import os
 import sys
 from pyoci.record import dataclass, field
 
-from pyoci import jsonio
 from pyoci.errors import PyociError, SysError
+from pyoci.linux import channel as ch
 from pyoci.linux import child
 from pyoci.linux import sock as unix
 from pyoci.linux import namespaces as nsmod
@@ -42,7 +39,7 @@ class InitContext:
     bundle: str
     rootfs: str
     ns: dict[str, str | None]               # namespace type -> path (None: new)
-    sock: socket.socket                       # child's end of the sync socketpair
+    chan: ch.Channel                          # the children's end of the channel
     fifo_fd: int = -1                         # O_PATH fd of exec.fifo
     console_fd: int = -1                      # connected --console-socket
     listener_sock: socket.socket | None = None  # connected seccomp listenerPath
@@ -56,43 +53,6 @@ class InitContext:
     state: dict = field(default_factory=dict)  # public state skeleton for hooks/listener
     rootless: bool = False                    # started by a user other than root (runc's
                                               # RootlessEUID: no additional groups)
-
-
-# --- messaging ----------------------------------------------------------------------------
-
-def send(sock: socket.socket, msg: dict, fds: list[int] | tuple = ()) -> None:
-    unix.send_msg(sock, jsonio.dumps(msg).encode(), fds)
-
-
-def recv(sock: socket.socket) -> dict:
-    data, _ = unix.recv_msg(sock)
-    if not data:
-        raise SysError("the runtime went away during container setup")
-    return jsonio.loads(data)
-
-
-def _expect_ok(sock: socket.socket, maxfds: int = 0) -> tuple[dict, list[int]]:
-    """The parent's next message, which must be {"t": "ok", ...}, and the fds it carries."""
-    data, fds = unix.recv_msg(sock, maxfds)
-    if not data:
-        raise SysError("the runtime went away during container setup")
-    msg = jsonio.loads(data)
-    if msg.get("t") != "ok":
-        raise SysError(msg.get("msg", "container setup aborted by the runtime"))
-    return msg, fds
-
-
-def _fail(ctx: InitContext, e: BaseException) -> None:
-    """Report e to the parent and exit: the child must never return into the caller."""
-    msg = child.error_message(e)
-    try:
-        send(ctx.sock, {"t": "error", "msg": msg})
-    except OSError:               # after "ready" (start): the program's stderr, as the waiter
-        try:
-            os.write(2, f"pyoci: {msg}\n".encode(errors="replace"))
-        except OSError:
-            pass
-    os._exit(1)
 
 
 # --- bootstrap (first child) --------------------------------------------------------------
@@ -116,8 +76,8 @@ def bootstrap(ctx: InitContext) -> None:
                 # we are dumpable (runc does the same); nothing else runs in the new, still
                 # empty user namespace meanwhile
                 sc.prctl(sc.PR_SET_DUMPABLE, 1)
-            send(ctx.sock, {"t": "userns"})
-            _expect_ok(ctx.sock)                  # the parent wrote uid_map/gid_map
+            ctx.chan.send(ch.UserNs())
+            ctx.chan.expect(ch.Ok)                # the parent wrote uid_map/gid_map
             if ctx.rootless:
                 sc.prctl(sc.PR_SET_DUMPABLE, 0)
         if "user" in ctx.ns:
@@ -135,22 +95,22 @@ def bootstrap(ctx: InitContext) -> None:
         pid = os.fork()
         if pid == 0:
             container_init(ctx)                   # never returns
-        send(ctx.sock, {"t": "pid", "pid": pid})
+        ctx.chan.send(ch.Pid(pid))
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - reported to the parent
-        _fail(ctx, e)
+        ctx.chan.fail(e)
 
 
 def _receive_setup(ctx: InitContext) -> None:
     """The parent's go, with the fds it made after forking us (exec.fifo, the console
     socket) and whether it joins the cgroup late."""
-    msg, fds = _expect_ok(ctx.sock, 8)
-    got = dict(zip(msg.get("fds") or [], fds))
-    ctx.cgroup_later = bool(msg.get("cgroup_later"))
+    setup = ctx.chan.expect(ch.BootstrapSetup, 8)
+    got = dict(zip(setup.names, setup.fds))
+    ctx.cgroup_later = setup.cgroup_later
     ctx.fifo_fd = got.get("fifo", -1)
     if "console" in got:
         ctx.console_fd = got["console"]
-    for fd in fds:
+    for fd in setup.fds:
         os.set_inheritable(fd, False)             # none of them is the container's
 
 
@@ -158,11 +118,10 @@ def _close_other_fds(ctx: InitContext) -> None:
     """Close every fd the container must not inherit from pyoci or its caller (state dir
     lock, bundle files, the caller's stray descriptors): only stdio, the preserved fds and
     the init's own channels stay."""
-    keep = {0, 1, 2, ctx.sock.fileno(), ctx.fifo_fd, ctx.console_fd}
-    keep.update(range(3, 3 + ctx.extra_fds))
+    keep = {ctx.chan.fileno(), ctx.fifo_fd, ctx.console_fd}
     if ctx.listener_sock is not None:
         keep.add(ctx.listener_sock.fileno())
-    child.close_fds_except(keep)
+    child.close_fds_except(keep, ctx.extra_fds)
 
 
 # --- container init (second child, PID 1 in a new pid namespace) --------------------------
@@ -172,28 +131,27 @@ def container_init(ctx: InitContext) -> None:
     try:
         _container_init(ctx)
     except BaseException as e:  # noqa: BLE001 - reported to the parent
-        _fail(ctx, e)
+        ctx.chan.fail(e)
 
 
 def _container_init(ctx: InitContext) -> None:
     spec = ctx.spec
     proc = spec.get("process") or {}
     linux = spec.get("linux") or {}
-    msg, fds = _expect_ok(ctx.sock, 253)          # the parent recorded our pid
+    setup = ctx.chan.expect(ch.InitSetup, 253)    # the parent recorded our pid
     # idmapped mounts and bind sources the parent opened on the host side (index in
     # mounts[] -> fd)
-    idmap = msg.get("idmap") or []
-    mount_fds = dict(zip(idmap, fds)) or None
-    source_fds = dict(zip(msg.get("sources") or [], fds[len(idmap):])) or None
-    ctx.state["pid"] = msg["pid"]                 # as seen by the host, for hooks
-    netdev_addrs = msg.get("netdev")
+    fds = setup.fds
+    mount_fds = dict(zip(setup.idmap, fds)) or None
+    source_fds = dict(zip(setup.sources, fds[len(setup.idmap):])) or None
+    ctx.state["pid"] = setup.pid                  # as seen by the host, for hooks
+    netdev_addrs = setup.netdev
     for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(s, _signal.SIG_DFL)
     os.setsid()
     from pyoci.linux import process as procmod
 
-    if proc.get("execCPUAffinity"):
-        procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "initial")
+    procmod.exec_cpu_affinity(proc, "initial")
     if ctx.ns.get("network", 1) is None:
         nsmod.loopback_up()
     if netdev_addrs:
@@ -210,8 +168,8 @@ def _container_init(ctx: InitContext) -> None:
     for fd in fds:
         os.close(fd)
     _await_cgroup(ctx)                   # before hooks and anything forked
-    send(ctx.sock, {"t": "hooks"})
-    _expect_ok(ctx.sock)                          # prestart + createRuntime ran
+    ctx.chan.send(ch.Hooks())
+    ctx.chan.expect(ch.Ok)                        # prestart + createRuntime ran
     hooks = spec.get("hooks")
     if hooks and hooks.get("createContainer"):
         from pyoci.linux.hooks import run_hooks
@@ -235,15 +193,27 @@ def _container_init(ctx: InitContext) -> None:
     else:                               # as runc: no pivot_root without a mount namespace
         os.chroot(os.path.realpath(ctx.rootfs))
         os.chdir("/")
-    if proc.get("terminal"):
-        from pyoci.linux import terminal
+    launch = procmod.Launch(
+        process=proc, chan=ctx.chan, personality=linux.get("personality"),
+        console_fd=ctx.console_fd, preserve=ctx.extra_fds, extra_env=ctx.extra_env,
+        seccomp=seccomp_prog, rootless=ctx.rootless)
+    ctx.console_fd = -1                           # execute() closes it
+    if seccomp_prog and seccomp.get("listenerPath"):
+        launch.notify = lambda fd: _send_listener(ctx, fd)
+    # The filter applies to what pyoci does after loading it too: it is the last thing
+    # before the program's execve (the waiter's with the waiter).
+    procmod.execute(launch, setup=lambda: _finish_container(ctx, own_ns),
+                    wait=lambda path, env: _wait_for_start(ctx, launch, path, env))
 
-        master, slave = terminal.open_pty(proc.get("consoleSize"))
-        terminal.send_master(ctx.console_fd, master)
-        os.close(master)
-        terminal.become_controlling(slave)
-    if ctx.console_fd >= 0:
-        os.close(ctx.console_fd)
+
+def _finish_container(ctx: InitContext, own_ns: bool) -> None:
+    """What only the init does to the container once it is in its root (runc's order):
+    hostname, domainname, sysctls, the read-only root and masked paths, the session keyring,
+    the memory policy."""
+    from pyoci.linux import rootfs
+
+    spec = ctx.spec
+    linux = spec.get("linux") or {}
     if spec.get("hostname"):
         sc.sethostname(spec["hostname"])
     if spec.get("domainname"):
@@ -259,39 +229,35 @@ def _container_init(ctx: InitContext) -> None:
         from pyoci.linux import mempolicy
 
         mempolicy.apply(linux["memoryPolicy"])
-    child.apply_attributes(proc, linux)
+
+
+def _wait_for_start(ctx: InitContext, launch, path: str, env: dict[str, str]) -> None:
+    """Between the process's setup and its execve: report Ready, then wait for `start`
+    (the waiter, or this process) and run the startContainer hooks."""
+    proc = launch.process
     nnp = bool(proc.get("noNewPrivileges"))
-    if nnp:
-        sc.set_no_new_privs()
-    env = child.process_env(proc, ctx.extra_env)
-    # The filter applies to what pyoci does after loading it too: it is the last thing
-    # before the program's execve (the waiter's with the waiter). Without no_new_privs its
-    # load needs CAP_SYS_ADMIN, which finalize then keeps effective until that execve.
-    procmod.finalize(proc, hold_admin=bool(seccomp_prog) and not nnp, rootless=ctx.rootless)
-    sc.prctl(sc.PR_SET_DUMPABLE, 0)               # a uid change resets it to suid_dumpable
-    path = child.find_executable(proc["args"][0], env)
-    child.keep_fds_across_exec(ctx.extra_fds)
-    waiter_argv = _prepare_wait(ctx, proc, seccomp_prog if nnp else None, path)
+    prog = launch.seccomp
+    seccomp = (ctx.spec.get("linux") or {}).get("seccomp") or {}
+    waiter_argv = _prepare_wait(ctx, proc, prog if nnp else None, path)
     # With the waiter and without no_new_privs the filter is loaded here, after "ready"
     # (no sendto under it): the runtime waits for the socket's EOF (close-on-exec) or the
     # load's error. waiter.uses() checked that the filter lets the waiter run.
-    load_here = waiter_argv is not None and bool(seccomp_prog) and not nnp
-    if seccomp_prog and not nnp and not load_here:
-        _probe_filter(seccomp_prog)     # loaded after `start`: its errors belong to create
-    if seccomp_prog and seccomp.get("listenerPath"):
+    load_here = waiter_argv is not None and bool(prog) and not nnp
+    if prog and not nnp and not load_here:
+        _probe_filter(prog)             # loaded after `start`: its errors belong to create
+    if prog and seccomp.get("listenerPath"):
         ctx.listener_sock = _receive_listener(ctx)
-    send(ctx.sock, {"t": "ready"})
-    notify_fd = None
+    ctx.chan.send(ch.Ready())
     if waiter_argv is not None:
         # The waiter waits, loads the NNP seccomp filter and executes the program: the
         # created container's init is then a tiny process instead of this interpreter.
         from pyoci.linux import waiter
 
         if load_here:
-            _install_or_report(ctx, seccomp_prog)
-            seccomp_prog = None
+            _install_or_report(ctx, prog)
+            launch.seccomp = None
         waiter.execute(ctx.waiter_fd, waiter_argv, env)  # returns only if that failed
-    ctx.sock.close()
+    ctx.chan.close()
     # Block until `pyoci start` opens the fifo for reading (re-open the O_PATH fd through
     # /proc: the fifo's host path is not reachable from inside the rootfs).
     old = _die_on_termination_signals()
@@ -299,27 +265,29 @@ def _container_init(ctx: InitContext) -> None:
     for sig, handler in old:
         _signal.signal(sig, handler)
     os.close(ctx.fifo_fd)
-    _start_container_hooks(hooks, ctx.state, fd, env)
+    _start_container_hooks(ctx.spec.get("hooks"), ctx.state, fd, env)
     os.write(fd, b"0")                            # `start` succeeds
     os.close(fd)
-    if proc.get("execCPUAffinity"):
-        procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "final")
-    if seccomp_prog:
-        notify_fd = seccomp_mod.install(*seccomp_prog)  # the last thing before the execve
-    if notify_fd is not None and ctx.listener_sock is not None:
-        seccomp_mod.send_listener(ctx.listener_sock, notify_fd, ctx.state,
-                                  seccomp.get("listenerMetadata", ""))
-        os.close(notify_fd)
-        ctx.listener_sock.close()
-    os.execve(path, proc["args"], env)
+
+
+def _send_listener(ctx: InitContext, notify_fd: int) -> None:
+    """The filter's notify fd to the seccomp agent, over the connection the runtime made."""
+    from pyoci.linux import seccomp as seccomp_mod
+
+    if ctx.listener_sock is None:
+        return
+    seccomp = ctx.spec["linux"]["seccomp"]
+    seccomp_mod.send_listener(ctx.listener_sock, notify_fd, ctx.state,
+                              seccomp.get("listenerMetadata", ""))
+    ctx.listener_sock.close()
 
 
 def _receive_listener(ctx: InitContext) -> socket.socket:
     """The connection to the seccomp agent (linux.seccomp.listenerPath), which the parent
     makes on the host when the init asks, right before "ready": a setup that fails earlier
     never leaves the agent a connection without the listener fd."""
-    send(ctx.sock, {"t": "listener"})
-    _, fds = _expect_ok(ctx.sock, 1)
+    ctx.chan.send(ch.Listener())
+    fds = ctx.chan.expect(ch.Ok, 1).fds
     if len(fds) != 1:
         raise SysError("linux.seccomp.listenerPath: the runtime sent no connection")
     os.set_inheritable(fds[0], False)
@@ -362,7 +330,7 @@ def _install_or_report(ctx: InitContext, program: tuple[bytes, int]) -> None:
     try:
         seccomp_mod.install(*program)
     except BaseException as e:  # noqa: BLE001 - reported to the parent
-        _fail(ctx, e)
+        ctx.chan.fail(e)
 
 
 def _await_cgroup(ctx: InitContext) -> None:
@@ -372,9 +340,7 @@ def _await_cgroup(ctx: InitContext) -> None:
     if not ctx.cgroup_later:
         return
     ctx.cgroup_later = False
-    msg = recv(ctx.sock)
-    if msg.get("t") != "cgroup":
-        raise SysError(msg.get("msg", "container setup aborted by the runtime"))
+    ctx.chan.expect(ch.Cgroup)
     if ctx.ns.get("cgroup", 1) is None:
         sc.unshare(sc.CLONE_NEWCGROUP)
 
@@ -426,20 +392,14 @@ def _preload(spec: dict, ctx: InitContext | None = None) -> None:
     """Import what the init uses after pivot_root (lazy imports would fail there). With ctx
     (the bootstrap's call, in the host's mount namespace) also copy the waiter into a sealed
     memfd: its host file is out of reach after pivot_root."""
-    import _prctl  # noqa: F401 - used by capabilities/process
+    from pyoci.linux import keyring, process  # noqa: F401
 
-    from pyoci.linux import apparmor, capabilities, keyring, process, rlimits  # noqa: F401
-
-    proc = spec.get("process") or {}
+    process.preload(spec.get("process") or {})
     hooks = spec.get("hooks") or {}
     if hooks.get("startContainer"):
         import select  # noqa: F401
 
         from pyoci.linux import hooks as _h  # noqa: F401
-    if proc.get("terminal"):
-        import termios  # noqa: F401
-
-        from pyoci.linux import terminal  # noqa: F401
     if (spec.get("linux") or {}).get("memoryPolicy"):
         from pyoci.linux import mempolicy  # noqa: F401
     # seccomp: install() and the listener's send_listener() need ctypes, pyoci.linux.sock

@@ -1,6 +1,6 @@
-"""What every process pyoci starts inside a container (the init, an exec'd process) does
-before its execve: report errors to the runtime as one line, close inherited fds, become root
-in a user namespace, apply the process attributes, build the environment, resolve the
+"""Helpers of every process pyoci starts inside a container (the init, an exec'd process)
+before its execve (pyoci.linux.process.execute): report errors to the runtime as one line,
+close inherited fds, become root in a user namespace, build the environment, resolve the
 executable, and keep only stdio and the preserved fds across the execve."""
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ def error_message(e: BaseException) -> str:
     return msg.splitlines()[0] if msg else type(e).__name__
 
 
-def close_fds_except(keep: set[int]) -> None:
-    """Close every open fd not in keep (the caller's strays, state files, locks)."""
+def close_fds_except(keep: set[int], preserve: int = 0) -> None:
+    """Close every open fd but stdio, the preserved fds 3..3+preserve-1 and those in keep
+    (the caller's strays, state files, locks go)."""
+    keep = keep | {0, 1, 2} | set(range(3, 3 + preserve))
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd not in keep:
@@ -69,29 +71,6 @@ def become_root(what: str) -> None:
     except OSError as e:
         raise SysError(f"{what}: cannot become root in the user namespace: "
                        f"{e.strerror}") from None
-
-
-def apply_attributes(proc: dict, linux: dict) -> None:
-    """AppArmor (on exec), rlimits, oom_score_adj, personality, I/O priority, scheduler:
-    everything set while still privileged, before the user switch."""
-    from pyoci.linux import process as procmod
-
-    if proc.get("apparmorProfile"):
-        from pyoci.linux import apparmor
-
-        apparmor.apply_on_exec(proc["apparmorProfile"])
-    if proc.get("rlimits"):
-        from pyoci.linux import rlimits
-
-        rlimits.apply(proc["rlimits"])
-    if proc.get("oomScoreAdj") is not None:
-        procmod.set_oom_score_adj(proc["oomScoreAdj"])
-    if linux.get("personality"):
-        procmod.apply_personality(linux["personality"])
-    if proc.get("ioPriority"):
-        procmod.apply_io_priority(proc["ioPriority"])
-    if proc.get("scheduler"):
-        procmod.apply_scheduler(proc["scheduler"])
 
 
 def env_dict(items: list[str]) -> dict[str, str]:

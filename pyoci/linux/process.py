@@ -1,6 +1,8 @@
-"""Process attributes applied inside the container's init before exec: user, capabilities,
-umask, cwd (finalize, after runc's finalizeNamespace/setupUser), no_new_privs, personality,
-I/O priority, scheduler, exec CPU affinity and oom_score_adj; plus create-time check()."""
+"""A process pyoci starts in a container, from its setup to its execve: execute() is the one
+routine the container's init (pyoci.init) and an exec'd process (pyoci.joiner) both end
+with; plus the process attributes it applies (user, capabilities, umask, cwd: finalize, after
+runc's finalizeNamespace/setupUser; no_new_privs, personality, I/O priority, scheduler, exec
+CPU affinity, oom_score_adj) and their create-time check()."""
 
 from __future__ import annotations
 
@@ -9,7 +11,15 @@ import errno
 import os
 
 from pyoci.errors import ConfigError, SysError
-from pyoci.linux import capabilities, rlimits, syscalls
+from pyoci.linux import capabilities, child, rlimits, syscalls
+from pyoci.record import dataclass, field
+
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pyoci.linux.channel import Channel
 
 
 DEFAULT_UMASK = 0o022
@@ -56,6 +66,120 @@ class SchedAttr(ctypes.Structure):
 
 def _int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+# --- the routine: prepare this process and execute the program ---------------------------
+
+@dataclass
+class Launch:
+    """What execute() needs: the runtime-spec process and what the runtime made for it."""
+
+    process: dict                          # the runtime-spec process object
+    chan: Channel                          # to the runtime (closed: the init after Ready)
+    personality: dict | None = None        # linux.personality
+    console_fd: int = -1                   # where the pty's master goes (process.terminal)
+    preserve: int = 0                      # fds 3..3+preserve-1 pass to the program
+    extra_env: list[str] = field(default_factory=list)   # K=V after process.env
+    seccomp: tuple[bytes, int] | None = None   # the built filter, loaded right before execve
+    notify: Callable[[int], None] | None = None   # passes the filter's notify fd on
+    rootless: bool = False                 # started by a user other than root
+
+
+def preload(process: dict) -> None:
+    """Import what execute() uses: it runs after pivot_root or setns(mount), where an import
+    would resolve in the container's root filesystem."""
+    import _prctl  # noqa: F401 - used by capabilities and finalize
+
+    from pyoci.linux import apparmor  # noqa: F401
+
+    if process.get("terminal"):
+        import termios  # noqa: F401
+
+        from pyoci.linux import terminal  # noqa: F401
+
+
+def exec_cpu_affinity(process: dict, stage: str) -> None:
+    """process.execCPUAffinity's stage ("initial": before joining the container's cgroup,
+    "final": right before the execve) for this process."""
+    aff = process.get("execCPUAffinity")
+    if aff:
+        apply_exec_cpu_affinity(aff, stage)
+
+
+def execute(launch: Launch, *, setup: Callable[[], None] | None = None,
+            wait: Callable[[str, dict[str, str]], None] | None = None) -> None:
+    """Prepare this process (in the container's namespaces and root already) and execute
+    the program; never returns (an error raises: the caller reports it and exits).
+
+    The order, runc's: terminal; setup() (the init's rest of the container: hostname,
+    sysctls, read-only root...); AppArmor, rlimits, oom_score_adj, personality, I/O
+    priority, scheduler; no_new_privs; user, capabilities, cwd and umask (finalize); no
+    longer dumpable; the program looked up; only stdio and the preserved fds kept;
+    wait(path, env) (the init: Ready, then `start`); the final CPU affinity; seccomp, the
+    last thing before the execve."""
+    proc = launch.process
+    if proc.get("terminal"):
+        from pyoci.linux import terminal
+
+        master, slave = terminal.open_pty(proc.get("consoleSize"))
+        terminal.send_master(launch.console_fd, master)
+        os.close(master)
+        terminal.become_controlling(slave)
+    if launch.console_fd >= 0:
+        os.close(launch.console_fd)
+        launch.console_fd = -1
+    if setup is not None:
+        setup()
+    apply_attributes(proc, launch.personality)
+    nnp = bool(proc.get("noNewPrivileges"))
+    if nnp:
+        set_no_new_privileges()
+    env = child.process_env(proc, launch.extra_env)
+    os.environ["HOME"] = env["HOME"]          # finalize would look it up in /etc/passwd again
+    # Without no_new_privs the filter's load needs CAP_SYS_ADMIN: finalize keeps it
+    # effective until the execve, so that the filter is the last thing before it.
+    finalize(proc, hold_admin=bool(launch.seccomp) and not nnp, rootless=launch.rootless)
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)   # a uid change resets it to suid_dumpable
+    path = child.find_executable(proc["args"][0], env)
+    child.keep_fds_across_exec(launch.preserve)
+    if wait is not None:
+        wait(path, env)
+    exec_cpu_affinity(proc, "final")
+    if launch.seccomp:
+        from pyoci.linux import seccomp
+
+        notify_fd = seccomp.install(*launch.seccomp)
+        if notify_fd is not None:
+            try:
+                if launch.notify is not None:
+                    launch.notify(notify_fd)
+            finally:
+                os.close(notify_fd)
+    try:
+        os.execve(path, proc["args"], env)
+    except OSError as e:
+        if launch.chan.closed:    # after `start`: on the program's stderr, as the waiter's
+            raise
+        raise SysError(f"process.args[0]: exec {path}: {child.errno_text(e.errno)}") from None
+
+
+def apply_attributes(proc: dict, personality: dict | None) -> None:
+    """AppArmor (on exec), rlimits, oom_score_adj, personality, I/O priority, scheduler:
+    everything set while still privileged, before the user switch."""
+    if proc.get("apparmorProfile"):
+        from pyoci.linux import apparmor
+
+        apparmor.apply_on_exec(proc["apparmorProfile"])
+    if proc.get("rlimits"):
+        rlimits.apply(proc["rlimits"])
+    if proc.get("oomScoreAdj") is not None:
+        set_oom_score_adj(proc["oomScoreAdj"])
+    if personality:
+        apply_personality(personality)
+    if proc.get("ioPriority"):
+        apply_io_priority(proc["ioPriority"])
+    if proc.get("scheduler"):
+        apply_scheduler(proc["scheduler"])
 
 
 # --- user, capabilities, cwd, umask --------------------------------------------------------

@@ -38,7 +38,7 @@ def pyoci_has_exec() -> bool:
 
 def skip_without_exec(rt: str) -> None:
     if rt == "pyoci" and not pyoci_has_exec():
-        pytest.skip("pyoci exec is not implemented yet (pyoci/exec.py)")
+        pytest.skip("pyoci exec is not implemented yet (pyoci/ops/exec.py)")
 
 
 def sh(argv: list[str], env: dict | None = None, stdin: str | None = None,

@@ -2,25 +2,11 @@
 
 The process is built from `--process FILE` (a runtime-spec `process` object) or from the
 container's stored config with the command line's overrides, and validated like at create.
-Then three processes take part:
-
-* the caller (this process, on the host) builds the seccomp program (libseccomp is a host
-  library), opens the container init's namespace files and forks the *joiner*;
-* the joiner makes itself non-dumpable, is put into the container's cgroup by the caller,
-  joins the namespaces (user first, mount last) and forks the *process*, which is the first
-  one to be inside the container's PID namespace; the joiner reports its pid and exits, so
-  the process is reparented to the caller (a subreaper) or, once the caller exits, to the
-  caller's own subreaper;
-* the process waits for the caller's go, applies the process attributes (terminal, rlimits,
-  AppArmor, no_new_privs, seccomp, user and capabilities), keeps only stdio and the
-  preserved fds, and executes the program. It stays non-dumpable until the execve, so
-  nothing in the container can open /proc/PID/exe (the host's interpreter) or ptrace it.
-
-Joiner and process talk to the caller over one SOCK_SEQPACKET socketpair, one JSON object
-per message: {"t": "join"} (ready for the cgroup), {"t": "pid", "pid": N},
-{"t": "seccomp"} (the notify fd attached), {"t": "error", "msg": "..."}; the caller answers
-{"t": "ok"} / {"t": "go"}. A clean execve closes the socket (close-on-exec): the caller
-reads EOF and the process counts as started.
+Then this process (on the host) builds the seccomp program (libseccomp is a host library),
+opens the container init's namespace files and forks the joiner, which forks the process
+(pyoci.joiner: the children). The joiner is put into the container's cgroup here, the
+process's pid recorded, and the process let go; they talk over pyoci.linux.channel. A clean
+execve closes the channel (close-on-exec): EOF here, and the process counts as started.
 """
 
 from __future__ import annotations
@@ -33,10 +19,11 @@ from pyoci import jsonio
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
 from pyoci.foreground import Forwarder, wait_exit
-from pyoci.linux import child
+from pyoci.linux import channel as ch
 from pyoci.linux import namespaces as nsmod
 from pyoci.linux import sock as unix
 from pyoci.linux import syscalls as sc
+from pyoci.record import dataclass, field
 
 COMMAND_FLAGS = {"exec": {
     "process": ("process", True), "p": ("process", True),
@@ -56,10 +43,8 @@ COMMAND_FLAGS = {"exec": {
     "ignore-paused": ("ignore_paused", False),
 }}
 
-# flags that build the process: not allowed together with --process FILE
-_PROCESS_FLAGS = ("tty", "env", "user", "additional_gids", "cwd", "cap", "no_new_privs",
-                  "apparmor", "process_label")
-# signals the foreground caller forwards to the process
+
+
 def run_command(cmd: str, root: str, global_opts: dict, opts: dict,
                 positionals: list[str]) -> int:
     if not positionals:
@@ -230,11 +215,13 @@ def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) 
         from pyoci.linux import seccomp as seccomp_mod
 
         prog = seccomp_mod.build(seccomp)
-    _preload(proc)
+    from pyoci.linux import process as procmod
+
+    procmod.preload(proc)       # the children import nothing after setns(mount)
     pid_file = os.path.abspath(opts["pid_file"]) if opts.get("pid_file") else None
     sc.set_child_subreaper()      # the process is reparented to us when the joiner exits
     forward = Forwarder() if not opts.get("detach") else None
-    res: dict = {"socks": [], "fds": [], "joiner": 0, "pid": 0}
+    res = _Held()
     try:
         master = _start(st, cfg, proc, prog, opts, preserve, res)
     except BaseException as e:
@@ -245,11 +232,11 @@ def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) 
             raise PyociError("interrupted") from None
         raise
     finally:
-        for s in res["socks"]:
+        for s in res.socks:
             s.close()
-        for fd in res["fds"]:
+        for fd in res.fds:
             os.close(fd)
-    pid = res["pid"]
+    pid = res.pid
     if pid_file:
         st_mod.write_atomic(pid_file, str(pid).encode(), 0o644)
     if forward is None:
@@ -267,57 +254,61 @@ def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) 
             os.close(master)
 
 
-def _preload(proc: dict) -> None:
-    """Import now what the joiner and the process use after setns(mount): imports there
-    would resolve in the container's root filesystem."""
-    import _prctl  # noqa: F401 - used by capabilities/process
+@dataclass
+class _Held:
+    """What a failed exec must undo: sockets and fds to close, children to kill."""
 
-    from pyoci.linux import apparmor, capabilities, process, rlimits  # noqa: F401
-
-    if proc.get("terminal"):
-        import termios  # noqa: F401
-
-        from pyoci.linux import terminal  # noqa: F401
+    socks: list = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+    joiner: int = 0
+    pid: int = 0
 
 
-def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
+def _start(st: st_mod.State, cfg: dict, proc: dict, prog: tuple[bytes, int] | None,
+           opts: dict, preserve: int, res: _Held) -> int | None:
     """Fork the joiner, put it in the cgroup, let the process go; returns the pty master to
     proxy in the foreground (else None). Fills res with what to clean up."""
+    from pyoci import joiner
+
     floor = 3 + preserve            # our fds must not land on a preserved fd number
-    parent, child = unix.socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET)
-    res["socks"].append(parent)
-    child = _above(child, floor, res)
+    parent, theirs = ch.Channel.pair(
+        "the joining process", "exec: the joining process exited during setup",
+        "the runtime", "exec: setup aborted by the runtime")
+    res.socks.append(parent)
+    theirs.sock = _above(theirs.sock, floor, res)
     console_fd, console_parent = -1, None
     if proc.get("terminal"):
         if opts.get("console_socket"):
             from pyoci.linux import terminal
 
             cs = terminal.connect_console_socket(opts["console_socket"])
-            res["socks"].append(cs)
+            res.socks.append(cs)
             console_fd = _above(cs, floor, res).fileno()
         else:                       # foreground: the master comes to us, we proxy it
             console_parent, cs = unix.socketpair(unix.AF_UNIX, unix.SOCK_STREAM)
-            res["socks"] += [console_parent, cs]
+            res.socks += [console_parent, cs]
             console_fd = _above(cs, floor, res).fileno()
-    seccomp = (cfg.get("linux") or {}).get("seccomp") or {}
+    linux = cfg.get("linux") or {}
+    seccomp = linux.get("seccomp") or {}
     ns_fds, root_fd = _open_namespaces(st, floor, res)
-    job = {"proc": proc, "linux": cfg.get("linux") or {}, "prog": prog, "preserve": preserve,
-           "sock": child.fileno(), "console": console_fd, "ns": ns_fds, "root": root_fd,
-           "notify": bool(prog and seccomp.get("listenerPath")), "rootless": os.geteuid() != 0}
+    job = joiner.JoinJob(process=proc, chan=theirs, personality=linux.get("personality"),
+                         ns=ns_fds, root_fd=root_fd, console_fd=console_fd, preserve=preserve,
+                         seccomp=prog, notify=bool(prog and seccomp.get("listenerPath")),
+                         rootless=os.geteuid() != 0)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _joiner(job)                # never returns
+        joiner.joiner(job)          # never returns
         os._exit(1)
-    res["joiner"] = pid
+    res.joiner = pid
     if st_mod.FAULT:
         st_mod.fault("exec:forked")
     for _, fd in ns_fds:
         os.close(fd)
-    res["fds"] = [fd for fd in res["fds"] if fd not in {f for _, f in ns_fds}]
-    child.close()                   # EOF on parent once the process has executed
-    _expect(parent, "join")
+    res.fds = [fd for fd in res.fds if fd not in {f for _, f in ns_fds}]
+    theirs.close()                  # EOF on parent once the process has executed
+    parent.expect(ch.Join, 4).close_fds()
     cg = None
     if st.cgroup:
         from pyoci import cgroups
@@ -333,27 +324,27 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
             raise
     if st_mod.FAULT:
         st_mod.fault("exec:joined")
-    _send(parent, {"t": "ok"})
-    msg, _ = _recv(parent)
-    if msg.get("t") != "pid":
-        raise SysError(f"exec: unexpected message {msg.get('t')!r} from the joining process")
-    res["pid"] = msg["pid"]
+    parent.send(ch.Ok())
+    msg = parent.expect(ch.Pid, 4)
+    msg.close_fds()
+    res.pid = msg.pid
     if cg is not None and not cg.owned():   # kill --all finds it by this record only
         from pyoci import container
 
-        container.record_process(st, res["pid"])
+        container.record_process(st, res.pid)
     if st_mod.FAULT:
         st_mod.fault("exec:pid")
     os.waitpid(pid, 0)
-    res["joiner"] = 0
-    _send(parent, {"t": "go"})
+    res.joiner = 0
+    parent.send(ch.Go())
     if st_mod.FAULT:
         st_mod.fault("exec:go")
     while True:
-        msg, fds = _recv(parent, eof_ok=True)
+        msg = parent.recv(4, eof_ok=True)
         if msg is None:
             break
-        if msg.get("t") == "seccomp" and fds:
+        fds = msg.fds
+        if isinstance(msg, ch.Notify) and fds:
             from pyoci.linux import seccomp as seccomp_mod
 
             public = st_mod.public_state(st, "running")
@@ -362,14 +353,13 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
                 # before never leaves it a connection without one
                 listener = seccomp_mod.connect_listener(seccomp["listenerPath"])
                 seccomp_mod.send_listener(listener, fds[0], public,
-                                          seccomp.get("listenerMetadata", ""), pid=res["pid"])
+                                          seccomp.get("listenerMetadata", ""), pid=res.pid)
             finally:
-                os.close(fds[0])
-            _send(parent, {"t": "ok"})
+                msg.close_fds()
+            parent.send(ch.Ok())
         else:
-            for fd in fds:
-                os.close(fd)
-            raise SysError(f"exec: unexpected message {msg.get('t')!r} from the process")
+            msg.close_fds()
+            raise SysError(f"unexpected message {msg.tag!r} from the process")
     if console_parent is not None:
         from pyoci.linux import terminal
 
@@ -377,7 +367,7 @@ def _start(st, cfg, proc, prog, opts, preserve, res) -> int | None:
     return None
 
 
-def _above(s, floor: int, res: dict):
+def _above(s, floor: int, res: _Held):
     """s itself, or a close-on-exec duplicate numbered >= floor (s is then closed)."""
     if s.fileno() >= floor:
         return s
@@ -385,12 +375,13 @@ def _above(s, floor: int, res: dict):
 
     fd = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, floor)
     dup = unix.socket(fileno=fd)
-    res["socks"].append(dup)
+    res.socks.append(dup)
     s.close()
     return dup
 
 
-def _open_namespaces(st, floor: int, res: dict) -> tuple[list[tuple[str, int]], int]:
+def _open_namespaces(st: st_mod.State, floor: int,
+                     res: _Held) -> tuple[list[tuple[str, int]], int]:
     """Open the init's namespaces that differ from ours, in join order (user first, mount
     last), and without a mount namespace of its own the init's root (the rootfs it chrooted
     to; -1 otherwise); then make sure the init is still the container's (not a reused PID)."""
@@ -417,7 +408,7 @@ def _open_namespaces(st, floor: int, res: dict) -> tuple[list[tuple[str, int]], 
             high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
             os.close(fd)
             fd = high
-        res["fds"].append(fd)
+        res.fds.append(fd)
         out.append((t, fd))
     root = -1
     if "mount" not in st.namespaces:
@@ -427,23 +418,21 @@ def _open_namespaces(st, floor: int, res: dict) -> tuple[list[tuple[str, int]], 
             raise SysError(f"exec: the container's root: {e.strerror}") from None
         root = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor)
         os.close(fd)
-        res["fds"].append(root)
+        res.fds.append(root)
     if not st_mod.init_alive(st):
         raise StateError("cannot exec in a stopped container")
     return out, root
 
 
-def _abort(res: dict) -> None:
+def _abort(res: _Held) -> None:
     """A failed exec leaves no process behind: kill the joiner and the process, reap them."""
-    for key in ("joiner", "pid"):
-        pid = res.get(key)
+    for pid in (res.joiner, res.pid):
         if pid:
             try:
                 os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    for key in ("joiner", "pid"):
-        pid = res.get(key)
+    for pid in (res.joiner, res.pid):
         if pid:
             try:
                 os.waitpid(pid, 0)
@@ -451,174 +440,6 @@ def _abort(res: dict) -> None:
                 pass
 
 
-def _send(sock, msg: dict, fds: list[int] | tuple = ()) -> None:
-    unix.send_msg(sock, jsonio.dumps(msg).encode(), fds)
-
-
-def _recv(sock, eof_ok: bool = False) -> tuple[dict | None, list[int]]:
-    data, fds = unix.recv_msg(sock, 4)    # (a peer that died with a message unread: EOF)
-    if not data:
-        if eof_ok:
-            return None, fds
-        raise SysError("exec: the joining process exited during setup")
-    msg = jsonio.loads(data)
-    if msg.get("t") == "error":
-        for fd in fds:
-            os.close(fd)
-        raise SysError(msg.get("msg") or "exec: the process failed to start")
-    return msg, fds
-
-
-def _expect(sock, t: str) -> None:
-    msg, fds = _recv(sock)
-    for fd in fds:
-        os.close(fd)
-    if msg.get("t") != t:
-        raise SysError(f"exec: unexpected message {msg.get('t')!r} from the joining process")
-
-
 def _alive(pid: int) -> bool:
     ps = st_mod.proc_stat(pid)
     return ps is not None and ps[0] not in ("Z", "X", "x")
-
-
-# --- the joiner (first child) ----------------------------------------------------------------
-
-def _joiner(job: dict) -> None:
-    """Join the container and fork the process; never returns."""
-    sock = unix.socket(fileno=job["sock"])
-    try:
-        # Nothing in the container may ptrace us or open /proc/PID/exe (the host's
-        # interpreter): non-dumpable before any setns, until the program's execve.
-        sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        _default_signals()
-        _close_other_fds(job)
-        proc = job["proc"]
-        if proc.get("execCPUAffinity"):
-            from pyoci.linux import process as procmod
-
-            procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "initial")  # before the cgroup
-        _send(sock, {"t": "join"})
-        msg, _ = _recv(sock)        # the caller has put us in the container's cgroup
-        if msg.get("t") != "ok":
-            raise SysError("exec: setup aborted by the runtime")
-        fds = job["ns"]
-        nsmod.join(fds, only=("user",))
-        if any(t == "user" for t, _ in fds):
-            child.become_root("exec")
-        nsmod.join([(t, fd) for t, fd in fds if t != "user"])   # mount last
-        if job["root"] >= 0:        # no mount namespace: the init's chroot
-            os.fchdir(job["root"])
-            os.chroot(".")
-            os.close(job["root"])
-        try:
-            pid = os.fork()         # the pid and time namespaces apply to children
-        except OSError as e:
-            if e.errno == 12:       # ENOMEM: the PID namespace's init has exited (a race)
-                raise StateError("exec: the container's init exited (its PID namespace "
-                                 "takes no new process)") from None
-            raise
-        if pid == 0:
-            _process(job, sock)     # never returns
-        _send(sock, {"t": "pid", "pid": pid})
-        os._exit(0)
-    except BaseException as e:  # noqa: BLE001 - reported to the caller
-        _fail(sock, e)
-
-
-def _default_signals() -> None:
-    """Drop the caller's forwarding handlers; SIGPIPE/SIGXFSZ back from Python's SIG_IGN
-    (ignored signals would stay ignored across execve)."""
-    from pyoci.foreground import _signals
-
-    for s in _signals():        # the numbers of signal.Signals
-        if s in (_signal.SIGKILL, _signal.SIGSTOP):
-            continue
-        try:
-            if s in (_signal.SIGPIPE, _signal.SIGXFSZ) or callable(_signal.getsignal(s)):
-                _signal.signal(s, _signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
-
-
-def _close_other_fds(job: dict) -> None:
-    """Close whatever else the caller had open (state files, its own stray fds)."""
-    keep = {0, 1, 2, job["sock"], job["console"]}
-    keep.update(range(3, 3 + job["preserve"]))
-    keep.update(fd for _, fd in job["ns"])
-    if job["root"] >= 0:
-        keep.add(job["root"])
-    child.close_fds_except(keep)
-
-
-def _fail(sock, e: BaseException) -> None:
-    """Report e to the caller and exit: a child never returns into the caller's code."""
-    try:
-        _send(sock, {"t": "error", "msg": child.error_message(e)})
-    except OSError:
-        pass
-    os._exit(1)
-
-
-# --- the process (second child, inside the container) ---------------------------------------
-
-def _process(job: dict, sock) -> None:
-    """Set up the process and execve the program; never returns."""
-    try:
-        _exec_process(job, sock)
-    except BaseException as e:  # noqa: BLE001 - reported to the caller
-        _fail(sock, e)
-
-
-def _exec_process(job: dict, sock) -> None:
-    from pyoci.linux import process as procmod
-
-    proc, linux = job["proc"], job["linux"]
-    msg, _ = _recv(sock)            # the caller knows our pid
-    if msg.get("t") != "go":
-        raise SysError("exec: setup aborted by the runtime")
-    os.setsid()
-    env = child.process_env(proc)
-    if proc.get("terminal"):
-        from pyoci.linux import terminal
-
-        master, slave = terminal.open_pty(proc.get("consoleSize"))
-        terminal.send_master(job["console"], master)
-        os.close(master)
-        terminal.become_controlling(slave)
-    if job["console"] >= 0:
-        os.close(job["console"])
-    child.apply_attributes(proc, linux)
-    nnp = bool(proc.get("noNewPrivileges"))
-    if nnp:
-        procmod.set_no_new_privileges()
-    prog = job["prog"]
-    os.environ["HOME"] = env["HOME"]          # finalize would look it up in /etc/passwd again
-    # Without no_new_privs the filter's load needs CAP_SYS_ADMIN: finalize keeps it
-    # effective until the execve, so that the filter is the last thing before it.
-    procmod.finalize(proc, hold_admin=bool(prog) and not nnp, rootless=job["rootless"])
-    sc.prctl(sc.PR_SET_DUMPABLE, 0)             # a uid change resets it to suid_dumpable
-    path = child.find_executable(proc["args"][0], env)
-    if proc.get("execCPUAffinity"):
-        procmod.apply_exec_cpu_affinity(proc["execCPUAffinity"], "final")
-    child.keep_fds_across_exec(job["preserve"])
-    if prog:
-        _install_seccomp(prog, job, sock)       # the last thing before the execve
-    try:
-        os.execve(path, proc["args"], env)
-    except OSError as e:
-        raise SysError(f"process.args[0]: exec {path}: {child.errno_text(e.errno)}") from None
-
-
-def _install_seccomp(prog: tuple[bytes, int], job: dict, sock) -> None:
-    from pyoci.linux import seccomp as seccomp_mod
-
-    notify_fd = seccomp_mod.install(*prog)
-    if notify_fd is None:
-        return
-    if job["notify"]:               # the caller passes it on to the seccomp agent
-        _send(sock, {"t": "seccomp"}, [notify_fd])
-        msg, _ = _recv(sock)
-        if msg.get("t") != "ok":
-            raise SysError("linux.seccomp.listenerPath: the runtime did not pass the fd on")
-    os.close(notify_fd)

@@ -50,8 +50,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
+# pyoci itself, editable, by setup.py's build steps, as `pip install .` would (no second
+# way): the commands .venv/bin/pyoci and .venv/bin/containerd-shim-pyoci-v2 (a static
+# launcher that starts `python -IS` on NAME-script.py beside it) and the waiter
+# pyoci/linux/pyoci-waiter (built in place; without a C compiler the created container's init
+# waits in Python). Again whenever those steps or the programs' sources change.
 stamp=.venv/.pyoci-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py pyoci/linux/waiter.c \
+        pyoci/linux/trampoline.c pyoci/linux/nolibc.h -newer "$stamp" 2>/dev/null)" ]; then
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e '.[test]'
     touch "$stamp"
@@ -60,48 +66,3 @@ fi
 # otherwise compile its modules again where PYTHONDONTWRITEBYTECODE is set.
 .venv/bin/python -m compileall -q pyoci >/dev/null
 .venv/bin/python -m compileall -q "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
-# The waiter (pyoci/linux/waiter.c): a small static program without libc that the container's
-# init executes while it waits for `start` (pyoci/linux/waiter.py). Where it cannot be built
-# (no C compiler, another architecture) pyoci keeps waiting in the Python init.
-waiter=pyoci/linux/pyoci-waiter
-if [ ! -x "$waiter" ] || [ pyoci/linux/waiter.c -nt "$waiter" ] ||
-    [ scripts/setup.sh -nt "$waiter" ]; then
-    if "${CC:-cc}" -Os -static -nostdlib -nostartfiles -ffreestanding -fno-builtin \
-        -fno-stack-protector -fno-pie -no-pie -fno-asynchronous-unwind-tables \
-        -fno-unwind-tables -ffunction-sections -fdata-sections -Wall -Wextra -Werror \
-        -Wl,--gc-sections -Wl,-z,noexecstack -Wl,--build-id=none -s \
-        -o "$waiter.tmp" pyoci/linux/waiter.c; then
-        mv -f "$waiter.tmp" "$waiter"
-    else
-        rm -f "$waiter.tmp" "$waiter"
-        echo "setup: pyoci-waiter not built: the created container's init waits in Python" >&2
-    fi
-fi
-# .venv/bin/pyoci: a launcher that starts the interpreter isolated and without `site` (-IS:
-# no .pth files, no editable-install finder, no PYTHON* variables) and puts the repository
-# and the venv's packages on sys.path itself; pyoci.fastpath serves state/start/kill/delete
-# on built-in modules only and hands everything else to pyoci.cli.
-.venv/bin/python - <<'PY'
-import os, sys, sysconfig
-
-repo, venv = os.getcwd(), os.path.abspath(".venv")
-text = (f"#!{venv}/bin/python -IS\n"
-        "import sys\n"
-        f"sys.path.insert(0, {repo!r})\n"
-        f"sys.path.append({sysconfig.get_paths()['purelib']!r})\n"
-        "from pyoci.fastpath import launch\n"
-        "launch()\n")
-path = os.path.join(venv, "bin", "pyoci")
-with open(path + ".tmp", "w") as f:
-    f.write(text)
-os.chmod(path + ".tmp", 0o755)
-os.replace(path + ".tmp", path)
-# containerd-shim-pyoci-v2 (pyoci/shim) the same way: containerd runs it on every start
-shim = text.replace("from pyoci.fastpath import launch\nlaunch()\n",
-                    "from pyoci.shim.main import main\nsys.exit(main())\n")
-path = os.path.join(venv, "bin", "containerd-shim-pyoci-v2")
-with open(path + ".tmp", "w") as f:
-    f.write(shim)
-os.chmod(path + ".tmp", 0o755)
-os.replace(path + ".tmp", path)
-PY

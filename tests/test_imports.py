@@ -21,7 +21,7 @@ from pyoci.errors import ConfigError, PyociError
 from pyoci.linux import process, sock
 from pyoci.spec import load
 from pyoci.state import check_id
-from support.harness import PYOCI
+from support.harness import PYOCI_SCRIPT
 
 # Modules that must not be imported on the create/run path nor in the init: each costs
 # milliseconds (or pulls in what does) and pyoci has a built-in/C replacement for it.
@@ -44,7 +44,8 @@ def imported_modules(stderr: str) -> set[str]:
 
 
 def launcher_python() -> str:
-    with open(PYOCI) as f:
+    """The interpreter of the pyoci command (which runs PYOCI_SCRIPT with it, -IS)."""
+    with open(PYOCI_SCRIPT) as f:
         return f.readline()[2:].split()[0]
 
 
@@ -63,7 +64,7 @@ def test_create_and_run_import_no_slow_module(pyoci, bundle_factory, config, tmp
     b = bundle_factory(config)
     err = tmp_path / "importtime"
     with open(err, "wb") as f:            # a file: the init inherits stderr
-        p = subprocess.run([launcher_python(), "-IS", "-X", "importtime", PYOCI,
+        p = subprocess.run([launcher_python(), "-IS", "-X", "importtime", PYOCI_SCRIPT,
                             "--root", pyoci.root, command, "--bundle", b, "c1"],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
                            timeout=60)
@@ -242,7 +243,7 @@ def test_other_commands_import_no_slow_module(pyoci, bundle_factory, config, tmp
     if argv[:2] == ["exec", "-d"]:
         argv[2:2] = ["--pid-file", str(pid_file)]
     with open(err, "wb") as f:
-        p = subprocess.run([launcher_python(), "-IS", "-X", "importtime", PYOCI,
+        p = subprocess.run([launcher_python(), "-IS", "-X", "importtime", PYOCI_SCRIPT,
                             "--root", pyoci.root, *argv],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
                            timeout=60)
@@ -309,7 +310,7 @@ def test_exec_imports_nothing_after_joining_the_mount_namespace(pyoci, bundle_fa
     hook.write_text(_AFTER_SETNS_HOOK)
     err = tmp_path / "err"
     with open(err, "wb") as f:
-        p = subprocess.run([launcher_python(), "-IS", str(hook), PYOCI, "--root", pyoci.root,
+        p = subprocess.run([launcher_python(), "-IS", str(hook), PYOCI_SCRIPT, "--root", pyoci.root,
                             "exec", *args], stdin=subprocess.DEVNULL,
                            stdout=f, stderr=f, timeout=60)     # with -t: through the pty
     lines = err.read_text().splitlines()

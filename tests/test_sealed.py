@@ -5,8 +5,9 @@ before its execve; the init of a second container that joins the namespace, duri
 `create`) and reopens it for writing once nothing executes it. It must never get a
 writable host file.
 
-pyoci runs here from a COPY of its interpreter (the real one is never at risk), with a
-launcher like scripts/setup.sh's; the attacker is tests/support/exe_thief.c, built static."""
+pyoci runs here from a COPY of its interpreter (the real one is never at risk), started as
+the installed command starts it (INTERPRETER -IS pyoci-script.py: setup.py); the attacker
+is tests/support/exe_thief.c, built static."""
 
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ import time
 
 import pytest
 
-from support.harness import REPO, Runtime, kill_and_reap
+from support.harness import PYOCI_SCRIPT, REPO, Runtime, kill_and_reap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THIEF_C = os.path.join(HERE, "support", "exe_thief.c")
-LAUNCHER = os.path.join(REPO, ".venv", "bin", "pyoci")
 
 
 @pytest.fixture
@@ -29,13 +29,17 @@ def copied_pyoci(tmp_path):
     """pyoci on a copy of the venv's interpreter."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    with open(LAUNCHER) as f:
+    with open(PYOCI_SCRIPT) as f:
         shebang, rest = f.read().split("\n", 1)
-    interp, _, flags = shebang[2:].partition(" ")
+    interp = shebang[2:].split()[0]
     copy = tmp_path / "python-copy"
     shutil.copy2(os.path.realpath(interp), copy)
-    launcher = tmp_path / "pyoci"
-    launcher.write_text(f"#!{copy} {flags}\n{rest}")
+    # the script finds its packages beside its own bin/: PYOCI_SCRIPT's
+    packages = f"{os.path.dirname(os.path.dirname(PYOCI_SCRIPT))}/lib"
+    os.symlink(packages, tmp_path / "lib")
+    os.mkdir(tmp_path / "bin")
+    launcher = tmp_path / "bin" / "pyoci"
+    launcher.write_text(f"#!{copy} -IS\n{rest}")
     launcher.chmod(0o755)
     root = tmp_path / "state"
     rt = Runtime(str(launcher), str(root))

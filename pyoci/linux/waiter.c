@@ -19,112 +19,13 @@
  *          seccomp(2) and FLAGS right before the final execve (the process has NNP then).
  * PATH     the resolved program, executed with ARG0... and this process's environment.
  *
- * No libc: raw system calls (x86_64, aarch64), static, no dynamic loader, nothing mapped but
+ * No libc: raw system calls (x86_64, aarch64: nolibc.h), static, no dynamic loader, nothing mapped but
  * this file, a stack and the vDSO. Every failure is one line on stderr and exit status 1.
  */
 
-#define NULL ((void *)0)
-typedef unsigned long size_t;
+#include "nolibc.h"
 
-#if defined(__x86_64__)
-#define SYS_read 0
-#define SYS_write 1
-#define SYS_close 3
-#define SYS_rt_sigaction 13
-#define SYS_rt_sigprocmask 14
-#define SYS_execve 59
-#define SYS_prctl 157
-#define SYS_sched_setaffinity 203
-#define SYS_exit_group 231
-#define SYS_openat 257
-#define SYS_seccomp 317
-
-static long sys6(long n, long a, long b, long c, long d, long e, long f)
-{
-	register long r10 __asm__("r10") = d;
-	register long r8 __asm__("r8") = e;
-	register long r9 __asm__("r9") = f;
-	long ret;
-
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-			 : "rcx", "r11", "memory");
-	return ret;
-}
-
-/* The kernel passes argc at (%rsp); the ABI wants a 16-byte aligned stack at the call. */
-__asm__(".text\n"
-	".global _start\n"
-	"_start:\n"
-	"	xor %ebp, %ebp\n"
-	"	mov %rsp, %rdi\n"
-	"	and $-16, %rsp\n"
-	"	call waiter_main\n"
-	"	hlt\n"
-	/* x86_64 refuses to deliver a signal to a handler without SA_RESTORER */
-	".global waiter_restorer\n"
-	"waiter_restorer:\n"
-	"	mov $15, %eax\n"	/* rt_sigreturn */
-	"	syscall\n"
-	"	hlt\n");
-
-#elif defined(__aarch64__)
-#define SYS_read 63
-#define SYS_write 64
-#define SYS_close 57
-#define SYS_rt_sigaction 134
-#define SYS_rt_sigprocmask 135
-#define SYS_execve 221
-#define SYS_prctl 167
-#define SYS_sched_setaffinity 122
-#define SYS_exit_group 94
-#define SYS_openat 56
-#define SYS_seccomp 277
-
-static long sys6(long n, long a, long b, long c, long d, long e, long f)
-{
-	register long x8 __asm__("x8") = n;
-	register long x0 __asm__("x0") = a;
-	register long x1 __asm__("x1") = b;
-	register long x2 __asm__("x2") = c;
-	register long x3 __asm__("x3") = d;
-	register long x4 __asm__("x4") = e;
-	register long x5 __asm__("x5") = f;
-
-	__asm__ volatile("svc #0"
-			 : "+r"(x0)
-			 : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
-			 : "memory");
-	return x0;
-}
-
-__asm__(".text\n"
-	".global _start\n"
-	"_start:\n"
-	"	mov x29, #0\n"
-	"	mov x30, #0\n"
-	"	mov x0, sp\n"
-	"	bl waiter_main\n"
-	"	brk #0\n"
-	".global waiter_restorer\n"
-	"waiter_restorer:\n"
-	"	mov x8, #139\n"		/* rt_sigreturn */
-	"	svc #0\n"
-	"	brk #0\n");
-
-#else
-#error "pyoci-waiter: only x86_64 and aarch64 (elsewhere the Python init waits)"
-#endif
-
-#define sys1(n, a) sys6(n, (long)(a), 0, 0, 0, 0, 0)
-#define sys2(n, a, b) sys6(n, (long)(a), (long)(b), 0, 0, 0, 0)
-#define sys3(n, a, b, c) sys6(n, (long)(a), (long)(b), (long)(c), 0, 0, 0)
-#define sys4(n, a, b, c, d) sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
-
-#define AT_FDCWD (-100)
 #define O_WRONLY 01
-#define O_CLOEXEC 02000000
 #define EINTR 4
 #define EACCES 13
 #define PR_SET_DUMPABLE 4
@@ -148,8 +49,6 @@ struct sock_fprog {
 	void *filter;
 };
 
-extern void waiter_restorer(void);
-
 /* As the Python init's _die_on_termination_signals: as PID 1 of its namespace with default
  * handlers the kernel would drop them, and `kill ID TERM` of a created container must end it. */
 static const int term_signals[] = {1, 2, 3, 15, 10, 12, 14};	/* HUP INT QUIT TERM USR1 USR2 ALRM */
@@ -159,26 +58,6 @@ static unsigned char bpf[BPF_MAXINSNS * 8 + 1];
 static unsigned long cpumask[MAX_CPU / 64 + 1];
 static char line[4096];
 static size_t line_len;
-
-/* gcc may emit calls to these for struct copies and zeroing even when freestanding */
-void *memset(void *d, int c, size_t n)
-{
-	unsigned char *p = d;
-
-	while (n--)
-		*p++ = (unsigned char)c;
-	return d;
-}
-
-void *memcpy(void *d, const void *s, size_t n)
-{
-	unsigned char *p = d;
-	const unsigned char *q = s;
-
-	while (n--)
-		*p++ = *q++;
-	return d;
-}
 
 static void put(const char *s)
 {
@@ -339,7 +218,7 @@ static void set_handlers(void (*handler)(int))
 
 	sa.handler = handler;
 	sa.flags = SA_RESTORER | SA_RESTART;
-	sa.restorer = waiter_restorer;
+	sa.restorer = nolibc_restorer;
 	sa.mask = 0;
 	for (i = 0; i < N_TERM_SIGNALS; i++)
 		sa.mask |= 1UL << (term_signals[i] - 1);
@@ -347,7 +226,7 @@ static void set_handlers(void (*handler)(int))
 		sys4(SYS_rt_sigaction, term_signals[i], &sa, NULL, sizeof(sa.mask));
 }
 
-__attribute__((noreturn, used)) void waiter_main(long *sp)
+__attribute__((noreturn, used)) void nolibc_main(long *sp)
 {
 	long argc = sp[0];
 	char **argv = (char **)(sp + 1);

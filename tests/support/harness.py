@@ -22,6 +22,9 @@ ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 PYOCI = os.path.join(REPO, ".venv", "bin", "pyoci")
 if not os.path.exists(PYOCI):
     PYOCI = shutil.which("pyoci") or PYOCI
+# The Python part of the command (setup.py): PYOCI runs it with its #! interpreter, -IS (where
+# PYOCI could not be built, PYOCI is the script itself)
+PYOCI_SCRIPT = PYOCI + "-script.py" if os.path.exists(PYOCI + "-script.py") else PYOCI
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")

@@ -34,6 +34,7 @@ from pyoci import jsonio
 from pyoci.pbwire import read_varint, varint
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
+from pyoci.linux import spawn
 
 _CHECKPOINT_FLAGS = {
     "image-path": ("image_path", True), "work-path": ("work_path", True),
@@ -166,34 +167,19 @@ def criu_binary(gopts: dict) -> str:
     name = gopts.get("criu") or "criu"
     if "/" in name:
         return name
-    for d in os.environ.get("PATH", "").split(":") + ["/usr/sbin", "/sbin"]:
-        p = os.path.join(d or ".", name)
-        if os.path.isfile(p) and os.access(p, os.X_OK):
-            return p
-    raise SysError(f"criu: {name} not found in $PATH (Debian package criu)")
+    path = spawn.find(name, os.environ.get("PATH", ""), ("/usr/sbin", "/sbin"))
+    if path is None:
+        raise SysError(f"criu: {name} not found in $PATH (Debian package criu)")
+    return path
 
 
 def _spawn_output(argv: list[str]) -> tuple[int, str]:
     """Run argv, return (exit code, stdout+stderr)."""
-    r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+        code, out = spawn.output(argv[0], argv, stdin_null=True)
     except OSError as e:
-        os.close(r)
-        os.close(w)
         raise SysError(f"criu: run {argv[0]}: {e.strerror}") from None
-    os.close(w)
-    chunks = []
-    while True:
-        b = os.read(r, 65536)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+    return code, out.decode(errors="replace")
 
 
 def _criu_error_line(text: str) -> str | None:

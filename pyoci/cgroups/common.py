@@ -189,6 +189,49 @@ def rmdir_retry(path: str, retries: int = 8) -> None:
         delay = min(delay * 2, 0.5)
 
 
+def rmdir_parent(path: str) -> bool:
+    """Remove a parent cgroup a manager made (other containers may share it): False when it
+    is busy (EBUSY, ENOTEMPTY) and stays; a missing one is fine."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            raise SysError(f"remove cgroup {path}: {e.strerror}") from None
+        return False
+    return True
+
+
+def signal_each(pids: list[int], sig: int) -> None:
+    """kill(pid, sig) for each pid; one that has exited meanwhile is skipped."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def parse_ranges(s: str) -> list[tuple[int, int]]:
+    """A CPU or memory-node list as inclusive ranges, "0-2,4" -> [(0, 2), (4, 4)]
+    (cpuset.cpus, AllowedCPUs...); empty items are skipped, ValueError on a malformed item.
+    A backward range ("3-1") is returned as it is: for the caller to refuse or skip."""
+    out: list[tuple[int, int]] = []
+    for part in s.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        a = int(lo)
+        out.append((a, int(hi) if sep else a))
+    return out
+
+
+def is_within(path: str, top: str) -> bool:
+    """path is top or below it (both normalised absolute paths)."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
 # --- validation helpers for linux.resources ---------------------------------------------
 
 def is_int(v: object) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import posixpath
 
+from pyoci.cgroups.common import is_within
 from pyoci.errors import ConfigError
 from pyoci.linux.mountinfo import parse_mountinfo
 
@@ -223,10 +224,6 @@ def own_dir(subsystem: str) -> str | None:
     if m is None:
         return None
     return resolve(m, own_cgroups().get(subsystem), ".")
-
-
-def is_within(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 # --- the hierarchies a `cgroup` mount shows in a container (pyoci.linux.mounts) ---------

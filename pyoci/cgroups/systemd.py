@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from pyoci.cgroups import common
 from pyoci.cgroups.base import Manager
 from pyoci.cgroups.dbus import DBusConnection, DBusError, F_MEMBER
 from pyoci.errors import ConfigError, SysError, UnsupportedError
@@ -173,21 +174,15 @@ def expand_slice(slice_: str) -> str:
 
 def range_to_bits(s: str) -> bytes:
     """A cpuset list ("0-3,5") as systemd's AllowedCPUs byte array (little endian)."""
+    try:
+        ranges = common.parse_ranges(s)
+    except ValueError:
+        raise ConfigError(f"invalid cpuset list {s!r}") from None
     bits = 0
-    for part in s.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            a = int(lo)
-            b = int(hi) if sep else a
-        except ValueError:
-            raise ConfigError(f"invalid cpuset list {s!r}") from None
+    for a, b in ranges:
         if a > b or a < 0:
             raise ConfigError(f"invalid cpuset list {s!r}")
-        for i in range(a, b + 1):
-            bits |= 1 << i
+        bits |= ((1 << (b - a + 1)) - 1) << a
     if bits == 0:
         raise ConfigError(f"empty cpuset list {s!r}")
     return bits.to_bytes((bits.bit_length() + 7) // 8, "little")

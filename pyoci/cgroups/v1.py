@@ -136,16 +136,9 @@ class V1Manager(Manager):
                     # the container's own cgroup: remove it and whatever the container made
                     # below it, waiting for exiting tasks to leave
                     c.rmdir_tree(d)
-                else:
-                    # a parent we made: shared with other containers maybe; keep it if busy
-                    try:
-                        os.rmdir(d)
-                    except FileNotFoundError:
-                        pass
-                    except OSError as e:
-                        if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                            raise SysError(f"remove cgroup {d}: {e.strerror}") from None
-                        kept.append(d)
+                elif not c.rmdir_parent(d):
+                    # a parent we made: shared with other containers maybe; kept if busy
+                    kept.append(d)
             except SysError as e:
                 first_error = first_error or e
                 kept.append(d)
@@ -657,11 +650,7 @@ class V1Manager(Manager):
             except SysError:
                 pass
         try:
-            for pid in self.pids():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+            c.signal_each(self.pids(), sig)
         finally:
             # a frozen task only acts on SIGKILL once thawed: thaw for it; otherwise
             # leave a paused container paused
@@ -731,11 +720,11 @@ class V1Manager(Manager):
         if not d:
             return {}
         out: dict[str, Any] = {}
-        cpus = _parse_list(c.read_opt(d, "cpuset.cpus") or "")
+        cpus = _cpu_list(c.read_opt(d, "cpuset.cpus") or "")
         if cpus:
             out["cpus"] = cpus
         out["cpu_exclusive"] = c.read_int(d, "cpuset.cpu_exclusive")
-        mems = _parse_list(c.read_opt(d, "cpuset.mems") or "")
+        mems = _cpu_list(c.read_opt(d, "cpuset.mems") or "")
         if mems:
             out["mems"] = mems
         for k in ("mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page",
@@ -840,19 +829,9 @@ def _omit(d: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in keep or v not in (0, None, [], "", {})}
 
 
-def _parse_list(s: str) -> list[int]:
+def _cpu_list(s: str) -> list[int]:
     """ "0-2,4" -> [0, 1, 2, 4]."""
-    out: list[int] = []
-    for part in s.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return out
+    return [i for a, b in c.parse_ranges(s) for i in range(a, b + 1)]
 
 
 def _blkio_entries(text: str) -> list[dict[str, Any]]:

@@ -170,7 +170,7 @@ class V2Manager(Manager):
         if not os.path.isabs(path):
             path = os.path.join(mountpoint, path)
         path = os.path.normpath(path)
-        if not common_is_within(path, mountpoint):
+        if not common.is_within(path, mountpoint):
             raise ConfigError(f"linux.cgroupsPath: {path} is outside the cgroup2 "
                               f"hierarchy at {mountpoint}")
         self.path = path
@@ -376,13 +376,7 @@ class V2Manager(Manager):
             common.rmdir_tree(self.path)
         for d in sorted((c for c in self.created if c != self.path),
                         key=lambda s: s.count("/"), reverse=True):
-            try:
-                os.rmdir(d)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                    raise SysError(f"remove cgroup {d}: {e.strerror}") from None
+            common.rmdir_parent(d)        # kept while other containers use it
         self.created = [c for c in self.created if os.path.isdir(c)]
 
     # -- resources ---------------------------------------------------------------------
@@ -609,11 +603,7 @@ class V2Manager(Manager):
             except (SysError, UnsupportedError):
                 can_freeze = False
         try:
-            for pid in self.pids():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+            common.signal_each(self.pids(), sig)
         finally:
             if can_freeze:
                 self.thaw()
@@ -640,10 +630,6 @@ class V2Manager(Manager):
         m = cls(d["path"], d.get("mountpoint", DEFAULT_MOUNTPOINT), d.get("created"))
         m.rootless = bool(d.get("rootless"))
         return m
-
-
-def common_is_within(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def check_unified_key(k: object) -> None:

@@ -107,7 +107,10 @@ def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict]) -> None:
 def map_with_helper(tool: str, pid: int, maps: list[dict], field: str) -> None:
     """Run newuidmap/newgidmap PID (containerID hostID size)... (package uidmap); their
     complaint (a range not granted by /etc/subuid or /etc/subgid...) is the error."""
-    path = _find_program(tool)
+    from pyoci.linux import spawn
+
+    path = spawn.find(tool, os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+                      ("/usr/bin", "/bin"))
     if path is None:
         raise SysError(f"linux.{field}: this mapping needs root or {tool} (package uidmap) "
                        f"with ranges in /etc/sub{'uid' if tool == 'newuidmap' else 'gid'}: "
@@ -115,38 +118,14 @@ def map_with_helper(tool: str, pid: int, maps: list[dict], field: str) -> None:
     argv = [tool, str(pid)]
     for m in maps:
         argv += [str(m["containerID"]), str(m["hostID"]), str(m["size"])]
-    r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        child = os.posix_spawn(path, argv, os.environ, file_actions=[
-            (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+        code, out = spawn.output(path, argv)
     except OSError as e:
-        os.close(r)
-        os.close(w)
         raise SysError(f"linux.{field}: run {path}: {e.strerror}") from None
-    os.close(w)
-    out = b""
-    try:
-        while True:
-            chunk = os.read(r, 4096)
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        os.close(r)
-    _, status = os.waitpid(child, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    if code != 0:
         why = out.decode(errors="replace").strip().splitlines()
         raise SysError(f"linux.{field}: {tool} {pid} {' '.join(argv[2:])} failed"
                        + (f": {why[-1]}" if why else ""))
-
-
-def _find_program(name: str) -> str | None:
-    for d in os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":") + \
-            ["/usr/bin", "/bin"]:
-        p = os.path.join(d or ".", name)
-        if os.path.isfile(p) and os.access(p, os.X_OK):
-            return p
-    return None
 
 
 def write_time_offsets(offsets: dict) -> None:

@@ -68,9 +68,10 @@ def test_marshal_round_trip(sig, values):
 
 def test_message_round_trip():
     body = ["u.scope", "replace", [("PIDs", ("au", [42]))], []]
-    raw = dbus.build_message(dbus.METHOD_CALL, 9, {dbus.F_PATH: sd.SD_PATH, dbus.F_MEMBER: "Start",
-                                               dbus.F_DESTINATION: sd.SD_DEST},
-                           "ssa(sv)a(sa(sv))", body)
+    raw = dbus.build_message(dbus.METHOD_CALL, 9, {dbus.F_PATH: sd.SD_PATH,
+                                                   dbus.F_MEMBER: "Start",
+                                                   dbus.F_DESTINATION: sd.SD_DEST},
+                             "ssa(sv)a(sa(sv))", body)
     m = dbus.parse_message(raw)
     assert m["serial"] == 9 and m["type"] == dbus.METHOD_CALL
     assert m["fields"][dbus.F_MEMBER] == "Start"
@@ -294,13 +295,13 @@ class FakeSystemd:
                 out.append(dbus.build_message(dbus.METHOD_RETURN, serial, reply, "s", [":1.9"]))
             elif member == "Get":
                 out.append(dbus.build_message(dbus.METHOD_RETURN, serial, reply, "v",
-                                            [("s", self.version)]))
+                                              [("s", self.version)]))
             elif member in ("StartTransientUnit", "StopUnit"):
                 if member == "StartTransientUnit" and self.unit_exists_once:
                     self.unit_exists_once = False
                     out.append(dbus.build_message(
                         dbus.ERROR, serial, {**reply, dbus.F_ERROR_NAME:
-                                           "org.freedesktop.systemd1.UnitExists"},
+                                             "org.freedesktop.systemd1.UnitExists"},
                         "s", ["Unit exists"]))
                 else:
                     self.jobs += 1
@@ -456,7 +457,7 @@ def serve_as_systemd(conn: dbus.DBusConnection, calls: list, stop: threading.Eve
             job = f"/org/freedesktop/systemd1/job/{jobs}"
             conn.send(dbus.METHOD_RETURN, to, "o", [job])
             conn.send(dbus.SIGNAL, {dbus.F_PATH: sd.SD_PATH, dbus.F_INTERFACE: sd.SD_MANAGER,
-                                  dbus.F_MEMBER: "JobRemoved"}, "uoss",
+                                    dbus.F_MEMBER: "JobRemoved"}, "uoss",
                       [jobs, job, m["body"][0], "done"])
         else:
             conn.send(dbus.METHOD_RETURN, to)

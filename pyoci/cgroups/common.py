@@ -10,9 +10,7 @@ import time
 
 from pyoci.errors import ConfigError, SysError
 
-CGROUP_SUPER_MAGIC = 0x27E0EB
 CGROUP2_SUPER_MAGIC = 0x63677270
-TMPFS_MAGIC = 0x01021994
 
 # runc's built-in allowed device rules (libcontainer/specconv AllowedDevices), appended
 # after the config's own rules: mknod of anything, the standard character devices, the

@@ -67,10 +67,6 @@ RECURSIVE_OPTIONS: dict[str, tuple[bool, int]] = {
     "rsymfollow": (True, sc.MOUNT_ATTR_NOSYMFOLLOW),
 }
 
-
-EXTENSION_OPTIONS = ("tmpcopyup", "idmap", "ridmap")
-
-
 # statvfs f_flag bits -> MS_* (they differ for relatime and nosymfollow)
 _ST_TO_MS = {
     os.ST_RDONLY: sc.MS_RDONLY, os.ST_NOSUID: sc.MS_NOSUID, os.ST_NODEV: sc.MS_NODEV,
@@ -78,16 +74,8 @@ _ST_TO_MS = {
     os.ST_NODIRATIME: sc.MS_NODIRATIME, os.ST_RELATIME: sc.MS_RELATIME,
     0x2000: sc.MS_NOSYMFOLLOW,
 }
-
-
 _ATIME_FLAGS = sc.MS_NOATIME | sc.MS_NODIRATIME | sc.MS_RELATIME | sc.MS_STRICTATIME
-
-
-_LOCKABLE_FLAGS = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | _ATIME_FLAGS
-
-
 _DEFAULT_CGROUP_FLAGS = sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV
-
 
 # where runc lets a non-proc mount go inside /proc (lxcfs-style emulation)
 _PROC_MOUNT_ALLOWED = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat",
@@ -254,7 +242,7 @@ def check(spec: dict, bundle: str) -> None:
 
 
 def do_mount(source: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None, what: str) -> None:
+             data: str | None, what: str) -> None:
     try:
         sc.mount(source, target, fstype, flags, data or None)
     except OSError as e:
@@ -482,7 +470,7 @@ def mount_bind(root_fd: int, rootfs: str, mnt: Mount, *, userns: bool = False,
                     os.close(tree_fd)
         else:
             do_mount(src, fd_path(target), None, sc.MS_BIND | (mnt.flags & sc.MS_REC), None,
-                   f"{mnt.where}: bind {mnt.source} on {mnt.destination}")
+                     f"{mnt.where}: bind {mnt.source} on {mnt.destination}")
     finally:
         os.close(target)
     fd = open_mounted(root_fd, rootfs, mnt.destination)
@@ -545,7 +533,7 @@ def mount_filesystem(root_fd: int, rootfs: str, mnt: Mount) -> None:
         if mnt.copyup:
             copy_from = os.open(fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         do_mount(mnt.source or mnt.type or "none", fd_path(fd), mnt.type, flags, mnt.data,
-               f"{mnt.where}: mount {mnt.type} on {mnt.destination}")
+                 f"{mnt.where}: mount {mnt.type} on {mnt.destination}")
     finally:
         os.close(fd)
     fd = open_mounted(root_fd, rootfs, mnt.destination)
@@ -659,7 +647,7 @@ def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: dict) -> None:
             fd = mkdir_all_in_root(root_fd, dest)
             try:
                 do_mount(h["fstype"], fd_path(fd), h["fstype"], flags, ",".join(h["options"]),
-                       f"{mnt.where}: mount {h['fstype']} on {dest}")
+                         f"{mnt.where}: mount {h['fstype']} on {dest}")
             finally:
                 os.close(fd)
         else:

@@ -159,7 +159,3 @@ def loopback_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, _struct.pack("16sH14x", b"lo", flags | IFF_UP))
     finally:
         s.close()
-
-
-def ns_inode(pid: int | str, t: str) -> str:
-    return os.readlink(f"/proc/{pid}/ns/{PROC_NAME[t]}")

@@ -67,7 +67,7 @@ def make_parent_mount_private(rootfs: str) -> None:
     mi = mount_of(os.path.realpath(rootfs), parse_mountinfo())
     if mi and any(o.startswith("shared:") for o in mi["optional"]):
         do_mount(None, mi["mountpoint"], None, sc.MS_PRIVATE, None,
-               "rootfs parent mount: make private")
+                 "rootfs parent mount: make private")
 
 
 def needs_dev_setup(mounts: list[Mount]) -> bool:

@@ -21,7 +21,7 @@ from pyoci.errors import ConfigError, PyociError
 from pyoci.linux import process, sock
 from pyoci.spec import load
 from pyoci.state import check_id
-from support.harness import PYOCI_SCRIPT
+from support.harness import PYOCI_SCRIPT, REPO
 
 # Modules that must not be imported on the create/run path nor in the init: each costs
 # milliseconds (or pulls in what does) and pyoci has a built-in/C replacement for it.
@@ -167,6 +167,60 @@ def test_sock_passes_fds_as_socket_does():
             os.close(fd)
         a.close()
         b.close()
+
+
+# --- libc is ctypes ----------------------------------------------------------------------
+
+def test_libc_types_are_ctypes():
+    import ctypes
+
+    from pyoci.linux import libc
+
+    for name in ("c_int", "c_uint", "c_long", "c_ulong", "c_char_p", "c_size_t", "c_uint64"):
+        ours, theirs = getattr(libc, name), getattr(ctypes, name)
+        assert libc.sizeof(ours) == ctypes.sizeof(theirs), name
+        assert ours._type_ == theirs._type_, name
+    for v in (0, 1, -1, 2**31 - 1, -2**31):
+        assert libc.c_int(v).value == ctypes.c_int(v).value
+    for v in (0, 2**32 - 1, 2**32, -1):
+        assert libc.c_uint(v).value == ctypes.c_uint(v).value
+        assert libc.c_ulong(v).value == ctypes.c_ulong(v).value
+    assert libc.c_char_p(b"x").value == b"x"
+
+
+def test_libc_calls_as_ctypes_cdll():
+    """Same functions, restype, argtypes and errno as ctypes.CDLL(None, use_errno=True)."""
+    import ctypes
+
+    from pyoci.linux import libc, syscalls
+
+    ours, theirs = libc.CDLL(None), ctypes.CDLL(None, use_errno=True)
+    assert ours.getpid() == theirs.getpid() == os.getpid()
+    assert ours.getpid is ours.getpid                       # made once, as ctypes
+    assert ours.strlen(b"hello") == theirs.strlen(b"hello") == 5
+    for lib in (ours, theirs):
+        lib.labs.restype = ctypes.c_long
+        lib.labs.argtypes = (libc.c_long,)
+    assert ours.labs(-2**40) == theirs.labs(-2**40) == 2**40
+    assert ours.close(-1) == theirs.close(-1) == -1
+    assert libc.get_errno() == ctypes.get_errno() == 9       # EBADF, use_errno for both
+    with pytest.raises(OSError) as ei:
+        syscalls.pidfd_open(-5)
+    assert ei.value.errno == 22 and str(ei.value).endswith("pidfd_open -5: Invalid argument")
+    fd = syscalls.pidfd_open(os.getpid())
+    os.close(fd)
+    assert syscalls._b("\udcff/x") == os.fsencode("\udcff/x")
+
+
+def test_syscalls_import_neither_ctypes_nor_os():
+    """The process of `pyoci exec` that only re-executes itself (pyoci.linux.sealed) needs
+    open_tree and mount_setattr: importing them costs no ctypes and no os (~3 ms)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import pyoci.linux.syscalls; "
+            "print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([launcher_python(), "-IS", "-c", code, REPO], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert "pyoci.linux.syscalls" in out
+    assert "ctypes" not in out and "os" not in out, out
 
 
 # --- plain checks equal to the regular expressions they replace ---------------------------

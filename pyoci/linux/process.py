@@ -90,8 +90,8 @@ def preload(process: dict) -> None:
     would resolve in the container's root filesystem."""
     import _prctl  # noqa: F401 - used by capabilities and finalize
 
-    from pyoci.linux import apparmor  # noqa: F401
-
+    if process.get("apparmorProfile"):
+        from pyoci.linux import apparmor  # noqa: F401
     if process.get("terminal"):
         import termios  # noqa: F401
 

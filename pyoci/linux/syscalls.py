@@ -2,17 +2,20 @@
 
 One small function per syscall, named after it. Each raises OSError (with errno and a
 message naming the call and its argument) on failure. Tests may monkeypatch any of them.
-Constants are for x86_64 (syscall numbers) and the generic Linux ABI.
+Constants are for x86_64 (syscall numbers) and the generic Linux ABI. Built on `_ctypes`
+and `posix` alone (pyoci.linux.libc): importing it costs no `ctypes`, no `os`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
+import posix
+import sys
+
+from pyoci.linux import libc as ctypes
 
 # The one handle on the C library: every pyoci module calling libc through ctypes uses it
 # (each CDLL would otherwise build its own function pointers).
-libc = _libc = ctypes.CDLL(None, use_errno=True)
+libc = _libc = ctypes.CDLL(None)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
@@ -64,7 +67,7 @@ AT_NO_AUTOMOUNT = 0x800
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 OPEN_TREE_CLONE = 1
-OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+OPEN_TREE_CLOEXEC = posix.O_CLOEXEC
 MOVE_MOUNT_F_SYMLINKS = 0x1
 MOVE_MOUNT_F_AUTOMOUNTS = 0x2
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
@@ -139,14 +142,17 @@ _setdomainname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 
 def _err(what: str, arg: object = None) -> OSError:
     e = ctypes.get_errno()
-    msg = f"{what}: {os.strerror(e)}" if arg is None else f"{what} {arg}: {os.strerror(e)}"
+    msg = f"{what}: {posix.strerror(e)}" if arg is None else f"{what} {arg}: {posix.strerror(e)}"
     return OSError(e, msg)
 
 
 def _b(s: str | bytes | None) -> bytes | None:
     if s is None or isinstance(s, bytes):
         return s
-    return os.fsencode(s)
+    return s.encode(_FS_ENCODING, _FS_ERRORS)   # os.fsencode
+
+
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def unshare(flags: int) -> None:
@@ -230,7 +236,7 @@ class _OpenHow(ctypes.Structure):
 
 
 def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    how = _OpenHow(flags | posix.O_CLOEXEC, mode, resolve)
     r = _syscall(SYS_openat2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how))
     if r < 0:
         raise _err("openat2", path)

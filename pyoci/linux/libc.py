@@ -1,0 +1,61 @@
+"""The C library through `_ctypes` alone: what pyoci.linux.syscalls needs of `ctypes`.
+
+`ctypes` is a Python layer over its C module `_ctypes` that costs ~3 ms to import (with
+`os`, `struct`, `types` and its class set-up) where `_ctypes` costs a fraction: the process
+of `pyoci exec` that only re-executes itself (pyoci.linux.sealed: open_tree, mount_setattr)
+needs no more than this. The types here are ctypes' own definitions (`_type_` codes);
+objects of real ctypes types mix with them freely (the C side sees the same thing), and
+tests/test_imports.py checks them against ctypes.
+"""
+
+import _ctypes
+
+Structure = _ctypes.Structure
+byref = _ctypes.byref
+sizeof = _ctypes.sizeof
+get_errno = _ctypes.get_errno
+
+
+class c_int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class c_uint(_ctypes._SimpleCData):
+    _type_ = "I"
+
+
+class c_long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class c_ulong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class c_char_p(_ctypes._SimpleCData):
+    _type_ = "z"
+
+
+c_size_t = c_ulong      # LP64 (Linux x86_64, arm64), as ctypes picks it
+c_uint64 = c_ulong
+
+
+class CDLL:
+    """ctypes.CDLL(name, use_errno=True): `lib.name` is the C function (its restype c_int
+    until set), made once and kept, as ctypes does."""
+
+    def __init__(self, name: str | None) -> None:
+        class _FuncPtr(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = c_int
+
+        self._FuncPtr = _FuncPtr
+        self._handle = _ctypes.dlopen(name, _ctypes.RTLD_LOCAL)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        func = self._FuncPtr((name, self))
+        func.__name__ = name
+        setattr(self, name, func)
+        return func

@@ -7,10 +7,13 @@ import os
 import time
 from pyoci.record import dataclass
 
-from pyoci import jsonio
+from pyoci import TYPE_CHECKING, jsonio
 from pyoci import state as st_mod
 from pyoci.errors import (ContainerExists, ContainerNotFound, PyociError, StateError,
                           SysError)
+
+if TYPE_CHECKING:
+    from pyoci.spec import config
 
 
 @dataclass
@@ -78,23 +81,12 @@ def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
     for t, path in ns.items():
         if path:
             nsmod.check_path_type(t, path)
-    from pyoci.linux import capabilities, process as procmod, rlimits
-
-    capabilities.check(proc.get("capabilities"))
-    rlimits.check(proc.get("rlimits") or [])
-    procmod.check(proc)
     linux = spec.get("linux") or {}
+    spec_load.check_process(proc, linux)
     if linux.get("seccomp"):
         from pyoci.linux import seccomp
 
         seccomp.check(linux["seccomp"])
-    if proc.get("apparmorProfile"):
-        from pyoci.linux import apparmor
-
-        apparmor.check(proc["apparmorProfile"])
-    if proc.get("selinuxLabel") or linux.get("mountLabel"):
-        if not os.path.exists("/sys/fs/selinux/enforce"):
-            raise PyociError("process.selinuxLabel: SELinux is not enabled on this host")
     if spec.get("hooks"):
         from pyoci.linux import hooks
 
@@ -172,18 +164,19 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     On any error nothing is left behind (state dir, cgroup, processes)."""
     from pyoci import init as init_mod
     from pyoci.linux import channel as ch
-    from pyoci.spec import load as spec_load
+    from pyoci.spec import config, load as spec_load
 
     st_mod.check_id(opts.cid)
     bundle = os.path.abspath(opts.bundle)
-    spec = spec_load.read_config(bundle)
-    _seal(spec)                       # before the checks: they would be done twice
-    rootfs = _check_config(spec, bundle, opts)
+    doc = spec_load.read_config(bundle)
+    _seal(doc)                        # before the checks: they would be done twice
+    rootfs = _check_config(doc, bundle, opts)
+    spec = config.parse(doc)          # what everything from here on reads
+    ns = spec.linux.namespace_paths()
     root = st_mod.ensure_root(opts.root)
     cdir = st_mod.container_dir(root, opts.cid)
     st = st_mod.State(id=opts.cid, bundle=bundle, rootfs=rootfs, created=_rfc3339_now(),
-                      annotations=spec.get("annotations") or {},
-                      oci_version=spec.get("ociVersion", "1.3.0"), dir=cdir)
+                      annotations=spec.annotations, oci_version=spec.oci_version, dir=cdir)
 
     # The bootstrap child is forked as soon as the config is known to be valid: it loads
     # what the init needs (~2 ms) while this process sets up the cgroup manager, the state
@@ -192,7 +185,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     # Without a mount namespace the init mounts in ours: what appears under the rootfs from
     # now on is the container's (recorded in the state, unmounted at delete or on failure)
     host_mounts = None
-    if "mount" not in spec_load.namespaces(spec):
+    if "mount" not in ns:
         from pyoci.linux import mountinfo
 
         host_mounts = mountinfo.mounts_under(rootfs)
@@ -202,7 +195,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     public = st_mod.public_state(st, "creating")
     ctx = init_mod.InitContext(
         spec=spec, cid=opts.cid, bundle=bundle, rootfs=rootfs,
-        ns=spec_load.namespaces(spec), chan=child_chan,
+        ns=ns, chan=child_chan,
         console_fd=foreground_console.fileno() if foreground_console is not None else -1,
         extra_fds=listen + opts.preserve_fds,
         extra_env=[f"LISTEN_FDS={listen}", "LISTEN_PID=1"] if listen else [],
@@ -220,12 +213,12 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     rs = Rollback(bootstrap=pid, host_mounts=host_mounts, rootfs=rootfs)
     cg = None
     try:
-        linux = spec.get("linux") or {}
+        linux = spec.linux
         from pyoci import cgroups
 
-        cg = cgroups.new_manager(linux.get("cgroupsPath"), opts.cid,
+        cg = cgroups.new_manager(linux.cgroups_path or None, opts.cid,
                                  systemd=opts.systemd_cgroup)
-        cg.check(linux.get("resources"))
+        cg.check(linux.resources)
         if opts.rootless_cgroups:
             cg = _rootless_cgroup(cg, linux, rs)
         try:
@@ -255,7 +248,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
 _DENIED = (1, 13, 30)     # EPERM, EACCES, EROFS: runc's isIgnorableError
 
 
-def _rootless_cgroup(cg, linux: dict, rs: Rollback):
+def _rootless_cgroup(cg, linux: config.Linux, rs: Rollback):
     """Rootless cgroups (runc's rules): make the container's cgroup now; where the caller
     may not (EPERM, EACCES, EROFS), go on without one if the config neither names a
     cgroupsPath nor asks for a limit, else fail saying what needs root. A delegated,
@@ -264,9 +257,9 @@ def _rootless_cgroup(cg, linux: dict, rs: Rollback):
     Returns the manager, or None when the container runs in the caller's cgroup."""
     from pyoci import log
 
-    res = linux.get("resources")
+    res = linux.resources
     if res and "devices" in res:
-        linux["resources"] = res = {k: v for k, v in res.items() if k != "devices"}
+        linux.resources = res = {k: v for k, v in res.items() if k != "devices"}
     rs.cgroup_made = True
     if hasattr(cg, "rootless"):
         cg.rootless = True
@@ -281,7 +274,7 @@ def _rootless_cgroup(cg, linux: dict, rs: Rollback):
         except Exception:  # noqa: BLE001 - what it made is ours; nothing else to do
             pass
         rs.cgroup_made = False
-        if linux.get("cgroupsPath"):
+        if linux.cgroups_path:
             raise SysError(f"linux.cgroupsPath: {e} (a rootless container can only use a "
                            "cgroup its user may write: delegate one, or leave cgroupsPath "
                            "empty)") from None
@@ -300,7 +293,7 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
 
     pid = rs.bootstrap
     st_mod.write_atomic(os.path.join(st.dir, st_mod.CONFIG_FILE),
-                        jsonio.dumps(spec).encode())
+                        jsonio.dumps(spec.raw).encode())
     # Recorded before anything is made: a create killed from here on leaves a container
     # that `state` and `list` show ("creating") and `delete --force` removes whole.
     me, boot = st_mod.proc_stat(os.getpid()), st_mod.proc_stat(pid)
@@ -324,7 +317,7 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
         socks.append(cs)
         setup.names.append("console")
         fds.append(cs.fileno())
-    linux = spec.get("linux") or {}
+    linux = spec.linux
     background = bool(cg is not None and getattr(cg, "join_in_background", False))
     if cg is not None:
         rs.cgroup_made = True          # (destroy removes what exists of it)
@@ -348,17 +341,16 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
                 st_mod.save(st)
             if st_mod.FAULT:
                 st_mod.fault("create:cgroup")
-            _apply_resources(cg, linux.get("resources"))
+            _apply_resources(cg, linux.resources)
     # the bootstrap's go: what it could not inherit (made after the fork) comes with it
     setup.cgroup_later = background
     chan.send(setup, fds)
     os.close(fifo_fd)
-    hooks = spec.get("hooks") or {}
+    hooks = spec.hooks
     while True:
         msg = chan.recv()
         if isinstance(msg, ch.UserNs):
-            nsmod.write_id_maps(pid, linux.get("uidMappings") or [],
-                                linux.get("gidMappings") or [])
+            nsmod.write_id_maps(pid, linux.uid_mappings, linux.gid_mappings)
             chan.send(ch.Ok())
         elif isinstance(msg, ch.Pid):
             init_pid = msg.pid
@@ -375,10 +367,10 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
                 st_mod.fault("create:pid")
             public["pid"] = init_pid
             moved = None
-            if linux.get("netDevices"):
+            if linux.net_devices:
                 from pyoci.linux import netdev
 
-                moved = netdev.move_devices(linux["netDevices"], init_pid)
+                moved = netdev.move_devices(linux.net_devices, init_pid)
             idmap = _idmapped_mounts(spec, init_pid, st.bundle, "user" in ns)
             sources = _bind_sources(spec, init_pid, st.bundle, ns)
             try:
@@ -391,7 +383,7 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
             if joiner is not None:
                 joiner.finish(init_pid)           # the bootstrap's write paid the wait
                 rs.joiner = None
-                _apply_resources(cg, linux.get("resources"))
+                _apply_resources(cg, linux.resources)
                 if st_mod.FAULT:
                     st_mod.fault("create:init-cgroup")
                 try:
@@ -404,7 +396,7 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
             from pyoci.linux.hooks import run_hooks
 
             rs.hooks_ran = True
-            if hooks.get("poststop"):             # delete --force runs them after a crash
+            if hooks.poststop:                    # delete --force runs them after a crash
                 st.creating["hooks"] = True
                 st_mod.save(st)
             run_hooks(hooks, "prestart", public)
@@ -418,7 +410,7 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
             # fails); the init keeps it for the filter's load
             from pyoci.linux import seccomp as seccomp_mod
 
-            listener = seccomp_mod.connect_listener(linux["seccomp"]["listenerPath"])
+            listener = seccomp_mod.connect_listener(linux.seccomp.listener_path)
             try:
                 chan.send(ch.Ok(), [listener.fileno()])
             finally:
@@ -521,17 +513,17 @@ class _Joiner:
         self.cg.add(init_pid)
 
 
-def _idmapped_mounts(spec: dict, pid: int, bundle: str, userns: bool) -> dict[int, int]:
+def _idmapped_mounts(spec: config.Spec, pid: int, bundle: str,
+                     userns: bool) -> dict[int, int]:
     """With a user namespace, idmap/ridmap mounts are made here on the host side (the kernel
     refuses to id-map most filesystems from inside a user namespace) and sent to the init."""
-    if not userns or not any(o in ("idmap", "ridmap") for m in spec.get("mounts") or []
-                             for o in m.get("options") or []):
+    if not userns or not any(o in ("idmap", "ridmap") for m in spec.mounts for o in m.options):
         return {}
     from pyoci.linux import mounts
 
     nsfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return mounts.prepare_idmapped_mounts(spec, nsfd, bundle)
+        return mounts.prepare_idmapped_mounts(spec.raw, nsfd, bundle)
     finally:
         os.close(nsfd)
 
@@ -546,22 +538,22 @@ def _await_exec(chan) -> None:
         raise SysError(f"unexpected message {msg.tag!r} from container init")
 
 
-def _bind_sources(spec: dict, pid: int, bundle: str, ns: dict) -> dict[int, int]:
+def _bind_sources(spec: config.Spec, pid: int, bundle: str, ns: dict) -> dict[int, int]:
     """In a user namespace of its own the init may not reach a bind source (a directory on
     the way only the host's root may search): they are opened here, as runc does (a
     rootless caller could not reach more than the init). Only in a new mount namespace:
     one joined by path may be shaped by processes that are not this container's, and
     nothing is resolved there with the host's credentials."""
     if os.geteuid() != 0 or "user" not in ns or "mount" not in ns or ns["mount"] or not any(
-            m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or [])
-            for m in spec.get("mounts") or [] if isinstance(m, dict)):
+            m.type == "bind" or any(o in ("bind", "rbind") for o in m.options)
+            for m in spec.mounts):
         return {}
     from pyoci.linux import mounts
 
-    return mounts.open_bind_sources(spec, pid, bundle)
+    return mounts.open_bind_sources(spec.raw, pid, bundle)
 
 
-def _abort_create(st: st_mod.State, spec: dict, cg, rs: Rollback) -> None:
+def _abort_create(st: st_mod.State, spec: config.Spec, cg, rs: Rollback) -> None:
     """Undo a failed create: kill what was started, remove cgroup and state dir."""
     if rs.joiner is not None:
         rs.joiner.wait()               # no cgroup.procs write may race the rmdir
@@ -590,7 +582,7 @@ def _abort_create(st: st_mod.State, spec: dict, cg, rs: Rollback) -> None:
     if rs.hooks_ran:
         from pyoci.linux.hooks import run_hooks
 
-        run_hooks(spec.get("hooks"), "poststop", st_mod.public_state(st, "stopped"),
+        run_hooks(spec.hooks, "poststop", st_mod.public_state(st, "stopped"),
                   warn_only=True)
     if rs.dir_made:                       # not another container's directory (EEXIST)
         _rmtree(st.dir)
@@ -653,11 +645,15 @@ def start(root: str, cid: str) -> None:
         run_hooks(hooks, "poststart", st_mod.public_state(st, "running"), warn_only=True)
 
 
-def _poststart_hooks(st) -> dict | None:
-    """Only read the stored config when it has poststart hooks (start must stay cheap)."""
-    cfg = st_mod.load_config(st)
-    hooks = cfg.get("hooks") or {}
-    return hooks if hooks.get("poststart") else None
+def _poststart_hooks(st) -> config.Hooks | None:
+    """Only parse the stored config's hooks when it has poststart hooks (start must stay
+    cheap)."""
+    hooks = st_mod.load_config(st).get("hooks")
+    if not hooks or not hooks.get("poststart"):
+        return None
+    from pyoci.spec import config
+
+    return config.Hooks.parse(hooks)
 
 
 def _release(st) -> None:
@@ -986,14 +982,15 @@ def destroy(st) -> None:
     if st.cgroup:
         destroy_cgroup(st)
     try:
-        cfg = st_mod.load_config(st)
+        hooks = st_mod.load_config(st).get("hooks")
     except (OSError, ValueError):
-        cfg = {}
-    hooks = cfg.get("hooks") or {}
-    if hooks.get("poststop") and (st.creating is None or st.creating.get("hooks")):
+        hooks = None
+    if hooks and hooks.get("poststop") and (st.creating is None or st.creating.get("hooks")):
         from pyoci.linux.hooks import run_hooks
+        from pyoci.spec import config
 
-        run_hooks(hooks, "poststop", st_mod.public_state(st, "stopped"), warn_only=True)
+        run_hooks(config.Hooks.parse(hooks), "poststop", st_mod.public_state(st, "stopped"),
+                  warn_only=True)
     _rmtree(st.dir)
 
 

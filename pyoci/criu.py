@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import os
 
-from pyoci import jsonio
+from pyoci import TYPE_CHECKING, jsonio
 from pyoci.pbwire import read_varint, varint
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
 from pyoci.linux import spawn
+
+if TYPE_CHECKING:
+    from pyoci.spec import config
 
 _CHECKPOINT_FLAGS = {
     "image-path": ("image_path", True), "work-path": ("work_path", True),
@@ -409,35 +412,31 @@ def _dir_fd(path: str, what: str, create: bool) -> int:
         raise SysError(f"{what} {path}: {e.strerror}") from None
 
 
-def _mounts_external(spec: dict, restore: bool, bundle: str) -> list[dict]:
+def _mounts_external(spec: config.Spec, restore: bool, bundle: str) -> list[dict]:
     """runc's external mounts: each bind mount (destination -> destination at dump, ->
     source at restore) and each masked file (-> /dev/null)."""
     out = []
-    for m in spec.get("mounts") or []:
-        opts = m.get("options") or []
-        if m.get("type") == "bind" or "bind" in opts or "rbind" in opts:
-            dest = os.path.normpath(m["destination"])
-            src = m.get("source", "")
+    for m in spec.mounts:
+        if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+            dest = os.path.normpath(m.destination)
+            src = m.source
             if not os.path.isabs(src):
                 src = os.path.join(bundle, src)
             out.append({"key": dest, "val": src if restore else dest})
-    rootfs = spec.get("root", {}).get("path", "")
+    rootfs = spec.root.path
     rootfs = rootfs if os.path.isabs(rootfs) else os.path.join(bundle, rootfs)
-    for p in (spec.get("linux") or {}).get("maskedPaths") or []:
+    for p in spec.linux.masked_paths:
         host = os.path.join(rootfs, p.lstrip("/"))
         if os.path.exists(host) and not os.path.isdir(host):
             out.append({"key": p, "val": "/dev/null"})
     return out
 
 
-def _external_namespaces(spec: dict) -> list[tuple[str, str]]:
+def _external_namespaces(spec: config.Spec) -> list[tuple[str, str]]:
     """Namespaces the config joins by path: (type, path); only network is handed to CRIU
     (runc's extRootNetNS), the others it refuses."""
-    out = []
-    for ns in (spec.get("linux") or {}).get("namespaces") or []:
-        if ns.get("path") and ns.get("type") == "network":
-            out.append(("network", ns["path"]))
-    return out
+    return [("network", ns.path) for ns in spec.linux.namespaces
+            if ns.path and ns.type == "network"]
 
 
 # --- checkpoint ---------------------------------------------------------------------------
@@ -458,7 +457,9 @@ def checkpoint(root: str, cid: str, gopts: dict, o: dict) -> None:
             _check_status_fd(sfd, "checkpoint")
     else:
         sfd = -1                      # runc looks at --status-fd only with --lazy-pages
-    spec = st_mod.load_config(st)
+    from pyoci.spec import config
+
+    spec = config.parse(st_mod.load_config(st))
     cwd = os.getcwd()
     image_path = os.path.abspath(o.get("image_path") or os.path.join(cwd, "checkpoint"))
     work_path = os.path.abspath(o.get("work_path") or image_path)
@@ -545,18 +546,19 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
     """Restore the container cid from the images; returns the exit code (foreground: the
     restored process's, as `run`)."""
     from pyoci import container
-    from pyoci.spec import load as spec_load
+    from pyoci.spec import config, load as spec_load
 
     st_mod.check_id(cid)
     bundle = os.path.abspath(o.get("bundle") or ".")
-    spec = spec_load.read_config(bundle)
+    doc = spec_load.read_config(bundle)
     detach = bool(o.get("detach"))
     copts = container.CreateOptions(root=root, cid=cid, bundle=bundle,
                                     pid_file=o.get("pid_file"),
                                     console_socket=o.get("console_socket"),
                                     no_pivot=bool(o.get("no_pivot")), detach=detach,
                                     systemd_cgroup=bool(gopts.get("systemd_cgroup")))
-    rootfs = container._check_config(spec, bundle, copts)
+    rootfs = container._check_config(doc, bundle, copts)
+    spec = config.parse(doc)
     image_path = os.path.abspath(o.get("image_path") or os.path.join(os.getcwd(),
                                                                       "checkpoint"))
     work_path = os.path.abspath(o.get("work_path") or image_path)
@@ -570,8 +572,7 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
     check_criu(criu, "restore")
     if o.get("lazy_pages"):
         check_lazy_pages(criu, "restore")
-    proc = spec.get("process") or {}
-    terminal = bool(proc.get("terminal"))
+    terminal = spec.process.terminal
     if not detach and not o.get("no_subreaper"):
         from pyoci.linux import syscalls as sc
 
@@ -579,9 +580,8 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
     root = st_mod.ensure_root(root)
     cdir = st_mod.container_dir(root, cid)
     st = st_mod.State(id=cid, bundle=bundle, rootfs=rootfs, created=container._rfc3339_now(),
-                      annotations=spec.get("annotations") or {},
-                      oci_version=spec.get("ociVersion", "1.3.0"), dir=cdir)
-    linux = spec.get("linux") or {}
+                      annotations=spec.annotations, oci_version=spec.oci_version, dir=cdir)
+    linux = spec.linux
     rs = container.Rollback()
     criu_root: list[str] = []           # the bind mount CRIU pivots into, while it exists
     cg = None
@@ -590,8 +590,9 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
     try:
         from pyoci import cgroups
 
-        cg = cgroups.new_manager(linux.get("cgroupsPath"), cid, systemd=copts.systemd_cgroup)
-        cg.check(linux.get("resources"))
+        cg = cgroups.new_manager(linux.cgroups_path or None, cid,
+                                 systemd=copts.systemd_cgroup)
+        cg.check(linux.resources)
         try:
             os.mkdir(cdir, 0o700)
         except FileExistsError:
@@ -601,7 +602,7 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
         rs.dir_made = True
         with st_mod.Lock(cdir):
             st_mod.write_atomic(os.path.join(cdir, st_mod.CONFIG_FILE),
-                                jsonio.dumps(spec).encode())
+                                jsonio.dumps(spec.raw).encode())
             cs = None
             if copts.console_socket:
                 from pyoci.linux import terminal as term
@@ -642,15 +643,15 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
             sw = Swrk(criu)
             try:
                 cg.add(sw.pid)
-                cg.apply(linux.get("resources"))
+                cg.apply(linux.resources)
                 roots = _cgroup_roots(sw.pid, v1=cg.driver == "v1")
                 if roots:
                     opts["cg_root"] = roots
-                hooks = spec.get("hooks") or {}
+                hooks = spec.hooks
 
                 def notify(script: str, pid: int, fds: list[int]) -> None:
-                    if script == "setup-namespaces" and (hooks.get("prestart")
-                                                         or hooks.get("createRuntime")):
+                    if script == "setup-namespaces" and (hooks.prestart
+                                                         or hooks.create_runtime):
                         from pyoci.linux.hooks import run_hooks
 
                         rs.hooks_ran = True
@@ -685,7 +686,7 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
             from pyoci.linux import namespaces as nsmod
 
             st.namespaces = {t: f"/proc/{pid}/ns/{nsmod.PROC_NAME[t]}"
-                             for t in spec_load.namespaces(spec)}
+                             for t in spec.linux.namespace_paths()}
             st.started = True
             st_mod.save(st)
             if copts.pid_file:

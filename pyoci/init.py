@@ -27,6 +27,8 @@ from pyoci import TYPE_CHECKING
 if TYPE_CHECKING:
     import socket
 
+    from pyoci.spec.config import Hooks, Process, Spec
+
 
 @dataclass
 class InitContext:
@@ -34,7 +36,7 @@ class InitContext:
     makes afterwards (fifo_fd, console_fd for --console-socket, listener_sock) and
     cgroup_later arrive with its go (_receive_setup)."""
 
-    spec: dict
+    spec: Spec                              # the parsed config (pyoci.spec.config)
     cid: str
     bundle: str
     rootfs: str
@@ -66,7 +68,7 @@ def bootstrap(ctx: InitContext) -> None:
         _close_other_fds(ctx)
         _preload(ctx.spec, ctx)                   # while the parent makes the state dir...
         _receive_setup(ctx)                       # ...and sends exec.fifo & co
-        linux = ctx.spec.get("linux") or {}
+        linux = ctx.spec.linux
         fds = nsmod.open_paths(ctx.ns)
         nsmod.join(fds, only=("user",))
         if "user" in ctx.ns and ctx.ns["user"] is None:
@@ -89,8 +91,8 @@ def bootstrap(ctx: InitContext) -> None:
                                 else ("user",))
         if flags:
             sc.unshare(flags)
-        if ctx.ns.get("time", 1) is None and linux.get("timeOffsets"):
-            nsmod.write_time_offsets(linux["timeOffsets"])
+        if ctx.ns.get("time", 1) is None and linux.time_offsets:
+            nsmod.write_time_offsets(linux.time_offsets)
         sys.stdout.flush()
         pid = os.fork()
         if pid == 0:
@@ -136,8 +138,8 @@ def container_init(ctx: InitContext) -> None:
 
 def _container_init(ctx: InitContext) -> None:
     spec = ctx.spec
-    proc = spec.get("process") or {}
-    linux = spec.get("linux") or {}
+    proc = spec.process
+    linux = spec.linux
     setup = ctx.chan.expect(ch.InitSetup, 253)    # the parent recorded our pid
     # idmapped mounts and bind sources the parent opened on the host side (index in
     # mounts[] -> fd)
@@ -161,44 +163,44 @@ def _container_init(ctx: InitContext) -> None:
     from pyoci.linux import mounts, rootfs
 
     own_ns = "mount" in ctx.ns          # else the runtime's (see mountinfo.mounts_under)
-    if any(m.get("type") == "cgroup" for m in spec.get("mounts") or []):
+    if any(m.type == "cgroup" for m in spec.mounts):
         _await_cgroup(ctx)               # a cgroup mount shows the init's cgroup
-    rootfs.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns, mount_fds=mount_fds,
+    rootfs.prepare_rootfs(spec.raw, ctx.rootfs, userns="user" in ctx.ns, mount_fds=mount_fds,
                           bundle=ctx.bundle, source_fds=source_fds, own_ns=own_ns)
     for fd in fds:
         os.close(fd)
     _await_cgroup(ctx)                   # before hooks and anything forked
     ctx.chan.send(ch.Hooks())
     ctx.chan.expect(ch.Ok)                        # prestart + createRuntime ran
-    hooks = spec.get("hooks")
-    if hooks and hooks.get("createContainer"):
+    hooks = spec.hooks
+    if hooks.create_container:
         from pyoci.linux.hooks import run_hooks
 
         # without their own env they get process.env, as runc's init (HOME comes later)
         run_hooks(hooks, "createContainer", ctx.state,
-                  inherit=child.env_dict(list(proc.get("env") or []) + ctx.extra_env))
+                  inherit=child.env_dict(proc.env + ctx.extra_env))
     # After pivot_root the host's files (Python modules, libseccomp) are out of reach: load
     # every module the rest of the init needs now, and build the seccomp program here.
     _preload(spec)
-    seccomp = linux.get("seccomp")
+    seccomp = linux.seccomp
     seccomp_prog = None
-    if seccomp:
+    if seccomp is not None:
         from pyoci.linux import seccomp as seccomp_mod
 
         seccomp_prog = seccomp_mod.build(seccomp)
     if own_ns:
         rootfs.enter_rootfs(ctx.rootfs, ctx.no_pivot)
-        if rootfs.needs_dev_setup(mounts.parse_mounts(spec)):
+        if rootfs.needs_dev_setup(mounts.parse_mounts(spec.raw)):
             child.reopen_dev_null()
     else:                               # as runc: no pivot_root without a mount namespace
         os.chroot(os.path.realpath(ctx.rootfs))
         os.chdir("/")
     launch = procmod.Launch(
-        process=proc, chan=ctx.chan, personality=linux.get("personality"),
+        process=proc, chan=ctx.chan, personality=linux.personality,
         console_fd=ctx.console_fd, preserve=ctx.extra_fds, extra_env=ctx.extra_env,
         seccomp=seccomp_prog, rootless=ctx.rootless)
     ctx.console_fd = -1                           # execute() closes it
-    if seccomp_prog and seccomp.get("listenerPath"):
+    if seccomp_prog and seccomp.listener_path:
         launch.notify = lambda fd: _send_listener(ctx, fd)
     # The filter applies to what pyoci does after loading it too: it is the last thing
     # before the program's execve (the waiter's with the waiter).
@@ -213,31 +215,30 @@ def _finish_container(ctx: InitContext, own_ns: bool) -> None:
     from pyoci.linux import rootfs
 
     spec = ctx.spec
-    linux = spec.get("linux") or {}
-    if spec.get("hostname"):
-        sc.sethostname(spec["hostname"])
-    if spec.get("domainname"):
-        sc.setdomainname(spec["domainname"])
-    for key, value in (linux.get("sysctl") or {}).items():
+    linux = spec.linux
+    if spec.hostname:
+        sc.sethostname(spec.hostname)
+    if spec.domainname:
+        sc.setdomainname(spec.domainname)
+    for key, value in linux.sysctl.items():
         _write_sysctl(key, value)
-    rootfs.finish_rootfs(spec, own_ns)
+    rootfs.finish_rootfs(spec.raw, own_ns)
     if not ctx.no_new_keyring:
         from pyoci.linux import keyring
 
         keyring.join_session_keyring(ctx.cid)
-    if linux.get("memoryPolicy"):
+    if linux.memory_policy:
         from pyoci.linux import mempolicy
 
-        mempolicy.apply(linux["memoryPolicy"])
+        mempolicy.apply(linux.memory_policy)
 
 
 def _wait_for_start(ctx: InitContext, launch, path: str, env: dict[str, str]) -> None:
     """Between the process's setup and its execve: report Ready, then wait for `start`
     (the waiter, or this process) and run the startContainer hooks."""
     proc = launch.process
-    nnp = bool(proc.get("noNewPrivileges"))
+    nnp = proc.no_new_privileges
     prog = launch.seccomp
-    seccomp = (ctx.spec.get("linux") or {}).get("seccomp") or {}
     waiter_argv = _prepare_wait(ctx, proc, prog if nnp else None, path)
     # With the waiter and without no_new_privs the filter is loaded here, after "ready"
     # (no sendto under it): the runtime waits for the socket's EOF (close-on-exec) or the
@@ -245,7 +246,7 @@ def _wait_for_start(ctx: InitContext, launch, path: str, env: dict[str, str]) ->
     load_here = waiter_argv is not None and bool(prog) and not nnp
     if prog and not nnp and not load_here:
         _probe_filter(prog)             # loaded after `start`: its errors belong to create
-    if prog and seccomp.get("listenerPath"):
+    if prog and ctx.spec.linux.seccomp.listener_path:
         ctx.listener_sock = _receive_listener(ctx)
     ctx.chan.send(ch.Ready())
     if waiter_argv is not None:
@@ -265,7 +266,7 @@ def _wait_for_start(ctx: InitContext, launch, path: str, env: dict[str, str]) ->
     for sig, handler in old:
         _signal.signal(sig, handler)
     os.close(ctx.fifo_fd)
-    _start_container_hooks(ctx.spec.get("hooks"), ctx.state, fd, env)
+    _start_container_hooks(ctx.spec.hooks, ctx.state, fd, env)
     os.write(fd, b"0")                            # `start` succeeds
     os.close(fd)
 
@@ -276,9 +277,8 @@ def _send_listener(ctx: InitContext, notify_fd: int) -> None:
 
     if ctx.listener_sock is None:
         return
-    seccomp = ctx.spec["linux"]["seccomp"]
     seccomp_mod.send_listener(ctx.listener_sock, notify_fd, ctx.state,
-                              seccomp.get("listenerMetadata", ""))
+                              ctx.spec.linux.seccomp.listener_metadata)
     ctx.listener_sock.close()
 
 
@@ -349,7 +349,7 @@ _TERM_SIGNALS = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGQUIT, _signal.SIGTER
                  _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGALRM)
 
 
-def _prepare_wait(ctx: InitContext, proc: dict, program: tuple[bytes, int] | None,
+def _prepare_wait(ctx: InitContext, proc: Process, program: tuple[bytes, int] | None,
                   path: str) -> list[str] | None:
     """Before "ready", so that errors still reach the runtime: block the terminating signals
     (one sent as soon as `create` returns stays pending, across the execve of the waiter
@@ -373,11 +373,11 @@ def _die_on_termination_signals() -> list:
     return old
 
 
-def _start_container_hooks(hooks: dict | None, state: dict, fifo: int,
+def _start_container_hooks(hooks: Hooks, state: dict, fifo: int,
                            env: dict[str, str]) -> None:
     """Run the startContainer hooks while `start` waits on the fifo; on a failure tell it
     ("1" + the message) and exit: the container stops, the user program never runs."""
-    if not hooks or not hooks.get("startContainer"):
+    if not hooks.start_container:
         return
     from pyoci.linux.hooks import run_hooks
 
@@ -388,26 +388,26 @@ def _start_container_hooks(hooks: dict | None, state: dict, fifo: int,
         os._exit(1)
 
 
-def _preload(spec: dict, ctx: InitContext | None = None) -> None:
+def _preload(spec: Spec, ctx: InitContext | None = None) -> None:
     """Import what the init uses after pivot_root (lazy imports would fail there). With ctx
     (the bootstrap's call, in the host's mount namespace) also copy the waiter into a sealed
     memfd: its host file is out of reach after pivot_root."""
     from pyoci.linux import keyring, process  # noqa: F401
 
-    process.preload(spec.get("process") or {})
-    hooks = spec.get("hooks") or {}
-    if hooks.get("startContainer"):
+    if spec.process is not None:
+        process.preload(spec.process)
+    if spec.hooks.start_container:
         import select  # noqa: F401
 
         from pyoci.linux import hooks as _h  # noqa: F401
-    if (spec.get("linux") or {}).get("memoryPolicy"):
+    if spec.linux.memory_policy:
         from pyoci.linux import mempolicy  # noqa: F401
     # seccomp: install() and the listener's send_listener() need ctypes, pyoci.linux.sock
     # and pyoci.jsonio, all loaded already
     if ctx is not None:
         from pyoci.linux import waiter
 
-        ctx.waiter_fd = waiter.load(spec)
+        ctx.waiter_fd = waiter.load(spec.raw)   # its rule reads the document (see uses)
 
 
 def _write_sysctl(key: str, value: str) -> None:

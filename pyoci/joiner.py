@@ -20,6 +20,7 @@ from __future__ import annotations
 import _signal   # not signal: it imports enum
 import os
 
+from pyoci import TYPE_CHECKING
 from pyoci.errors import StateError
 from pyoci.linux import channel as ch
 from pyoci.linux import child
@@ -28,14 +29,17 @@ from pyoci.linux import process as procmod
 from pyoci.linux import syscalls as sc
 from pyoci.record import dataclass, field
 
+if TYPE_CHECKING:
+    from pyoci.spec.config import Personality, Process
+
 
 @dataclass
 class JoinJob:
     """What the children need, prepared by the runtime before the fork."""
 
-    process: dict                            # the runtime-spec process to execute
+    process: Process                         # the runtime-spec process to execute
     chan: ch.Channel                         # the children's end of the channel
-    personality: dict | None = None          # the container's linux.personality
+    personality: Personality | None = None   # the container's linux.personality
     ns: list[tuple[str, int]] = field(default_factory=list)   # namespaces to join, in order
     root_fd: int = -1                        # no mount namespace: the init's root (chroot)
     console_fd: int = -1                     # where the pty's master goes

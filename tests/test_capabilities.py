@@ -10,6 +10,7 @@ import pytest
 
 from pyoci.errors import ConfigError
 from pyoci.linux import capabilities, process
+from pyoci.spec import config
 
 from support.harness import ChildError, in_child
 
@@ -103,6 +104,7 @@ def test_capabilities_beyond_the_kernel_are_skipped_with_a_warning(monkeypatch, 
 # --- applying them (forked children) ------------------------------------------------------
 
 def _drop_and_apply(caps):
+    caps = None if caps is None else config.Capabilities.parse(caps)
     capabilities.drop_bounding(caps)
     warnings = capabilities.apply(caps)
     return {"sets": cap_sets(), "warnings": warnings}
@@ -160,7 +162,7 @@ def test_ambient_not_in_inheritable_is_a_warning_not_an_error():
 @needs_root
 def test_bounding_set_is_dropped_before_the_user_switch():
     def run():
-        capabilities.drop_bounding({"bounding": ["CAP_CHOWN"]})
+        capabilities.drop_bounding(config.Capabilities(bounding=["CAP_CHOWN"]))
         after_drop = cap_sets()
         # Dropping from the bounding set does not touch the other sets.
         return after_drop
@@ -172,7 +174,7 @@ def test_bounding_set_is_dropped_before_the_user_switch():
 
 
 def _finalize_then_status(proc):
-    process.finalize(proc)
+    process.finalize(config.Process.parse(proc))
     return {"sets": cap_sets(), "status": status()}
 
 
@@ -194,7 +196,8 @@ def test_non_root_user_without_capabilities_has_no_effective_caps():
     assert got["sets"]["CapAmb"] == 0
     # No KEEPCAPS after finalize: the kept permitted set is lost at execve (no file caps).
     import prctl
-    assert in_child(lambda: (process.finalize({"user": {"uid": 1000, "gid": 1000}}),
+    assert in_child(lambda: (process.finalize(config.Process.parse(
+                                 {"user": {"uid": 1000, "gid": 1000}})),
                              prctl.get_keepcaps())[1]) is False
 
 
@@ -205,7 +208,7 @@ def _exec_and_read_status(proc, cat):
         try:
             os.close(r)
             os.dup2(w, 1)
-            process.finalize(proc)
+            process.finalize(config.Process.parse(proc))
             os.execv(cat, [cat, "/proc/self/status"])
         finally:
             os._exit(127)

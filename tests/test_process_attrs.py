@@ -13,6 +13,7 @@ import pytest
 
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import process, rlimits, syscalls
+from pyoci.spec import config
 
 from support.harness import ChildError, in_child
 
@@ -46,7 +47,7 @@ def shared_dir():
 # --- finalize: user, groups, umask, cwd ---------------------------------------------------
 
 def _finalize(proc):
-    process.finalize(proc)
+    process.finalize(config.Process.parse(proc))
     s = status()
     return {"uid": s["Uid"].split(), "gid": s["Gid"].split(), "groups": s["Groups"].split(),
             "umask": current_umask(), "cwd": os.getcwd(), "home": os.environ.get("HOME"),
@@ -175,8 +176,8 @@ def test_finalize_rejects_an_unmapped_user():
 def test_rootless_rejects_additional_gids():
     def run():
         _enter_userns_mapping_only_root()
-        process.finalize({"user": {"uid": 0, "gid": 0, "additionalGids": [5]}},
-                         rootless=True)
+        process.finalize(config.Process.parse(
+            {"user": {"uid": 0, "gid": 0, "additionalGids": [5]}}), rootless=True)
     with pytest.raises(ChildError) as ei:
         in_child(run)
     assert ei.value.message.startswith("process.user.additionalGids:")
@@ -187,7 +188,7 @@ def test_finalize_restores_the_parent_death_signal():
     def run():
         import prctl
         prctl.set_pdeathsig(9)
-        process.finalize({"user": {"uid": 1000, "gid": 1000}})
+        process.finalize(config.Process.parse({"user": {"uid": 1000, "gid": 1000}}))
         return prctl.get_pdeathsig()
     assert in_child(run) == 9
 
@@ -203,7 +204,7 @@ def test_set_no_new_privileges():
 
 
 def _personality(p):
-    process.apply_personality(p)
+    process.apply_personality(config.Personality.parse(p))
     with open("/proc/self/personality") as f:
         return int(f.read(), 16)
 
@@ -229,7 +230,7 @@ def test_personality_rejects_bad_domain_and_flag():
 # --- I/O priority -------------------------------------------------------------------------
 
 def _ioprio(p):
-    process.apply_io_priority(p)
+    process.apply_io_priority(config.IOPriority.parse(p))
     return process.ioprio_get()
 
 
@@ -259,7 +260,7 @@ def test_check_rejects_bad_io_priority(p, field):
 # --- scheduler ----------------------------------------------------------------------------
 
 def _sched(p):
-    process.apply_scheduler(p)
+    process.apply_scheduler(config.Scheduler.parse(p))
     a = process.sched_getattr()
     return {"policy": a.sched_policy, "nice": a.sched_nice, "priority": a.sched_priority,
             "flags": a.sched_flags, "runtime": a.sched_runtime, "deadline": a.sched_deadline,
@@ -353,7 +354,7 @@ def test_check_names_the_affinity_stage():
 
 def _affinity(p, stage):
     before = sorted(os.sched_getaffinity(0))
-    process.apply_exec_cpu_affinity(p, stage)
+    process.apply_exec_cpu_affinity(config.ExecCPUAffinity.parse(p), stage)
     return [before, sorted(os.sched_getaffinity(0))]
 
 
@@ -380,7 +381,8 @@ def test_apply_exec_cpu_affinity_to_another_pid():
             os._exit(0)
     os.close(r)
     try:
-        process.apply_exec_cpu_affinity({"initial": str(cpus[-1])}, "initial", pid)
+        process.apply_exec_cpu_affinity(config.ExecCPUAffinity(initial=str(cpus[-1])),
+                                        "initial", pid)
         assert os.sched_getaffinity(pid) == {cpus[-1]}
     finally:
         os.write(w, b"x")
@@ -456,7 +458,7 @@ def test_check_rejects_out_of_range_oom_score_adj():
 # --- rlimits ------------------------------------------------------------------------------
 
 def _apply_rlimits(limits):
-    rlimits.apply(limits)
+    rlimits.apply([config.Rlimit.parse(r) for r in limits])
     return {r["type"]: list(rlimits.prlimit(0, rlimits.TYPES[r["type"]])) for r in limits}
 
 
@@ -490,7 +492,7 @@ def test_rlimits_apply_to_another_pid():
             os._exit(0)
     os.close(r)
     try:
-        rlimits.apply([{"type": "RLIMIT_NOFILE", "soft": 64, "hard": 128}], pid)
+        rlimits.apply([config.Rlimit("RLIMIT_NOFILE", 64, 128)], pid)
         assert rlimits.prlimit(pid, rlimits.TYPES["RLIMIT_NOFILE"]) == (64, 128)
     finally:
         os.write(w, b"x")
@@ -509,7 +511,7 @@ def test_rlimit_above_the_hard_limit_without_cap_sys_resource_is_a_clear_error()
         import prctl
         prctl.cap_effective.sys_resource = False
         try:
-            rlimits.apply(limits)
+            rlimits.apply([config.Rlimit.parse(r) for r in limits])
         except SysError as e:
             return str(e)
         return None

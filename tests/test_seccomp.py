@@ -22,6 +22,7 @@ import pytest
 from pyoci.errors import ConfigError, PyociError, UnsupportedError
 from pyoci.linux import seccomp
 from pyoci.linux import syscalls
+from pyoci.spec import config
 
 from support.harness import kill_and_reap
 
@@ -113,10 +114,16 @@ def nr(name: str) -> int:
     return n
 
 
+def record(cfg: dict) -> config.Seccomp:
+    """linux.seccomp as create hands it on: checked, then parsed into its record."""
+    seccomp.check(cfg)
+    return config.Seccomp.parse(cfg)
+
+
 def load_in_child(cfg: dict):
     def body():
         syscalls.set_no_new_privs()
-        return seccomp.load(cfg)
+        return seccomp.load(record(cfg))
     return body
 
 
@@ -332,7 +339,7 @@ def test_several_conditions_on_one_arg_become_separate_rules(children):
     cfg = allow_default({"names": ["socket"], "action": "SCMP_ACT_ERRNO",
                          "args": [{"index": 0, "value": socket.AF_INET, "op": "SCMP_CMP_EQ"},
                                   {"index": 0, "value": socket.AF_INET6, "op": "SCMP_CMP_EQ"}]})
-    assert seccomp._rule_conditions(cfg["syscalls"][0]["args"]) == [
+    assert seccomp._rule_conditions(record(cfg).syscalls[0].args) == [
         [(0, 4, socket.AF_INET, 0)], [(0, 4, socket.AF_INET6, 0)]]
 
     def body():
@@ -389,7 +396,7 @@ def test_architectures_and_enosys_stub(children, tmp_path):
            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
            "syscalls": [{"names": ESSENTIAL + ["getcwd"], "action": "SCMP_ACT_ALLOW"}]}
     top = max(nr(n) for n in cfg["syscalls"][0]["names"])
-    stub = seccomp.enosys_stub(cfg)
+    stub = seccomp.enosys_stub(record(cfg))
     assert stub and len(stub) % 8 == 0
 
     def body():
@@ -406,11 +413,11 @@ def test_architectures_and_enosys_stub(children, tmp_path):
 def test_no_stub_without_architectures_or_with_allow_default():
     cfg = {"defaultAction": "SCMP_ACT_ERRNO",
            "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ALLOW"}]}
-    assert seccomp.enosys_stub(cfg) == b""
+    assert seccomp.enosys_stub(record(cfg)) == b""
     cfg["architectures"] = ["SCMP_ARCH_X86_64"] if X86_64 else []
     cfg["defaultAction"] = "SCMP_ACT_ALLOW"
     cfg["syscalls"][0]["action"] = "SCMP_ACT_ERRNO"
-    assert seccomp.enosys_stub(cfg) == b""
+    assert seccomp.enosys_stub(record(cfg)) == b""
 
 
 @pytest.mark.skipif(not X86_64, reason="x86_64 architecture list")
@@ -451,7 +458,7 @@ def test_pseudo_syscalls_of_other_architectures_build():
     arch = ["SCMP_ARCH_X86"] if X86_64 else []
     cfg = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": arch,
            "syscalls": [{"names": ["socketcall", "ipc", "getcwd"], "action": "SCMP_ACT_ALLOW"}]}
-    program, flags = seccomp.build(cfg)
+    program, flags = seccomp.build(record(cfg))
     assert program and len(program) % 8 == 0 and flags == 0
 
 
@@ -460,7 +467,7 @@ def test_install_imports_nothing(children):
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 9})
 
     def body():
-        program, flags = seccomp.build(cfg)
+        program, flags = seccomp.build(record(cfg))
         before = set(sys.modules)
         syscalls.set_no_new_privs()
         fd = seccomp.install(program, flags)
@@ -472,7 +479,7 @@ def test_install_imports_nothing(children):
 
 def test_install_needs_no_new_privs_or_cap_sys_admin(children):
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"})
-    program, flags = seccomp.build(cfg)
+    program, flags = seccomp.build(record(cfg))
 
     def body():
         # Drop CAP_SYS_ADMIN from the effective set (capset v3 header + 2 data words).
@@ -495,7 +502,7 @@ def test_architecture_of_other_endianness_is_refused():
     other = "SCMP_ARCH_S390X" if sys.byteorder == "little" else "SCMP_ARCH_X86_64"
     cfg = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": [other]}
     with pytest.raises(UnsupportedError, match=r"linux\.seccomp\.architectures\[0\]"):
-        seccomp.build(cfg)  # nothing is loaded: build only
+        seccomp.build(record(cfg))  # nothing is loaded: build only
 
 
 # --- flags --------------------------------------------------------------------------------
@@ -504,12 +511,12 @@ def test_filter_flags():
     cfg = {"defaultAction": "SCMP_ACT_ALLOW",
            "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                      "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}
-    assert seccomp.filter_flags(cfg) == (seccomp.SECCOMP_FILTER_FLAG_LOG
-                                         | seccomp.SECCOMP_FILTER_FLAG_SPEC_ALLOW)
+    assert seccomp.filter_flags(record(cfg)) == (seccomp.SECCOMP_FILTER_FLAG_LOG
+                                                 | seccomp.SECCOMP_FILTER_FLAG_SPEC_ALLOW)
     cfg["listenerPath"] = "/x"
     cfg["flags"].append("SECCOMP_FILTER_FLAG_TSYNC")
     cfg["syscalls"] = [{"names": ["getcwd"], "action": "SCMP_ACT_NOTIFY"}]
-    assert seccomp.filter_flags(cfg) == 0x3F  # + NEW_LISTENER, TSYNC_ESRCH, WAIT_KILLABLE
+    assert seccomp.filter_flags(record(cfg)) == 0x3F  # + NEW_LISTENER, TSYNC_ESRCH, WAIT_KILLABLE
 
 
 @pytest.mark.parametrize("flag", ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
@@ -585,8 +592,8 @@ def agent_socket(tmp_path):
                                    ["SECCOMP_FILTER_FLAG_TSYNC"]])
 def test_notify_listener_gets_state_and_answers(children, agent_socket, tmp_path, flags):
     path, srv = agent_socket
-    if flags and not seccomp.flag_supported(seccomp.filter_flags(
-            {"flags": flags, "syscalls": [{"action": "SCMP_ACT_NOTIFY"}]})):
+    if flags and not seccomp.flag_supported(seccomp.filter_flags(config.Seccomp.parse(
+            {"flags": flags, "syscalls": [{"action": "SCMP_ACT_NOTIFY"}]}))):
         pytest.skip(f"kernel lacks {flags[0]} with a listener")
     cfg = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
            "listenerMetadata": "MKNOD=/dev/null", "flags": flags,
@@ -597,7 +604,7 @@ def test_notify_listener_gets_state_and_answers(children, agent_socket, tmp_path
     def body():
         sock = seccomp.connect_listener(path)
         syscalls.set_no_new_privs()
-        fd = seccomp.load(cfg)
+        fd = seccomp.load(record(cfg))
         state = {"ociVersion": "1.3.0", "id": "c1", "status": "creating",
                  "pid": os.getpid(), "bundle": "/b"}
         seccomp.send_listener(sock, fd, state, cfg["listenerMetadata"])

@@ -19,6 +19,10 @@ from pyoci import log
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import syscalls
 
+from pyoci import TYPE_CHECKING
+if TYPE_CHECKING:
+    from pyoci.spec.config import Capabilities
+
 
 # Index = capability number (include/uapi/linux/capability.h).
 _NAMES = (
@@ -125,15 +129,15 @@ def _effective() -> set[int]:
     return set()
 
 
-def drop_bounding(caps: dict | None) -> None:
-    """Drop from the bounding set every capability not in caps['bounding'].
+def drop_bounding(caps: Capabilities | None) -> None:
+    """Drop from the bounding set every capability not in caps.bounding.
 
     Like runc, does nothing without CAP_SETPCAP in the effective set (logged)."""
     if caps is None:
         return
     import _prctl
 
-    keep = parse(caps.get("bounding"), "process.capabilities.bounding")
+    keep = parse(caps.bounding, "process.capabilities.bounding")
     drop = [i for i in range(last_cap() + 1)
             if i not in keep and _prctl.prctl(_prctl.PR_CAPBSET_READ, i)]
     if not drop:
@@ -159,7 +163,7 @@ def _clear_ambient() -> None:
             raise SysError(f"process.capabilities.ambient: clear: {os.strerror(e.errno)}") from e
 
 
-def apply(caps: dict | None, hold: frozenset[int] = frozenset()) -> list[str]:
+def apply(caps: Capabilities | None, hold: frozenset[int] = frozenset()) -> list[str]:
     """After the user switch: set inheritable, permitted and effective (one capset, so
     the kernel checks them together), then reset ambient and raise each ambient capability.
     A failed ambient raise is a warning (returned and logged), as in runc.
@@ -178,10 +182,10 @@ def apply(caps: dict | None, hold: frozenset[int] = frozenset()) -> list[str]:
             except OSError:
                 pass          # not in the permitted set: the filter's load says why
         return []
-    eff = parse(caps.get("effective"), "process.capabilities.effective")
-    prm = parse(caps.get("permitted"), "process.capabilities.permitted")
-    inh = parse(caps.get("inheritable"), "process.capabilities.inheritable")
-    amb = parse(caps.get("ambient"), "process.capabilities.ambient")
+    eff = parse(caps.effective, "process.capabilities.effective")
+    prm = parse(caps.permitted, "process.capabilities.permitted")
+    inh = parse(caps.inheritable, "process.capabilities.inheritable")
+    amb = parse(caps.ambient, "process.capabilities.ambient")
     known = [i for i in _prctl_caps(_prctl) if i <= last_cap()]
     for extra in ((hold, ()) if hold else ((),)):
         e2, p2 = eff | set(extra), prm | set(extra)

@@ -8,8 +8,12 @@ from __future__ import annotations
 import errno
 import os
 
+from pyoci import TYPE_CHECKING
 from pyoci.errors import PyociError, SysError
 from pyoci.linux import syscalls as sc
+
+if TYPE_CHECKING:
+    from pyoci.spec.config import Process
 
 
 def error_message(e: BaseException) -> str:
@@ -83,13 +87,13 @@ def env_dict(items: list[str]) -> dict[str, str]:
     return env
 
 
-def process_env(proc: dict, extra: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+def process_env(proc: Process, extra: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     """process.env (+ extra K=V) as a dict, with HOME from the container's /etc/passwd."""
     from pyoci.linux import process as procmod
 
-    env = env_dict(list(proc.get("env") or []) + list(extra))
+    env = env_dict(proc.env + list(extra))
     if "HOME" not in env:
-        env["HOME"] = procmod.home_dir(int((proc.get("user") or {}).get("uid", 0)))
+        env["HOME"] = procmod.home_dir(int(proc.user.uid))
     return env
 
 

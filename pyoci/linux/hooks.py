@@ -15,6 +15,10 @@ import time
 from pyoci import jsonio, log
 from pyoci.errors import HookError
 
+from pyoci import TYPE_CHECKING
+if TYPE_CHECKING:
+    from pyoci.spec.config import Hook, Hooks
+
 
 HOOK_STATUS = {
     # The status each hook kind sees (runtime-spec v1.3.0 lifecycle): the first three run
@@ -25,12 +29,12 @@ HOOK_STATUS = {
 }
 
 
-def run_hook(hook: dict, state: dict, kind: str, index: int,
+def run_hook(hook: Hook, state: dict, kind: str, index: int,
              inherit: dict[str, str] | None = None) -> None:
     """inherit: the environment of a hook without `env` (default: this process's)."""
-    path = hook["path"]
-    argv = hook.get("args") or [path]
-    if hook.get("env") is None:
+    path = hook.path
+    argv = hook.args or [path]
+    if hook.env is None:
         if inherit is None:
             from pyoci.linux.sealed import startup_environ
 
@@ -38,8 +42,8 @@ def run_hook(hook: dict, state: dict, kind: str, index: int,
         else:
             env = inherit
     else:
-        env = dict(e.split("=", 1) for e in hook["env"] if "=" in e)
-    timeout = hook.get("timeout")
+        env = dict(e.split("=", 1) for e in hook.env if "=" in e)
+    timeout = hook.timeout
     payload = jsonio.dumps(state).encode()
     r, w = os.pipe()
     er, ew = os.pipe()
@@ -121,14 +125,16 @@ def check(hooks: dict | None) -> None:
                 raise HookError(f"hooks.{kind}[{i}].path: must not be empty")
 
 
-def run_hooks(hooks: dict | None, kind: str, state: dict, *, warn_only: bool = False,
+def run_hooks(hooks: Hooks, kind: str, state: dict, *, warn_only: bool = False,
               inherit: dict[str, str] | None = None) -> None:
-    """Run hooks[kind] in order; the first failure raises HookError (or only logs a
-    warning when warn_only, as for poststart/poststop). inherit: see run_hook."""
-    if not hooks or not hooks.get(kind):
+    """Run the hooks of a kind (its config name: "createRuntime") in order; the first
+    failure raises HookError (or only logs a warning when warn_only, as for
+    poststart/poststop). inherit: see run_hook."""
+    todo = hooks.of(kind)
+    if not todo:
         return
     st = dict(state, status=HOOK_STATUS[kind])
-    for i, hook in enumerate(hooks[kind]):
+    for i, hook in enumerate(todo):
         try:
             run_hook(hook, st, kind, i, inherit)
         except HookError as e:

@@ -8,15 +8,19 @@ import os
 
 from pyoci.errors import SysError
 from pyoci.linux import syscalls as sc
+from pyoci.spec.config import NAMESPACES
 
+from pyoci import TYPE_CHECKING
+if TYPE_CHECKING:
+    from pyoci.spec.config import IDMapping, TimeOffset
+
+# The namespace types (the config's names) and their /proc/PID/ns/ names: one table, the
+# config's (pyoci.spec.config.NAMESPACES).
+PROC_NAME = NAMESPACES
 FLAGS = {
     "user": sc.CLONE_NEWUSER, "mount": sc.CLONE_NEWNS, "pid": sc.CLONE_NEWPID,
     "network": sc.CLONE_NEWNET, "ipc": sc.CLONE_NEWIPC, "uts": sc.CLONE_NEWUTS,
     "cgroup": sc.CLONE_NEWCGROUP, "time": sc.CLONE_NEWTIME,
-}
-PROC_NAME = {
-    "user": "user", "mount": "mnt", "pid": "pid", "network": "net", "ipc": "ipc",
-    "uts": "uts", "cgroup": "cgroup", "time": "time",
 }
 # Join order: user first (it grants the rights for the rest), mount last (it changes how
 # later paths resolve), as runc does.
@@ -71,12 +75,11 @@ def check_path_type(t: str, path: str) -> None:
                        f"not {t}")
 
 
-def format_id_map(mappings: list[dict]) -> bytes:
-    return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n"
-                   for m in mappings).encode()
+def format_id_map(mappings: list[IDMapping]) -> bytes:
+    return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in mappings).encode()
 
 
-def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict]) -> None:
+def write_id_maps(pid: int, uid_maps: list[IDMapping], gid_maps: list[IDMapping]) -> None:
     """Write /proc/PID/{uid,gid}_map for a process that just unshared a user namespace.
 
     As runc: a caller that is not root first writes "deny" to /proc/PID/setgroups when the
@@ -85,7 +88,7 @@ def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict]) -> None:
     its own) goes through the setuid helpers newuidmap/newgidmap, which check /etc/subuid
     and /etc/subgid."""
     rootless = os.geteuid() != 0
-    if rootless and [(int(m["containerID"]), int(m["hostID"]), int(m["size"]))
+    if rootless and [(int(m.container_id), int(m.host_id), int(m.size))
                      for m in gid_maps] == [(0, os.getegid(), 1)]:
         try:
             with open(f"/proc/{pid}/setgroups", "wb", buffering=0) as f:
@@ -104,7 +107,7 @@ def write_id_maps(pid: int, uid_maps: list[dict], gid_maps: list[dict]) -> None:
                             field)
 
 
-def map_with_helper(tool: str, pid: int, maps: list[dict], field: str) -> None:
+def map_with_helper(tool: str, pid: int, maps: list[IDMapping], field: str) -> None:
     """Run newuidmap/newgidmap PID (containerID hostID size)... (package uidmap); their
     complaint (a range not granted by /etc/subuid or /etc/subgid...) is the error."""
     from pyoci.linux import spawn
@@ -117,7 +120,7 @@ def map_with_helper(tool: str, pid: int, maps: list[dict], field: str) -> None:
                        f"{tool} not found in $PATH")
     argv = [tool, str(pid)]
     for m in maps:
-        argv += [str(m["containerID"]), str(m["hostID"]), str(m["size"])]
+        argv += [str(m.container_id), str(m.host_id), str(m.size)]
     try:
         code, out = spawn.output(path, argv)
     except OSError as e:
@@ -128,13 +131,13 @@ def map_with_helper(tool: str, pid: int, maps: list[dict], field: str) -> None:
                        + (f": {why[-1]}" if why else ""))
 
 
-def write_time_offsets(offsets: dict) -> None:
+def write_time_offsets(offsets: dict[str, TimeOffset]) -> None:
     """linux.timeOffsets -> /proc/self/timens_offsets (before the first child of the ns)."""
     lines = []
     for clock in ("monotonic", "boottime"):
         o = offsets.get(clock)
-        if o:
-            lines.append(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n")
+        if o is not None:
+            lines.append(f"{clock} {o.secs} {o.nanosecs}\n")
     if not lines:
         return
     try:

@@ -13,6 +13,7 @@ import os
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import capabilities, child, rlimits, syscalls
 from pyoci.record import dataclass, field
+from pyoci.spec import config
 
 from pyoci import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pyoci.linux.channel import Channel
+    from pyoci.spec.config import (ExecCPUAffinity, IOPriority, Personality, Process,
+                                   Scheduler, User)
 
 
 DEFAULT_UMASK = 0o022
@@ -74,9 +77,9 @@ def _int(v: object) -> bool:
 class Launch:
     """What execute() needs: the runtime-spec process and what the runtime made for it."""
 
-    process: dict                          # the runtime-spec process object
+    process: Process                       # the runtime-spec process (pyoci.spec.config)
     chan: Channel                          # to the runtime (closed: the init after Ready)
-    personality: dict | None = None        # linux.personality
+    personality: Personality | None = None   # linux.personality
     console_fd: int = -1                   # where the pty's master goes (process.terminal)
     preserve: int = 0                      # fds 3..3+preserve-1 pass to the program
     extra_env: list[str] = field(default_factory=list)   # K=V after process.env
@@ -85,25 +88,23 @@ class Launch:
     rootless: bool = False                 # started by a user other than root
 
 
-def preload(process: dict) -> None:
+def preload(process: Process) -> None:
     """Import what execute() uses: it runs after pivot_root or setns(mount), where an import
     would resolve in the container's root filesystem."""
     import _prctl  # noqa: F401 - used by capabilities and finalize
 
-    if process.get("apparmorProfile"):
+    if process.apparmor_profile:
         from pyoci.linux import apparmor  # noqa: F401
-    if process.get("terminal"):
+    if process.terminal:
         import termios  # noqa: F401
 
         from pyoci.linux import terminal  # noqa: F401
 
 
-def exec_cpu_affinity(process: dict, stage: str) -> None:
+def exec_cpu_affinity(process: Process, stage: str) -> None:
     """process.execCPUAffinity's stage ("initial": before joining the container's cgroup,
     "final": right before the execve) for this process."""
-    aff = process.get("execCPUAffinity")
-    if aff:
-        apply_exec_cpu_affinity(aff, stage)
+    apply_exec_cpu_affinity(process.exec_cpu_affinity, stage)
 
 
 def execute(launch: Launch, *, setup: Callable[[], None] | None = None,
@@ -118,10 +119,10 @@ def execute(launch: Launch, *, setup: Callable[[], None] | None = None,
     wait(path, env) (the init: Ready, then `start`); the final CPU affinity; seccomp, the
     last thing before the execve."""
     proc = launch.process
-    if proc.get("terminal"):
+    if proc.terminal:
         from pyoci.linux import terminal
 
-        master, slave = terminal.open_pty(proc.get("consoleSize"))
+        master, slave = terminal.open_pty(proc.console_size)
         terminal.send_master(launch.console_fd, master)
         os.close(master)
         terminal.become_controlling(slave)
@@ -131,7 +132,7 @@ def execute(launch: Launch, *, setup: Callable[[], None] | None = None,
     if setup is not None:
         setup()
     apply_attributes(proc, launch.personality)
-    nnp = bool(proc.get("noNewPrivileges"))
+    nnp = proc.no_new_privileges
     if nnp:
         set_no_new_privileges()
     env = child.process_env(proc, launch.extra_env)
@@ -140,7 +141,7 @@ def execute(launch: Launch, *, setup: Callable[[], None] | None = None,
     # effective until the execve, so that the filter is the last thing before it.
     finalize(proc, hold_admin=bool(launch.seccomp) and not nnp, rootless=launch.rootless)
     syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)   # a uid change resets it to suid_dumpable
-    path = child.find_executable(proc["args"][0], env)
+    path = child.find_executable(proc.args[0], env)
     child.keep_fds_across_exec(launch.preserve)
     if wait is not None:
         wait(path, env)
@@ -156,30 +157,26 @@ def execute(launch: Launch, *, setup: Callable[[], None] | None = None,
             finally:
                 os.close(notify_fd)
     try:
-        os.execve(path, proc["args"], env)
+        os.execve(path, proc.args, env)
     except OSError as e:
         if launch.chan.closed:    # after `start`: on the program's stderr, as the waiter's
             raise
         raise SysError(f"process.args[0]: exec {path}: {child.errno_text(e.errno)}") from None
 
 
-def apply_attributes(proc: dict, personality: dict | None) -> None:
-    """AppArmor (on exec), rlimits, oom_score_adj, personality, I/O priority, scheduler:
-    everything set while still privileged, before the user switch."""
-    if proc.get("apparmorProfile"):
+def apply_attributes(proc: Process, personality: Personality | None) -> None:
+    """AppArmor (on exec), rlimits, oom_score_adj, personality (linux.personality), I/O
+    priority, scheduler: everything set while still privileged, before the user switch."""
+    if proc.apparmor_profile:
         from pyoci.linux import apparmor
 
-        apparmor.apply_on_exec(proc["apparmorProfile"])
-    if proc.get("rlimits"):
-        rlimits.apply(proc["rlimits"])
-    if proc.get("oomScoreAdj") is not None:
-        set_oom_score_adj(proc["oomScoreAdj"])
-    if personality:
-        apply_personality(personality)
-    if proc.get("ioPriority"):
-        apply_io_priority(proc["ioPriority"])
-    if proc.get("scheduler"):
-        apply_scheduler(proc["scheduler"])
+        apparmor.apply_on_exec(proc.apparmor_profile)
+    rlimits.apply(proc.rlimits)
+    if proc.oom_score_adj is not None:
+        set_oom_score_adj(proc.oom_score_adj)
+    apply_personality(personality)
+    apply_io_priority(proc.io_priority)
+    apply_scheduler(proc.scheduler)
 
 
 # --- user, capabilities, cwd, umask --------------------------------------------------------
@@ -243,11 +240,10 @@ def setgroups_allowed() -> bool:
         return True
 
 
-def setup_user(user: dict | None, rootless: bool = False) -> None:
+def setup_user(user: User, rootless: bool = False) -> None:
     """setgroups(additionalGids), setgid, setuid, and HOME if unset (runc's setupUser)."""
-    user = user or {}
-    uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
-    groups = [int(g) for g in user.get("additionalGids") or ()]
+    uid, gid = int(user.uid), int(user.gid)
+    groups = [int(g) for g in user.additional_gids]
     if not _id_mapped(uid, "/proc/self/uid_map"):
         raise ConfigError(f"process.user.uid: cannot set uid to {uid}, unmapped in the user "
                           "namespace")
@@ -293,7 +289,7 @@ def _verify_cwd() -> None:
         raise SysError(f"process.cwd: current working directory {wd!r} is not absolute")
 
 
-def finalize(process: dict, *, rootless: bool = False, hold_admin: bool = False) -> None:
+def finalize(process: Process, *, rootless: bool = False, hold_admin: bool = False) -> None:
     """runc's finalizeNamespace from the bounding set to the capabilities, then umask:
     chdir(cwd) (retried after the user switch on EACCES/EPERM), drop the bounding set,
     KEEPCAPS on, setgroups/setgid/setuid, KEEPCAPS off, apply capabilities, umask.
@@ -307,7 +303,7 @@ def finalize(process: dict, *, rootless: bool = False, hold_admin: bool = False)
     then nothing of the setup runs under the container's filter."""
     import _prctl   # python-prctl's C module; its Python wrapper only costs import time
 
-    cwd = process.get("cwd") or ""
+    cwd = process.cwd
     retry_chdir = False
     if cwd:
         try:
@@ -316,11 +312,11 @@ def finalize(process: dict, *, rootless: bool = False, hold_admin: bool = False)
             retry_chdir = True
         except OSError as e:
             raise ConfigError(f'process.cwd: chdir to "{cwd}": {os.strerror(e.errno)}') from e
-    caps = process.get("capabilities")
+    caps = process.capabilities
     pdeath = _prctl.prctl(_prctl.PR_GET_PDEATHSIG)
     capabilities.drop_bounding(caps)
     _prctl.prctl(_prctl.PR_SET_KEEPCAPS, True)
-    setup_user(process.get("user"), rootless)
+    setup_user(process.user, rootless)
     if retry_chdir:
         _chdir(cwd)
     if cwd:
@@ -330,7 +326,7 @@ def finalize(process: dict, *, rootless: bool = False, hold_admin: bool = False)
                        else frozenset())
     if pdeath:
         _prctl.prctl(_prctl.PR_SET_PDEATHSIG, pdeath)
-    umask = (process.get("user") or {}).get("umask")
+    umask = process.user.umask
     os.umask(DEFAULT_UMASK if umask is None else umask)
 
 
@@ -344,21 +340,21 @@ def set_no_new_privileges() -> None:
                        f"{os.strerror(e.errno)}") from e
 
 
-def personality_value(p: dict) -> int:
-    """The personality(2) argument for a linux.personality object."""
-    domain = p.get("domain")
+def personality_value(p: Personality) -> int:
+    """The personality(2) argument for linux.personality."""
+    domain = p.domain
     if domain not in PERSONALITY_DOMAINS:
         raise ConfigError(f'linux.personality.domain: unknown domain "{domain}"')
     v = PERSONALITY_DOMAINS[domain]
-    for i, fl in enumerate(p.get("flags") or ()):
+    for i, fl in enumerate(p.flags):
         if fl not in PERSONALITY_FLAGS:
             raise ConfigError(f'linux.personality.flags[{i}]: unknown flag "{fl}"')
         v |= PERSONALITY_FLAGS[fl]
     return v
 
 
-def apply_personality(p: dict | None) -> None:
-    if not p:
+def apply_personality(p: Personality | None) -> None:
+    if p is None:
         return
     v = personality_value(p)
     try:
@@ -367,26 +363,26 @@ def apply_personality(p: dict | None) -> None:
         raise SysError(f"linux.personality: personality({v:#x}): {os.strerror(e.errno)}") from e
 
 
-def ioprio_value(p: dict) -> int:
-    """The ioprio_set(2) value for a process.ioPriority object."""
-    cls = p.get("class")
+def ioprio_value(p: IOPriority) -> int:
+    """The ioprio_set(2) value for process.ioPriority."""
+    cls = p.klass
     if cls not in IOPRIO_CLASSES:
         raise ConfigError(f'process.ioPriority.class: unknown class "{cls}"')
-    prio = p.get("priority", 0)
+    prio = p.priority
     if not _int(prio) or not 0 <= prio <= 7:
         raise ConfigError(f"process.ioPriority.priority: {prio!r} is not in 0..7")
     return IOPRIO_CLASSES[cls] << IOPRIO_CLASS_SHIFT | prio
 
 
-def apply_io_priority(p: dict | None, pid: int = 0) -> None:
-    if not p:
+def apply_io_priority(p: IOPriority | None, pid: int = 0) -> None:
+    if p is None:
         return
     v = ioprio_value(p)
     try:
         syscalls.ioprio_set(IOPRIO_WHO_PROCESS, pid, v)
     except OSError as e:
-        raise SysError(f"process.ioPriority: ioprio_set {p.get('class')} "
-                       f"{p.get('priority', 0)}: {os.strerror(e.errno)}") from e
+        raise SysError(f"process.ioPriority: ioprio_set {p.klass} "
+                       f"{p.priority}: {os.strerror(e.errno)}") from e
 
 
 def ioprio_get(pid: int = 0) -> int:
@@ -397,28 +393,28 @@ def ioprio_get(pid: int = 0) -> int:
     return r
 
 
-def sched_attr(p: dict) -> SchedAttr:
-    """Validate a process.scheduler object and build its struct sched_attr."""
-    policy = p.get("policy")
+def sched_attr(p: Scheduler) -> SchedAttr:
+    """Validate process.scheduler and build its struct sched_attr."""
+    policy = p.policy
     if policy not in SCHED_POLICIES:
         raise ConfigError(f'process.scheduler.policy: unknown policy "{policy}"')
-    nice = p.get("nice", 0)
+    nice = p.nice
     if not _int(nice) or not -20 <= nice <= 19:
         raise ConfigError(f"process.scheduler.nice: {nice!r} is not in -20..19")
-    prio = p.get("priority", 0)
+    prio = p.priority
     if not _int(prio) or not 0 <= prio <= 99:
         raise ConfigError(f"process.scheduler.priority: {prio!r} is not in 0..99")
     if prio and policy not in ("SCHED_FIFO", "SCHED_RR"):
         raise ConfigError("process.scheduler.priority: only for SCHED_FIFO or SCHED_RR, "
                           f"not {policy}")
     flags = 0
-    for i, fl in enumerate(p.get("flags") or ()):
+    for i, fl in enumerate(p.flags):
         if fl not in SCHED_FLAGS:
             raise ConfigError(f'process.scheduler.flags[{i}]: unknown flag "{fl}"')
         flags |= SCHED_FLAGS[fl]
     dl = {}
     for k in ("runtime", "deadline", "period"):
-        v = p.get(k, 0)
+        v = getattr(p, k)
         if not _int(v) or not 0 <= v < 1 << 64:
             raise ConfigError(f"process.scheduler.{k}: {v!r} is not an unsigned 64-bit integer")
         if v and policy != "SCHED_DEADLINE":
@@ -443,14 +439,14 @@ def sched_getattr(pid: int = 0) -> SchedAttr:
     return attr
 
 
-def apply_scheduler(p: dict | None, pid: int = 0) -> None:
-    if not p:
+def apply_scheduler(p: Scheduler | None, pid: int = 0) -> None:
+    if p is None:
         return
     attr = sched_attr(p)
     try:
         sched_setattr(pid, attr)
     except OSError as e:
-        raise SysError(f"process.scheduler: sched_setattr {p.get('policy')}: "
+        raise SysError(f"process.scheduler: sched_setattr {p.policy}: "
                        f"{os.strerror(e.errno)}") from e
 
 
@@ -481,12 +477,12 @@ def parse_cpu_list(s: str, field: str = "process.execCPUAffinity") -> set[int]:
     return cpus
 
 
-def apply_exec_cpu_affinity(p: dict | None, stage: str, pid: int = 0) -> None:
+def apply_exec_cpu_affinity(p: ExecCPUAffinity, stage: str, pid: int = 0) -> None:
     """Set the CPU affinity of pid (0: self) to process.execCPUAffinity[stage] ("initial":
     before joining the container's cgroup, "final": after). Unset: nothing is changed."""
     if stage not in ("initial", "final"):
         raise ValueError(f"stage must be 'initial' or 'final', not {stage!r}")
-    s = (p or {}).get(stage)
+    s = getattr(p, stage)
     if not s:
         return
     field = f"process.execCPUAffinity.{stage}"
@@ -540,7 +536,7 @@ def check_personality(p: dict | None) -> None:
         return
     if not isinstance(p, dict):
         raise ConfigError("linux.personality: must be an object")
-    personality_value(p)
+    personality_value(config.Personality.parse(p))
 
 
 def check_env(env) -> None:
@@ -578,11 +574,12 @@ def check(process: dict, personality: dict | None = None) -> list[str]:
     check_env(process.get("env"))
     warnings = capabilities.check(process.get("capabilities"))
     rlimits.check(process.get("rlimits"))
-    for key, validate in (("scheduler", sched_attr), ("ioPriority", ioprio_value)):
+    for key, record, validate in (("scheduler", config.Scheduler, sched_attr),
+                                  ("ioPriority", config.IOPriority, ioprio_value)):
         if process.get(key) is not None:
             if not isinstance(process[key], dict):
                 raise ConfigError(f"process.{key}: must be an object")
-            validate(process[key])
+            validate(record.parse(process[key]))
     aff = process.get("execCPUAffinity")
     if aff is not None:
         if not isinstance(aff, dict):

@@ -9,6 +9,10 @@ import os
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import syscalls
 
+from pyoci import TYPE_CHECKING
+if TYPE_CHECKING:
+    from pyoci.spec.config import Rlimit
+
 TYPES = {
     "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,
     "RLIMIT_CORE": 4, "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7,
@@ -74,14 +78,14 @@ def check(rlimits: list | None) -> None:
                               f"{r['hard']}")
 
 
-def apply(rlimits: list | None, pid: int = 0) -> None:
+def apply(rlimits: list[Rlimit], pid: int = 0) -> None:
     """Set each rlimit on pid (0: the calling process), in order."""
-    for i, r in enumerate(rlimits or ()):
-        t = r["type"]
+    for i, r in enumerate(rlimits):
+        t = r.type
         res = TYPES.get(t)
         if res is None:
             raise ConfigError(f'process.rlimits[{i}]: unknown rlimit type "{t}"')
-        soft, hard = r["soft"], r["hard"]
+        soft, hard = r.soft, r.hard
         try:
             prlimit(pid, res, (soft, hard))
         except OSError as e:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import socket
     from typing import Any
 
+    from pyoci.spec.config import Seccomp, SeccompArg
+
 # --- pure tables (values are libseccomp's SCMP_* == the kernel's SECCOMP_RET_*) -----------
 
 _ACT_KILL_THREAD = 0x00000000
@@ -222,14 +224,14 @@ def action_value(name: str, errno_ret: int | None = None) -> int:
     return base
 
 
-def uses_notify(seccomp: dict) -> bool:
-    return any(c.get("action") == "SCMP_ACT_NOTIFY" for c in seccomp.get("syscalls") or [])
+def uses_notify(seccomp: Seccomp) -> bool:
+    return any(c.action == "SCMP_ACT_NOTIFY" for c in seccomp.syscalls)
 
 
-def filter_flags(seccomp: dict) -> int:
+def filter_flags(seccomp: Seccomp) -> int:
     """seccomp(2) flags for this config: the listed flags plus NEW_LISTENER for notify."""
     flags = 0
-    for name in seccomp.get("flags") or []:
+    for name in seccomp.flags:
         flags |= FLAGS[name]
     if uses_notify(seccomp):
         flags |= SECCOMP_FILTER_FLAG_NEW_LISTENER
@@ -400,27 +402,26 @@ def resolve_syscall(name: str, arch: int = 0) -> int | None:
     return None if nr == -1 else int(nr)  # -1 == __NR_SCMP_ERROR
 
 
-def _rule_conditions(args: list[dict]) -> list[list[tuple[int, int, int, int]]]:
+def _rule_conditions(args: list[SeccompArg]) -> list[list[tuple[int, int, int, int]]]:
     """The condition sets to add as separate rules: one set normally, one rule per condition
     when several conditions test the same argument (libseccomp refuses that; runc does so)."""
-    conds = [(a.get("index", 0), OPERATORS[a["op"]], a.get("value", 0), a.get("valueTwo", 0))
-             for a in args]
+    conds = [(a.index, OPERATORS[a.op], a.value, a.value_two) for a in args]
     indexes = [c[0] for c in conds]
     if len(set(indexes)) != len(indexes):
         return [[c] for c in conds]
     return [conds]
 
 
-def _add_rules(lib: Any, filt: Any, seccomp: dict, default: int) -> None:
-    for i, call in enumerate(seccomp.get("syscalls") or []):
-        action = action_value(call["action"], call.get("errnoRet"))
+def _add_rules(lib: Any, filt: Any, seccomp: Seccomp, default: int) -> None:
+    for i, call in enumerate(seccomp.syscalls):
+        action = action_value(call.action, call.errno_ret)
         if action == default:
             continue  # redundant; libseccomp would reject it
-        for name in call["names"]:
+        for name in call.names:
             nr = resolve_syscall(name)
             if nr is None:
                 continue  # unknown to libseccomp: assume the kernel lacks it (as runc)
-            for conds in _rule_conditions(call.get("args") or []):
+            for conds in _rule_conditions(call.args):
                 try:
                     filt.add_rule(action, nr, *(lib.Arg(*c) for c in conds))
                 except (OSError, RuntimeError, ValueError) as e:
@@ -436,18 +437,18 @@ def _export_bpf(filt: Any) -> bytes:
         return f.read()
 
 
-def build(seccomp: dict) -> tuple[bytes, int]:
+def build(seccomp: Seccomp) -> tuple[bytes, int]:
     """Build the filter with libseccomp; return (BPF program as struct sock_filter[], flags
-    for seccomp(2)). Nothing is loaded. Call before pivot_root (libseccomp is a host lib)."""
-    check(seccomp)
+    for seccomp(2)). Nothing is loaded. Call before pivot_root (libseccomp is a host lib).
+    linux.seccomp passed check() (create does it) before it became the record."""
     lib = libseccomp()
-    default = action_value(seccomp["defaultAction"], seccomp.get("defaultErrnoRet"))
+    default = action_value(seccomp.default_action, seccomp.default_errno_ret)
     try:
         filt = lib.SyscallFilter(default)
     except (OSError, RuntimeError) as e:
         raise UnsupportedError(f"linux.seccomp.defaultAction: libseccomp refused "
-                               f"{seccomp['defaultAction']}: {_lib_error(e)}") from None
-    for i, name in enumerate(seccomp.get("architectures") or []):
+                               f"{seccomp.default_action}: {_lib_error(e)}") from None
+    for i, name in enumerate(seccomp.architectures):
         arch = ARCHITECTURES[name]
         try:
             if not filt.exist_arch(arch):
@@ -455,7 +456,7 @@ def build(seccomp: dict) -> tuple[bytes, int]:
         except (OSError, RuntimeError, ValueError) as e:
             raise UnsupportedError(f"linux.seccomp.architectures[{i}]: cannot add {name}: "
                                    f"{_lib_error(e)}") from None
-    if len(seccomp.get("syscalls") or []) > 32:
+    if len(seccomp.syscalls) > 32:
         # Binary-tree syscall lookup for long profiles, as runc (libseccomp <= 2.5.4 breaks
         # with it on an empty filter, hence the threshold). Optional: older libs lack it.
         try:
@@ -513,19 +514,19 @@ def _enosys_section(audit: int, maxes: dict[str, int]) -> list[tuple[int, int, i
     return body
 
 
-def enosys_stub(seccomp: dict) -> bytes:
+def enosys_stub(seccomp: Seccomp) -> bytes:
     """BPF to prepend to the filter: for each listed architecture, syscall numbers above the
     largest one the profile names get -ENOSYS. Empty when the default action already lets
     syscalls through (ALLOW, LOG, TRACE) or is ERRNO(ENOSYS), or no architecture is listed
     (as runc)."""
-    default = seccomp["defaultAction"]
+    default = seccomp.default_action
     if default in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"):
         return b""
-    if default == "SCMP_ACT_ERRNO" and seccomp.get("defaultErrnoRet") == _ENOSYS:
+    if default == "SCMP_ACT_ERRNO" and seccomp.default_errno_ret == _ENOSYS:
         return b""
-    names = [n for c in seccomp.get("syscalls") or [] for n in c["names"]]
+    names = [n for c in seccomp.syscalls for n in c.names]
     per_audit: dict[int, dict[str, int]] = {}
-    for arch in seccomp.get("architectures") or []:
+    for arch in seccomp.architectures:
         audit = _AUDIT_ARCH_X86_64 if arch == "SCMP_ARCH_X32" else ARCHITECTURES[arch]
         top = max((nr for n in names
                    if (nr := resolve_syscall(n, ARCHITECTURES[arch])) is not None), default=0)
@@ -613,7 +614,7 @@ def install(program: bytes, flags: int = 0) -> int | None:
     return None
 
 
-def load(seccomp: dict) -> int | None:
+def load(seccomp: Seccomp) -> int | None:
     """Build linux.seccomp and load it into the calling process (see build, install).
     Returns the notify listener fd when a rule uses SCMP_ACT_NOTIFY, else None."""
     return install(*build(seccomp))

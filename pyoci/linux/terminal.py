@@ -11,6 +11,10 @@ import termios
 from pyoci.errors import PyociError, SysError
 from pyoci.linux import sock as unix   # not `socket`: milliseconds to import
 
+from pyoci import TYPE_CHECKING
+if TYPE_CHECKING:
+    from pyoci.spec.config import ConsoleSize
+
 TIOCGPTPEER = 0x5441
 TIOCSPTLCK = 0x40045431
 
@@ -25,7 +29,7 @@ def connect_console_socket(path: str):
     return s
 
 
-def open_pty(size: dict | None = None) -> tuple[int, int]:
+def open_pty(size: ConsoleSize | None = None) -> tuple[int, int]:
     """Open a new pty pair through this mount namespace's /dev/ptmx; returns (master, slave)."""
     try:
         master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
@@ -33,8 +37,8 @@ def open_pty(size: dict | None = None) -> tuple[int, int]:
         slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
     except OSError as e:
         raise SysError(f"process.terminal: cannot open a pty: {e.strerror}") from None
-    if size:
-        set_size(master, size.get("height", 0), size.get("width", 0))
+    if size is not None:
+        set_size(master, size.height, size.width)
     return master, slave
 
 

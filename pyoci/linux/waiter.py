@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import os
 
+from pyoci import TYPE_CHECKING
+if TYPE_CHECKING:
+    from pyoci.spec.config import Process
+
 NAME = "pyoci-waiter"
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), NAME)
 ENV = "PYOCI_WAITER"          # the binary to use instead; empty: never (the Python init waits)
@@ -48,7 +52,8 @@ def binary_path() -> str:
 
 def uses(spec: dict) -> bool:
     """Whether the waiter can do the rest of this container's init (else the Python init
-    waits: a full implementation, not a degraded one)."""
+    waits: a full implementation, not a degraded one). spec is the config.json document:
+    create asks before validating it (pyoci.linux.sealed), so this reads it with care."""
     proc = spec.get("process") or {}
     linux = spec.get("linux") or {}
     if (spec.get("hooks") or {}).get("startContainer"):
@@ -136,12 +141,13 @@ def load(spec: dict) -> int:
     return fd
 
 
-def argv(fifo_fd: int, proc: dict, program: tuple[bytes, int] | None, path: str) -> list[str]:
-    """The waiter's argv (see waiter.c) for executing path with proc["args"]. Makes fifo_fd
+def argv(fifo_fd: int, proc: Process, program: tuple[bytes, int] | None,
+         path: str) -> list[str]:
+    """The waiter's argv (see waiter.c) for executing path with proc.args. Makes fifo_fd
     inheritable; program (seccomp BPF and flags, loaded by the waiter) goes in an inheritable
     memfd the waiter reads and closes before it waits. Call before the init reports "ready":
     errors still reach the runtime then."""
-    cpus = (proc.get("execCPUAffinity") or {}).get("final") or "-"
+    cpus = proc.exec_cpu_affinity.final or "-"
     if cpus != "-":
         from pyoci.linux import process as procmod
 
@@ -157,7 +163,7 @@ def argv(fifo_fd: int, proc: dict, program: tuple[bytes, int] | None, path: str)
         os.set_inheritable(fd, True)
         bpf = str(fd)
     os.set_inheritable(fifo_fd, True)
-    return [NAME, str(fifo_fd), cpus, bpf, str(flags), path, *proc["args"]]
+    return [NAME, str(fifo_fd), cpus, bpf, str(flags), path, *proc.args]
 
 
 def execute(fd: int, args: list[str], env: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ import _signal   # not signal, socket, json: each costs milliseconds on every ex
 import os
 import sys
 
-from pyoci import jsonio
+from pyoci import TYPE_CHECKING, jsonio
 from pyoci import state as st_mod
 from pyoci.errors import ConfigError, PyociError, StateError, SysError, UsageError
 from pyoci.foreground import Forwarder, wait_exit
@@ -24,6 +24,9 @@ from pyoci.linux import namespaces as nsmod
 from pyoci.linux import sock as unix
 from pyoci.linux import syscalls as sc
 from pyoci.record import dataclass, field
+
+if TYPE_CHECKING:
+    from pyoci.spec import config
 
 COMMAND_FLAGS = {"exec": {
     "process": ("process", True), "p": ("process", True),
@@ -177,26 +180,11 @@ def read_process_file(path: str) -> dict:
 
 
 def check_process(proc: dict, cfg: dict, opts: dict) -> None:
-    """Refuse, before anything is started, what the process could not do."""
-    from pyoci.linux import process as procmod
+    """Refuse, before anything is started, what the process could not do: create's checks
+    of a process (spec.load.check_process), then exec's own flags."""
+    from pyoci.spec import load as spec_load
 
-    args = proc.get("args")
-    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
-        raise ConfigError("process.args: must be a non-empty list of strings")
-    env = proc.get("env") or []
-    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
-        raise ConfigError("process.env: must be a list of strings")
-    cwd = proc.get("cwd")
-    if not isinstance(cwd, str) or not cwd.startswith("/"):
-        raise ConfigError(f"process.cwd: {cwd!r} is not an absolute path")
-    linux = cfg.get("linux") or {}
-    procmod.check(proc, linux.get("personality"))
-    if proc.get("apparmorProfile"):
-        from pyoci.linux import apparmor
-
-        apparmor.check(proc["apparmorProfile"])
-    if proc.get("selinuxLabel") and not os.path.exists("/sys/fs/selinux/enforce"):
-        raise PyociError("process.selinuxLabel: SELinux is not enabled on this host")
+    spec_load.check_process(proc, cfg.get("linux") or {})
     tty = bool(proc.get("terminal"))
     if tty and opts.get("detach") and not opts.get("console_socket"):
         raise UsageError("exec: cannot allocate a tty when detached without --console-socket")
@@ -206,12 +194,16 @@ def check_process(proc: dict, cfg: dict, opts: dict) -> None:
 
 # --- the caller's side ---------------------------------------------------------------------
 
-def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) -> int:
-    """Start proc in the container; detached: return 0 once it runs; else wait for it."""
-    linux = cfg.get("linux") or {}
-    seccomp = linux.get("seccomp")
+def execute(st: st_mod.State, cfg: dict, process: dict, opts: dict, preserve: int) -> int:
+    """Start the (checked) process in the container; detached: return 0 once it runs; else
+    wait for it. cfg is the container's stored config."""
+    from pyoci.spec import config
+
+    proc = config.Process.parse(process)
+    linux = config.parse(cfg).linux
+    seccomp = linux.seccomp
     prog = None
-    if seccomp:
+    if seccomp is not None:
         from pyoci.linux import seccomp as seccomp_mod
 
         prog = seccomp_mod.build(seccomp)
@@ -223,7 +215,7 @@ def execute(st: st_mod.State, cfg: dict, proc: dict, opts: dict, preserve: int) 
     forward = Forwarder() if not opts.get("detach") else None
     res = _Held()
     try:
-        master = _start(st, cfg, proc, prog, opts, preserve, res)
+        master = _start(st, linux, proc, prog, opts, preserve, res)
     except BaseException as e:
         _abort(res)
         if forward:
@@ -264,8 +256,9 @@ class _Held:
     pid: int = 0
 
 
-def _start(st: st_mod.State, cfg: dict, proc: dict, prog: tuple[bytes, int] | None,
-           opts: dict, preserve: int, res: _Held) -> int | None:
+def _start(st: st_mod.State, linux: config.Linux, proc: config.Process,
+           prog: tuple[bytes, int] | None, opts: dict, preserve: int,
+           res: _Held) -> int | None:
     """Fork the joiner, put it in the cgroup, let the process go; returns the pty master to
     proxy in the foreground (else None). Fills res with what to clean up."""
     from pyoci import joiner
@@ -277,7 +270,7 @@ def _start(st: st_mod.State, cfg: dict, proc: dict, prog: tuple[bytes, int] | No
     res.socks.append(parent)
     theirs.sock = _above(theirs.sock, floor, res)
     console_fd, console_parent = -1, None
-    if proc.get("terminal"):
+    if proc.terminal:
         if opts.get("console_socket"):
             from pyoci.linux import terminal
 
@@ -288,12 +281,12 @@ def _start(st: st_mod.State, cfg: dict, proc: dict, prog: tuple[bytes, int] | No
             console_parent, cs = unix.socketpair(unix.AF_UNIX, unix.SOCK_STREAM)
             res.socks += [console_parent, cs]
             console_fd = _above(cs, floor, res).fileno()
-    linux = cfg.get("linux") or {}
-    seccomp = linux.get("seccomp") or {}
+    seccomp = linux.seccomp
     ns_fds, root_fd = _open_namespaces(st, floor, res)
-    job = joiner.JoinJob(process=proc, chan=theirs, personality=linux.get("personality"),
+    job = joiner.JoinJob(process=proc, chan=theirs, personality=linux.personality,
                          ns=ns_fds, root_fd=root_fd, console_fd=console_fd, preserve=preserve,
-                         seccomp=prog, notify=bool(prog and seccomp.get("listenerPath")),
+                         seccomp=prog, notify=bool(seccomp is not None and prog
+                                                   and seccomp.listener_path),
                          rootless=os.geteuid() != 0)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -351,9 +344,9 @@ def _start(st: st_mod.State, cfg: dict, proc: dict, prog: tuple[bytes, int] | No
             try:
                 # the agent is contacted once there is a listener fd to give it: a failure
                 # before never leaves it a connection without one
-                listener = seccomp_mod.connect_listener(seccomp["listenerPath"])
+                listener = seccomp_mod.connect_listener(seccomp.listener_path)
                 seccomp_mod.send_listener(listener, fds[0], public,
-                                          seccomp.get("listenerMetadata", ""), pid=res.pid)
+                                          seccomp.listener_metadata, pid=res.pid)
             finally:
                 msg.close_fds()
             parent.send(ch.Ok())

@@ -6,28 +6,8 @@ from __future__ import annotations
 import os
 
 from pyoci import jsonio
-from pyoci.errors import ConfigError
-
-NS_TYPES = {
-    "pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
-    "user": "user", "cgroup": "cgroup", "time": "time",
-}
-
-_SUFFIX_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.-")
-
-
-def _version_ok(ver: str) -> bool:
-    r"""re.match(r"^1\.(0|1|2|3)\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$", ver), without
-    `re` (slow to import): `\d` is any Unicode decimal digit, `$` also matches before a
-    final newline."""
-    if ver.endswith("\n"):
-        ver = ver[:-1]
-    if ver[:2] != "1." or ver[2:3] not in ("0", "1", "2", "3") or ver[3:4] != ".":
-        return False
-    rest, plus, build = ver[4:].partition("+")
-    patch, dash, pre = rest.partition("-")
-    return (patch.isdecimal() and (not dash or (pre != "" and _SUFFIX_CHARS.issuperset(pre)))
-            and (not plus or (build != "" and _SUFFIX_CHARS.issuperset(build))))
+from pyoci.errors import ConfigError, PyociError
+from pyoci.spec.config import NAMESPACES
 
 
 def read_config(bundle: str) -> dict:
@@ -113,10 +93,6 @@ def validate(doc: dict) -> None:
 
 
 def check_semantics(doc: dict) -> None:
-    ver = doc.get("ociVersion", "")
-    if not isinstance(ver, str) or not _version_ok(ver):
-        raise ConfigError(f"config.json: ociVersion: unsupported version {ver!r} "
-                          "(pyoci supports 1.0.0 to 1.3.x)")
     proc = doc.get("process")
     if proc is not None:
         if not proc.get("args"):
@@ -128,7 +104,7 @@ def check_semantics(doc: dict) -> None:
     seen = set()
     for i, ns in enumerate(linux.get("namespaces") or []):
         t = ns.get("type")
-        if t not in NS_TYPES:
+        if t not in NAMESPACES:
             raise ConfigError(f"config.json: linux.namespaces[{i}].type: unknown namespace {t!r}")
         if t in seen:
             raise ConfigError(f"config.json: linux.namespaces[{i}].type: duplicate namespace {t!r}")
@@ -185,6 +161,33 @@ def _check_sysctl(sysctl: dict, ns: set) -> None:
             raise ConfigError(f"config.json: linux.sysctl: {key} is not a namespaced sysctl")
         if need not in ns:
             raise ConfigError(f"config.json: linux.sysctl: {key} needs a {need} namespace")
+
+
+def check_process(proc: object, linux: dict) -> None:
+    """What a process must be, for create (config.json's process, after the schema) and
+    exec (its --process file or the stored process with the command line's overrides):
+    refused before anything is started, each error naming the field."""
+    from pyoci.linux import process as procmod
+
+    if not isinstance(proc, dict):
+        raise ConfigError("process: must be an object")
+    args = proc.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+        raise ConfigError("process.args: must be a non-empty list of strings")
+    env = proc.get("env") or []
+    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
+        raise ConfigError("process.env: must be a list of strings")
+    cwd = proc.get("cwd")
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        raise ConfigError(f"process.cwd: {cwd!r} is not an absolute path")
+    procmod.check(proc, linux.get("personality"))
+    if proc.get("apparmorProfile"):
+        from pyoci.linux import apparmor
+
+        apparmor.check(proc["apparmorProfile"])
+    if proc.get("selinuxLabel") or linux.get("mountLabel"):
+        if not os.path.exists("/sys/fs/selinux/enforce"):
+            raise PyociError("process.selinuxLabel: SELinux is not enabled on this host")
 
 
 def namespaces(doc: dict) -> dict[str, str | None]:

@@ -353,6 +353,16 @@ def want_pagesize(field: str, v: object) -> str:
     return v
 
 
+def want_hugepage_limits(field: str, v: object) -> None:
+    """linux.resources.hugepageLimits: objects with a page size this kernel has and a
+    limit >= 0."""
+    for i, h in enumerate(want_list(field, v)):
+        f = f"{field}[{i}]"
+        want_dict(f, h)
+        want_pagesize(f"{f}.pageSize", h.get("pageSize"))
+        want_int(f"{f}.limit", h.get("limit"), 0)
+
+
 def check_device_rules(rules: object, field: str = "linux.resources.devices") -> list[dict]:
     """Validate linux.resources.devices entries (allow, type, major, minor, access)."""
     out = []

@@ -173,11 +173,7 @@ class V1Manager(Manager):
             self._check_blkio(bio)
         huge = r.get("hugepageLimits")
         if huge:
-            for i, h in enumerate(c.want_list(f"{R}.hugepageLimits", huge)):
-                f = f"{R}.hugepageLimits[{i}]"
-                c.want_dict(f, h)
-                c.want_pagesize(f"{f}.pageSize", h.get("pageSize"))
-                c.want_int(f"{f}.limit", h.get("limit"), 0)
+            c.want_hugepage_limits(f"{R}.hugepageLimits", huge)
             if "hugetlb" not in self.paths and not self._unified_has("hugetlb"):
                 raise UnsupportedError(f"{R}.hugepageLimits: the hugetlb cgroup controller "
                                        f"is not available on this host")
@@ -412,20 +408,9 @@ class V1Manager(Manager):
             c.write_file(d, "cpu.cfs_quota_us", quota, f"{f}.quota")
             if retry_period:
                 c.write_file(d, "cpu.cfs_period_us", period, f"{f}.period")
-        if cpu.get("burst") is not None:
-            if not os.path.exists(os.path.join(d, "cpu.cfs_burst_us")):
-                if cpu["burst"]:
-                    raise UnsupportedError(f"{f}.burst: cpu.cfs_burst_us is not supported by "
-                                           f"this kernel")
-            else:
-                c.write_file(d, "cpu.cfs_burst_us", cpu["burst"], f"{f}.burst")
-        if cpu.get("idle") is not None:
-            if not os.path.exists(os.path.join(d, "cpu.idle")):
-                if cpu["idle"]:
-                    raise UnsupportedError(f"{f}.idle: cpu.idle is not supported by this "
-                                           f"kernel")
-            else:
-                c.write_file(d, "cpu.idle", cpu["idle"], f"{f}.idle")
+        for key, name in (("burst", "cpu.cfs_burst_us"), ("idle", "cpu.idle")):
+            if cpu.get(key) is not None:
+                _write_if_supported(d, name, cpu[key], f"{f}.{key}")
 
     def _apply_blkio(self, bio: dict | None) -> None:
         if not bio or not any(bio.get(k) for k in bio):
@@ -827,6 +812,15 @@ def _check_majmin(field: str, v: object) -> None:
 def _omit(d: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
     """Drop zero/empty values, like Go's `omitempty`, except for keys in keep."""
     return {k: v for k, v in d.items() if k in keep or v not in (0, None, [], "", {})}
+
+
+def _write_if_supported(d: str, name: str, value: int, field: str) -> None:
+    """Write value to d/name; where this kernel has no such file, only 0 (unset) is
+    accepted."""
+    if os.path.exists(os.path.join(d, name)):
+        c.write_file(d, name, value, field)
+    elif value:
+        raise UnsupportedError(f"{field}: {name} is not supported by this kernel")
 
 
 def _cpu_list(s: str) -> list[int]:

@@ -277,11 +277,7 @@ class V2Manager(Manager):
                 need("io", f"{F}.blockIO")
         hp = resources.get("hugepageLimits")
         if hp:
-            for i, h in enumerate(common.want_list(f"{F}.hugepageLimits", hp)):
-                f = f"{F}.hugepageLimits[{i}]"
-                common.want_dict(f, h)
-                common.want_pagesize(f"{f}.pageSize", h.get("pageSize"))
-                common.want_int(f"{f}.limit", h.get("limit"), 0)
+            common.want_hugepage_limits(f"{F}.hugepageLimits", hp)
             need("hugetlb", f"{F}.hugepageLimits")
         rdma = resources.get("rdma")
         if rdma:

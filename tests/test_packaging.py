@@ -139,6 +139,27 @@ def test_installed_commands_start_isolated_without_site(built, tmp_path, command
 
 
 @needs_cc
+def test_a_script_away_from_its_packages_finds_them_through_site(built, tmp_path):
+    """Where the packages are not in PREFIX/lib/pythonX.Y/site-packages beside the script's
+    PREFIX/bin (e.g. Debian's /usr/local/lib/python3/dist-packages), the script looks again
+    with `site`'s directories (the venv's here) instead of failing."""
+    _, bindir = built
+    (tmp_path / "bin").mkdir()
+    script = tmp_path / "bin" / "pyoci-script.py"
+    shutil.copy(os.path.join(bindir, "pyoci-script.py"), script)
+    marker = tmp_path / "site-ran"
+    pth = os.path.join(purelib(bindir), "zz-packaging-test.pth")
+    with open(pth, "w") as f:
+        f.write(f"import os; open({str(marker)!r}, 'w').close()\n")
+    try:
+        p = _run([os.path.join(bindir, "python"), "-IS", str(script), "--version"])
+    finally:
+        os.unlink(pth)
+    assert p.stdout.startswith("pyoci version ")
+    assert marker.exists()
+
+
+@needs_cc
 def test_installed_pyoci_runs_a_container_with_the_waiter(built, bundle_factory, config,
                                                           tmp_path):
     """create (the init waits in the installed waiter), state, start, delete."""

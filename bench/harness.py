@@ -12,7 +12,6 @@ state root and bundle it made, also on failure, SIGINT or SIGTERM.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -30,8 +29,9 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 if os.path.join(REPO, "tests") not in sys.path:
     sys.path.insert(0, os.path.join(REPO, "tests"))
+from support.procs import reap_zombies  # noqa: E402
+from support.procs import set_subreaper as set_subreaper  # noqa: E402 - bench/run calls it here
 
-PR_SET_CHILD_SUBREAPER = 36
 HYBRID_NOTE = ("refused on this host (hybrid cgroups); run inside the full-kernel lane "
                "(lane/run) for crun numbers")
 SLEEP_ARGS = ["sleep", "3600"]
@@ -47,26 +47,6 @@ class CommandTimeout(BenchError):
 
 
 # --- processes ----------------------------------------------------------------------------
-
-def set_subreaper() -> None:
-    """Make this process the reaper of orphaned descendants (container inits)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-def reap_orphans() -> int:
-    """Reap every exited child without blocking; returns how many were reaped."""
-    n = 0
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return n
-        if pid == 0:
-            return n
-        n += 1
-
 
 def _on_alarm(signum, frame):
     raise CommandTimeout("timed out")
@@ -409,7 +389,7 @@ def kill_children(timeout: float = 10.0) -> None:
     reparented here), reaping as we go."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        reap_orphans()
+        reap_zombies()
         kids = children()
         if not kids:
             return
@@ -484,7 +464,7 @@ def _delete_all(work: Work) -> None:
                 rt.quiet("delete", "--force", cid, timeout=10.0)
             except (OSError, subprocess.SubprocessError):
                 pass
-        reap_orphans()
+        reap_zombies()
 
 
 # --- one container in a given state -------------------------------------------------------
@@ -740,7 +720,7 @@ def probe(work: Work, rt: Runtime) -> str:
             leftover(work, rt, cid)
         except (OSError, subprocess.SubprocessError):
             pass
-        reap_orphans()
+        reap_zombies()
     return "" if r.rc == 0 else (r.err or f"exit {r.rc}")
 
 

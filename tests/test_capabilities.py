@@ -12,7 +12,7 @@ from pyoci.errors import ConfigError
 from pyoci.linux import capabilities, process
 from pyoci.spec import config
 
-from support.harness import ChildError, in_child
+from support.child import ChildError, in_child
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 

@@ -5,7 +5,6 @@ and a real run marked `lane` (needs systemd as PID 1: the QEMU lane)."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 
@@ -14,6 +13,7 @@ import pytest
 from pyoci.cgroups import dbus
 from pyoci.cgroups import systemd as sd
 from pyoci.errors import ConfigError, SysError, UnsupportedError
+from support.child import idle_child
 
 
 # --- marshalling -------------------------------------------------------------------------
@@ -510,21 +510,16 @@ def test_lane_real_scope():
 
     cid = f"pyoci-test-{uuid.uuid4().hex[:8]}"
     m = sd.SystemdManager.for_container(f"system.slice:pyoci:{cid}", cid)
-    pid = os.fork()
-    if pid == 0:
-        signal.pause()
-        os._exit(0)
     try:
-        m.create()
-        m.add(pid)
-        m.apply({"pids": {"limit": 64}})
-        with open(f"/proc/{pid}/cgroup") as f:
-            assert f"/system.slice/pyoci-{cid}.scope" in f.read()
-        assert pid in m.pids()
-        if cgroups.mode() == "v2":
-            assert open(os.path.join(m.fs.path, "pids.max")).read().strip() == "64"
+        with idle_child() as pid:
+            m.create()
+            m.add(pid)
+            m.apply({"pids": {"limit": 64}})
+            with open(f"/proc/{pid}/cgroup") as f:
+                assert f"/system.slice/pyoci-{cid}.scope" in f.read()
+            assert pid in m.pids()
+            if cgroups.mode() == "v2":
+                assert open(os.path.join(m.fs.path, "pids.max")).read().strip() == "64"
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
         m.destroy()
     assert not os.path.exists(getattr(m.fs, "path", "/nonexistent"))

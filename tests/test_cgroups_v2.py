@@ -5,7 +5,7 @@ skip unless /sys/fs/cgroup itself is cgroup2."""
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +19,7 @@ from pyoci.cgroups.common import CGROUP2_SUPER_MAGIC, fs_magic, read_procs, rmdi
 from pyoci.cgroups.v2 import V2Manager
 from pyoci.errors import ConfigError, UnsupportedError
 
-from support.harness import kill_and_reap
+from support.child import access_in_cgroup, idle_child, run_child
 
 UNIFIED = "/sys/fs/cgroup/unified"
 HYBRID_V2 = os.geteuid() == 0 and fs_magic(UNIFIED) == CGROUP2_SUPER_MAGIC
@@ -168,24 +168,10 @@ def mgr(top):
 
 @pytest.fixture
 def child():
-    """Factory of sleeping child processes; all are killed and reaped afterwards."""
-    pids: list[int] = []
-
-    def spawn() -> int:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                signal.pthread_sigmask(signal.SIG_SETMASK, [])
-                while True:
-                    signal.pause()
-            finally:
-                os._exit(0)
-        pids.append(pid)
-        return pid
-
-    yield spawn
-    for pid in pids:
-        kill_and_reap(pid)
+    """Factory of idle child processes (support.child.idle_child), killed and reaped
+    afterwards."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(idle_child())
 
 
 @needs_cgroup2
@@ -332,30 +318,8 @@ def test_stats_shape_and_oom_count(mgr, child):
 
 
 def _open_in_cgroup(cgroup: str, paths: list[str]) -> list[str]:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
-                f.write("0")
-            out = []
-            for p in paths:
-                try:
-                    os.close(os.open(p, os.O_RDONLY))
-                    out.append("ok")
-                except OSError as e:
-                    out.append(errno.errorcode.get(e.errno, str(e.errno)))
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(data)
+    """"ok" or the errno's name of opening each path (read-only) in a child in cgroup."""
+    return list(access_in_cgroup(cgroup, [("open", p, os.O_RDONLY) for p in paths]).values())
 
 
 @needs_cgroup2
@@ -388,17 +352,8 @@ def pure_mgr():
 
 
 def _run_in(m: V2Manager, fn) -> int:
-    """Fork a child that joins m and runs fn; returns its wait status."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            with open(os.path.join(m.path, "cgroup.procs"), "w") as f:
-                f.write("0")
-            fn()
-        finally:
-            os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return status
+    """The wait status of a child that joins m and runs fn."""
+    return run_child(fn, cgroup=m.path)[0]
 
 
 @lane

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import struct
 import tempfile
@@ -17,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 from pyoci.cgroups import ebpf
 from pyoci.cgroups.ebpf import WILDCARD, Rule
 from pyoci.errors import ConfigError
+from support.child import access_in_cgroup
 
 UNIFIED = "/sys/fs/cgroup/unified"
 
@@ -219,48 +218,13 @@ def test_cgroup():
     rmdir_tree(path)
 
 
-def in_cgroup(cgroup: str, actions: list[tuple[str, str, int]]) -> dict[str, object]:
-    """Fork a child, move it into cgroup, run actions ("open", path, flags) or
-    ("mknod", path, rdev); return {label: "ok" | errno name}."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
-                f.write("0")
-            out = {}
-            for kind, path, arg in actions:
-                label = f"{kind} {path} {arg}"
-                try:
-                    if kind == "open":
-                        os.close(os.open(path, arg))
-                    else:
-                        import stat
-                        os.mknod(path, 0o600 | stat.S_IFCHR, arg)
-                        os.unlink(path)
-                    out[label] = "ok"
-                except OSError as e:
-                    out[label] = errno.errorcode.get(e.errno, str(e.errno))
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(data)
-
-
 @needs_cgroup2
 def test_deny_read_of_dev_null(test_cgroup):
     rules = [R("a", -1, -1, "rwm", True), R("c", 1, 3, "r", False)]
     ebpf.set_device_filter(test_cgroup, rules)
-    res = in_cgroup(test_cgroup, [("open", "/dev/null", os.O_RDONLY),
-                                  ("open", "/dev/null", os.O_WRONLY),
-                                  ("open", "/dev/zero", os.O_RDONLY)])
+    res = access_in_cgroup(test_cgroup, [("open", "/dev/null", os.O_RDONLY),
+                                         ("open", "/dev/null", os.O_WRONLY),
+                                         ("open", "/dev/zero", os.O_RDONLY)])
     assert res == {f"open /dev/null {os.O_RDONLY}": "EPERM",
                    f"open /dev/null {os.O_WRONLY}": "ok",
                    f"open /dev/zero {os.O_RDONLY}": "ok"}
@@ -272,22 +236,22 @@ def test_deny_read_of_dev_null(test_cgroup):
 def test_deny_all_with_allow_list(test_cgroup):
     rules = [R("a", -1, -1, "rwm", False), R("c", 1, 3, "rwm", True)]
     ebpf.set_device_filter(test_cgroup, rules)
-    res = in_cgroup(test_cgroup, [("open", "/dev/null", os.O_RDWR),
-                                  ("open", "/dev/zero", os.O_RDONLY),
-                                  ("open", "/dev/full", os.O_WRONLY)])
+    res = access_in_cgroup(test_cgroup, [("open", "/dev/null", os.O_RDWR),
+                                         ("open", "/dev/zero", os.O_RDONLY),
+                                         ("open", "/dev/full", os.O_WRONLY)])
     assert list(res.values()) == ["ok", "EPERM", "EPERM"]
 
 
 @needs_cgroup2
 def test_wildcard_minor_and_major(test_cgroup):
     ebpf.set_device_filter(test_cgroup, [R("c", 1, WILDCARD, "r", True)])
-    res = in_cgroup(test_cgroup, [("open", "/dev/null", os.O_RDONLY),
-                                  ("open", "/dev/zero", os.O_RDONLY),
-                                  ("open", "/dev/zero", os.O_WRONLY)])
+    res = access_in_cgroup(test_cgroup, [("open", "/dev/null", os.O_RDONLY),
+                                         ("open", "/dev/zero", os.O_RDONLY),
+                                         ("open", "/dev/zero", os.O_WRONLY)])
     assert list(res.values()) == ["ok", "ok", "EPERM"]
     ebpf.set_device_filter(test_cgroup, [R("c", WILDCARD, 5, "rw", True)])
-    res = in_cgroup(test_cgroup, [("open", "/dev/zero", os.O_RDWR),
-                                  ("open", "/dev/null", os.O_RDONLY)])
+    res = access_in_cgroup(test_cgroup, [("open", "/dev/zero", os.O_RDWR),
+                                         ("open", "/dev/null", os.O_RDONLY)])
     assert list(res.values()) == ["ok", "EPERM"]
 
 
@@ -297,10 +261,10 @@ def test_mknod_access(test_cgroup):
     try:
         node = os.path.join(d, "null")
         ebpf.set_device_filter(test_cgroup, [R("c", 1, 3, "rw", True)])
-        res = in_cgroup(test_cgroup, [("mknod", node, os.makedev(1, 3))])
+        res = access_in_cgroup(test_cgroup, [("mknod", node, os.makedev(1, 3))])
         assert list(res.values()) == ["EPERM"]
         ebpf.set_device_filter(test_cgroup, [R("c", WILDCARD, WILDCARD, "m", True)])
-        res = in_cgroup(test_cgroup, [("mknod", node, os.makedev(1, 3))])
+        res = access_in_cgroup(test_cgroup, [("mknod", node, os.makedev(1, 3))])
         assert list(res.values()) == ["ok"]
     finally:
         import shutil
@@ -322,8 +286,8 @@ def test_update_replaces_only_pyocis_program(test_cgroup):
     ebpf.set_device_filter(test_cgroup, [R("c", 1, 3, "rwm", True)])
     names = sorted(n for _, n in ebpf.attached_programs(test_cgroup))
     assert names == ["other_dev", "pyoci_dev"]
-    res = in_cgroup(test_cgroup, [("open", "/dev/null", os.O_RDONLY),
-                                  ("open", "/dev/zero", os.O_RDONLY)])
+    res = access_in_cgroup(test_cgroup, [("open", "/dev/null", os.O_RDONLY),
+                                         ("open", "/dev/zero", os.O_RDONLY)])
     assert list(res.values()) == ["ok", "EPERM"]
     ebpf.clear_device_filter(test_cgroup)
     assert [n for _, n in ebpf.attached_programs(test_cgroup)] == ["other_dev"]

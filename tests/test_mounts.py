@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import copy
 import errno
-import json
 import os
-import socket
 import stat
 import subprocess
-import traceback
 
 import pytest
 
@@ -21,97 +18,24 @@ from pyoci.cgroups import paths as cgpaths
 from pyoci.linux import mountinfo, mounts
 from pyoci.linux import rootfs as rootfs_mod
 from pyoci.linux import syscalls as sc
+from support.child import ChildError, in_child
 from support.rootfs import base_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-class ChildFailed(AssertionError):
-    pass
-
-
-def run_in_child(fn, *, userns: bool = False, newns: bool = True, extra_unshare: int = 0,
-                 pass_fds_from=None, pre=None):
-    """Run fn() in a forked child (in new namespaces); return its JSON-able result or raise
-    ChildFailed with the child's traceback. pass_fds_from(child_pid) -> list of fds is called
-    in the parent once the child's user namespace exists; the fds are sent to the child and
-    fn receives them as its argument. pre() runs first, before the user namespace."""
-    r, w = os.pipe()
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    sock_parent, sock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(r)
-            os.close(ready_r)
-            os.close(go_w)
-            sock_parent.close()
-            if pre is not None:
-                pre()  # still privileged on the host, before any user namespace
-            if userns:
-                sc.unshare(sc.CLONE_NEWUSER)
-            os.write(ready_w, b"1")
-            if os.read(go_r, 1) != b"1":
-                raise RuntimeError("parent did not release the child")
-            if newns:
-                sc.unshare(sc.CLONE_NEWNS | extra_unshare)
-            if pass_fds_from is not None:
-                _, fds, _, _ = socket.recv_fds(sock_child, 1, 16)
-                out = fn(fds)
-            else:
-                out = fn()
-            payload = {"ok": out}
-        except BaseException as e:  # noqa: BLE001 - report everything to the parent
-            payload = {"error": f"{type(e).__name__}: {e}", "type": type(e).__name__,
-                       "errno": getattr(e, "errno", None), "tb": traceback.format_exc()}
-        try:
-            os.write(w, json.dumps(payload).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    os.close(ready_w)
-    os.close(go_r)
-    sock_child.close()
-    sent: list[int] = []
-    try:
-        if os.read(ready_r, 1) != b"1":
-            raise ChildFailed("child died before it was ready")
-        if userns:
-            for f in ("uid_map", "gid_map"):
-                with open(f"/proc/{pid}/{f}", "w") as fh:
-                    fh.write("0 0 65536\n")
-        if pass_fds_from is not None:
-            sent = pass_fds_from(pid)
-        os.write(go_w, b"1")
-        if pass_fds_from is not None:
-            socket.send_fds(sock_parent, [b"x"], sent)
-        chunks = []
-        while True:
-            b = os.read(r, 65536)
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        for fd in (r, ready_r, go_w, *sent):
-            os.close(fd)
-        sock_parent.close()
-        os.waitpid(pid, 0)
-    if not chunks:
-        raise ChildFailed("child reported nothing")
-    payload = json.loads(b"".join(chunks))
-    if "error" in payload:
-        raise ChildFailed(payload["error"] + "\n" + payload["tb"])
-    return payload["ok"]
+def run_in_child(fn, *, userns: bool = False, extra_unshare: int = 0, **kw):
+    """What fn() returns in a forked child in a new mount namespace (and a user namespace when
+    asked: support.child.in_child); what it raises is raised as ChildError."""
+    return in_child(fn, userns=userns, unshare=sc.CLONE_NEWNS | extra_unshare, **kw)
 
 
 def child_error(fn, **kw) -> dict:
-    """Run fn in a child, expecting it to raise; return {type, error, errno}."""
+    """Run fn in a child, expecting it to raise; return {type, error}."""
     try:
         run_in_child(fn, **kw)
-    except ChildFailed as e:
-        first = str(e).splitlines()[0]
-        return {"type": first.split(":", 1)[0], "error": first}
+    except ChildError as e:
+        return {"type": e.kind, "error": f"{e.kind}: {e.message}"}
     raise AssertionError("child did not fail")
 
 
@@ -886,8 +810,8 @@ def test_idmap_tree_prepared_on_host_for_userns_init(rootfs, tmp_path):
         return os.stat("/mnt/id/owned").st_uid
 
     try:
-        assert run_in_child(child, userns=True, pass_fds_from=host_side) == 0
-    except ChildFailed as e:
+        assert run_in_child(child, userns=True, fds_from=host_side) == 0
+    except ChildError as e:
         if "cannot id-map" in str(e):
             pytest.skip(f"backing filesystem refuses id-mapping: {e}")
         raise
@@ -956,7 +880,7 @@ def test_userns_bind_remount_keeps_locked_flags(rootfs, tmp_path):
         setup_all(spec, rootfs, userns=True)
         return os.statvfs("/mnt/l").f_flag
 
-    flags = run_in_child(child, userns=True, pre=pre)
+    flags = run_in_child(child, userns=True, before=pre)
     for f in (os.ST_RDONLY, os.ST_NOSUID, os.ST_NODEV, os.ST_NOEXEC):
         assert flags & f, (hex(flags), f)
 

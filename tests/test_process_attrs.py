@@ -15,7 +15,7 @@ from pyoci.errors import ConfigError, SysError
 from pyoci.linux import process, rlimits, syscalls
 from pyoci.spec import config
 
-from support.harness import ChildError, in_child
+from support.child import ChildError, idle_child, in_child
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -371,23 +371,10 @@ def test_apply_exec_cpu_affinity_stages():
 
 def test_apply_exec_cpu_affinity_to_another_pid():
     cpus = sorted(os.sched_getaffinity(0))
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(w)
-            os.read(r, 1)  # wait until the parent has set our affinity
-        finally:
-            os._exit(0)
-    os.close(r)
-    try:
+    with idle_child() as pid:
         process.apply_exec_cpu_affinity(config.ExecCPUAffinity(initial=str(cpus[-1])),
                                         "initial", pid)
         assert os.sched_getaffinity(pid) == {cpus[-1]}
-    finally:
-        os.write(w, b"x")
-        os.close(w)
-        os.waitpid(pid, 0)
 
 
 def test_apply_exec_cpu_affinity_with_no_usable_cpu_names_the_field():
@@ -414,22 +401,9 @@ def test_set_oom_score_adj_raises_it():
 
 
 def test_set_oom_score_adj_of_another_pid():
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(w)
-            os.read(r, 1)
-        finally:
-            os._exit(0)
-    os.close(r)
-    try:
+    with idle_child() as pid:
         process.set_oom_score_adj(321, pid)
         assert _read_oom(pid) == 321
-    finally:
-        os.write(w, b"x")
-        os.close(w)
-        os.waitpid(pid, 0)
 
 
 def test_lowering_oom_score_adj_without_cap_sys_resource_fails_clearly():
@@ -482,22 +456,9 @@ def test_rlimits_infinity_round_trips():
 
 
 def test_rlimits_apply_to_another_pid():
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(w)
-            os.read(r, 1)
-        finally:
-            os._exit(0)
-    os.close(r)
-    try:
+    with idle_child() as pid:
         rlimits.apply([config.Rlimit("RLIMIT_NOFILE", 64, 128)], pid)
         assert rlimits.prlimit(pid, rlimits.TYPES["RLIMIT_NOFILE"]) == (64, 128)
-    finally:
-        os.write(w, b"x")
-        os.close(w)
-        os.waitpid(pid, 0)
 
 
 def test_rlimit_above_the_hard_limit_without_cap_sys_resource_is_a_clear_error():

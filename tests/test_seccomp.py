@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import ctypes
 import errno
 import fcntl
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -24,7 +22,7 @@ from pyoci.linux import seccomp
 from pyoci.linux import syscalls
 from pyoci.spec import config
 
-from support.harness import kill_and_reap
+from support import child
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -40,49 +38,10 @@ ESSENTIAL = ["write", "exit_group", "exit", "rt_sigreturn", "rt_sigprocmask", "r
 
 # --- helpers ------------------------------------------------------------------------------
 
-@pytest.fixture
-def children():
-    """PIDs of forked children: killed (by PID) and reaped at teardown if still there."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        kill_and_reap(pid)
-
-
-def run_child(children: list[int], body) -> tuple[int, object]:
-    """Fork; run body() in the child; return (wait status, body's return value or None).
-    The child cannot dump core; it always leaves with os._exit."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 0
-        try:
-            os.close(r)
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-            os.write(w, repr(("ok", body())).encode())
-        except BaseException as e:  # noqa: BLE001
-            try:
-                os.write(w, repr(("exc", f"{type(e).__name__}: {e}")).encode())
-            except BaseException:  # noqa: BLE001
-                pass
-            code = 1
-        finally:
-            os._exit(code)
-    children.append(pid)
-    os.close(w)
-    chunks = []
-    with os.fdopen(r, "rb") as f:
-        chunks.append(f.read())
-    _, status = os.waitpid(pid, 0)
-    children.remove(pid)
-    data = b"".join(chunks)
-    if not data:
-        return status, None
-    kind, value = ast.literal_eval(data.decode())
-    if kind == "exc":
-        raise AssertionError(f"child raised {value}")
-    return status, value
+def run_child(body) -> tuple[int, object]:
+    """(wait status, body's return value or None) of body() run in a forked child that cannot
+    dump core (a filter may kill it)."""
+    return child.run_child(body, no_core=True)
 
 
 def errno_of(fn, *args) -> int:
@@ -137,7 +96,7 @@ def mkdir_errno(path: str) -> int:
 
 # --- actions ------------------------------------------------------------------------------
 
-def test_errno_action_with_errno_ret(children, tmp_path):
+def test_errno_action_with_errno_ret(tmp_path):
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 42},
                         {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"})
 
@@ -145,7 +104,7 @@ def test_errno_action_with_errno_ret(children, tmp_path):
         load_in_child(cfg)()
         return errno_of(os.getcwd), mkdir_errno(str(tmp_path / "d")), errno_of(os.getpid)
 
-    status, (cwd, mk, pid) = run_child(children, body)
+    status, (cwd, mk, pid) = run_child(body)
     assert os.waitstatus_to_exitcode(status) == 0
     assert cwd == 42
     assert mk == errno.EPERM  # errnoRet defaults to EPERM
@@ -153,7 +112,7 @@ def test_errno_action_with_errno_ret(children, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_default_errno_with_allowlist(children, tmp_path):
+def test_default_errno_with_allowlist(tmp_path):
     cfg = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EACCES,
            "syscalls": [{"names": ESSENTIAL + ["getcwd"], "action": "SCMP_ACT_ALLOW"}]}
 
@@ -161,7 +120,7 @@ def test_default_errno_with_allowlist(children, tmp_path):
         load_in_child(cfg)()
         return errno_of(os.getcwd), mkdir_errno(str(tmp_path / "d")), errno_of(os.getppid)
 
-    status, (cwd, mk, ppid) = run_child(children, body)
+    status, (cwd, mk, ppid) = run_child(body)
     assert os.waitstatus_to_exitcode(status) == 0
     assert (cwd, mk) == (0, errno.EACCES)
     assert ppid == 0  # getppid cannot fail; os.getppid returned a (bogus) value
@@ -170,7 +129,7 @@ def test_default_errno_with_allowlist(children, tmp_path):
 
 @pytest.mark.parametrize("action", ["SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD",
                                     "SCMP_ACT_KILL_PROCESS"])
-def test_kill_actions_kill_with_sigsys(children, action):
+def test_kill_actions_kill_with_sigsys(action):
     cfg = allow_default({"names": ["getcwd"], "action": action})
 
     def body():
@@ -178,12 +137,12 @@ def test_kill_actions_kill_with_sigsys(children, action):
         os.getcwd()
         return "survived"
 
-    status, value = run_child(children, body)
+    status, value = run_child(body)
     assert value is None
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
 
 
-def test_kill_process_kills_all_threads(children):
+def test_kill_process_kills_all_threads():
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_KILL_PROCESS"})
 
     def body():
@@ -193,12 +152,12 @@ def test_kill_process_kills_all_threads(children):
         t.join()
         return "survived"
 
-    status, value = run_child(children, body)
+    status, value = run_child(body)
     assert value is None
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
 
 
-def test_kill_thread_kills_only_the_thread(children):
+def test_kill_thread_kills_only_the_thread():
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_KILL_THREAD"})
 
     def body():
@@ -214,12 +173,12 @@ def test_kill_thread_kills_only_the_thread(children):
             time.sleep(0.01)
         return returned, os.path.exists(f"/proc/self/task/{t.native_id}")
 
-    status, (returned, alive) = run_child(children, body)
+    status, (returned, alive) = run_child(body)
     assert os.waitstatus_to_exitcode(status) == 0  # the process survived
     assert returned == [] and not alive  # the thread did not
 
 
-def test_trap_delivers_sigsys(children, tmp_path):
+def test_trap_delivers_sigsys(tmp_path):
     cfg = allow_default({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_TRAP"})
 
     def body():
@@ -230,24 +189,24 @@ def test_trap_delivers_sigsys(children, tmp_path):
         signal.pthread_sigmask(signal.SIG_SETMASK, [])  # a bytecode boundary for the handler
         return got
 
-    status, got = run_child(children, body)
+    status, got = run_child(body)
     assert os.waitstatus_to_exitcode(status) == 0
     assert got == [signal.SIGSYS]
     assert not (tmp_path / "d").exists()  # not executed
 
 
-def test_trace_without_tracer_gives_enosys(children):
+def test_trace_without_tracer_gives_enosys():
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_TRACE", "errnoRet": 5})
 
     def body():
         load_in_child(cfg)()
         return raw_syscall(nr("getcwd"))
 
-    status, e = run_child(children, body)
+    status, e = run_child(body)
     assert e == errno.ENOSYS
 
 
-def test_log_allows(children, tmp_path):
+def test_log_allows(tmp_path):
     cfg = {"defaultAction": "SCMP_ACT_ERRNO",
            "syscalls": [{"names": ESSENTIAL, "action": "SCMP_ACT_ALLOW"},
                         {"names": ["getcwd"], "action": "SCMP_ACT_LOG"}]}
@@ -256,11 +215,11 @@ def test_log_allows(children, tmp_path):
         load_in_child(cfg)()
         return errno_of(os.getcwd), mkdir_errno(str(tmp_path / "d"))
 
-    status, (cwd, mk) = run_child(children, body)
+    status, (cwd, mk) = run_child(body)
     assert (cwd, mk) == (0, errno.EPERM)
 
 
-def test_rule_equal_to_default_is_skipped(children):
+def test_rule_equal_to_default_is_skipped():
     # ERRNO(EPERM) rule == default: skipped (libseccomp would refuse); ERRNO(5) differs.
     cfg = {"defaultAction": "SCMP_ACT_ERRNO",
            "syscalls": [{"names": ESSENTIAL, "action": "SCMP_ACT_ALLOW"},
@@ -271,13 +230,13 @@ def test_rule_equal_to_default_is_skipped(children):
         load_in_child(cfg)()
         return errno_of(os.getcwd)
 
-    status, e = run_child(children, body)
+    status, e = run_child(body)
     assert e == 5
 
 
 # --- arguments ----------------------------------------------------------------------------
 
-def test_argument_filter_socket_af_inet_only(children):
+def test_argument_filter_socket_af_inet_only():
     cfg = allow_default({"names": ["socket"], "action": "SCMP_ACT_ERRNO",
                          "errnoRet": errno.EAFNOSUPPORT,
                          "args": [{"index": 0, "value": socket.AF_INET, "op": "SCMP_CMP_EQ"}]})
@@ -287,11 +246,11 @@ def test_argument_filter_socket_af_inet_only(children):
         return (socket_errno(socket.AF_INET, socket.SOCK_STREAM),
                 socket_errno(socket.AF_UNIX, socket.SOCK_STREAM))
 
-    status, (inet, unix) = run_child(children, body)
+    status, (inet, unix) = run_child(body)
     assert (inet, unix) == (errno.EAFNOSUPPORT, 0)
 
 
-def test_argument_filter_personality_query_only(children):
+def test_argument_filter_personality_query_only():
     cfg = allow_default({"names": ["personality"], "action": "SCMP_ACT_ERRNO",
                          "args": [{"index": 0, "value": 0xFFFFFFFF, "op": "SCMP_CMP_EQ"}]})
 
@@ -299,11 +258,11 @@ def test_argument_filter_personality_query_only(children):
         load_in_child(cfg)()
         return errno_of(syscalls.personality, 0xFFFFFFFF), errno_of(syscalls.personality, 0)
 
-    status, (query, linux) = run_child(children, body)
+    status, (query, linux) = run_child(body)
     assert (query, linux) == (errno.EPERM, 0)
 
 
-def test_argument_index_and_value_default_to_zero(children):
+def test_argument_index_and_value_default_to_zero():
     """runc and crun take a missing index or value as 0 (upstream's schema requires them)."""
     cfg = allow_default({"names": ["personality"], "action": "SCMP_ACT_ERRNO",
                          "args": [{"op": "SCMP_CMP_EQ"}]})
@@ -313,11 +272,11 @@ def test_argument_index_and_value_default_to_zero(children):
         load_in_child(cfg)()
         return errno_of(syscalls.personality, 0), errno_of(syscalls.personality, 0xFFFFFFFF)
 
-    status, (zero, query) = run_child(children, body)
+    status, (zero, query) = run_child(body)
     assert (zero, query) == (errno.EPERM, 0)
 
 
-def test_conditions_on_different_args_are_anded(children):
+def test_conditions_on_different_args_are_anded():
     cfg = allow_default({"names": ["socket"], "action": "SCMP_ACT_ERRNO",
                          "args": [{"index": 0, "value": socket.AF_INET, "op": "SCMP_CMP_EQ"},
                                   {"index": 1, "value": 0xF, "valueTwo": socket.SOCK_DGRAM,
@@ -329,11 +288,11 @@ def test_conditions_on_different_args_are_anded(children):
                 socket_errno(socket.AF_INET, socket.SOCK_STREAM),
                 socket_errno(socket.AF_UNIX, socket.SOCK_DGRAM))
 
-    status, got = run_child(children, body)
-    assert got == (errno.EPERM, 0, 0)
+    status, got = run_child(body)
+    assert got == [errno.EPERM, 0, 0]
 
 
-def test_several_conditions_on_one_arg_become_separate_rules(children):
+def test_several_conditions_on_one_arg_become_separate_rules():
     # libseccomp refuses two conditions on arg 0 in one rule; like runc, each becomes its own
     # rule, so the rule matches when any of them does.
     cfg = allow_default({"names": ["socket"], "action": "SCMP_ACT_ERRNO",
@@ -348,7 +307,7 @@ def test_several_conditions_on_one_arg_become_separate_rules(children):
                 socket_errno(socket.AF_INET6, socket.SOCK_STREAM),
                 socket_errno(socket.AF_UNIX, socket.SOCK_STREAM))
 
-    status, got = run_child(children, body)
+    status, got = run_child(body)
     assert got[0] == errno.EPERM
     assert got[1] == errno.EPERM
     assert got[2] == 0
@@ -361,7 +320,7 @@ def test_several_conditions_on_one_arg_become_separate_rules(children):
     ("SCMP_CMP_GE", 2, 2, 1),
     ("SCMP_CMP_GT", 2, 3, 2),
 ])
-def test_comparison_operators(children, op, value, blocked, allowed):
+def test_comparison_operators(op, value, blocked, allowed):
     # umask(2) takes any value and cannot fail, so it probes the comparison cleanly.
     cfg = allow_default({"names": ["umask"], "action": "SCMP_ACT_ERRNO", "errnoRet": 77,
                          "args": [{"index": 0, "value": value, "op": op}]})
@@ -370,13 +329,13 @@ def test_comparison_operators(children, op, value, blocked, allowed):
         load_in_child(cfg)()
         return raw_syscall(nr("umask"), blocked), raw_syscall(nr("umask"), allowed)
 
-    status, got = run_child(children, body)
-    assert got == (77, 0)
+    status, got = run_child(body)
+    assert got == [77, 0]
 
 
 # --- names, architectures, the -ENOSYS stub -----------------------------------------------
 
-def test_unknown_syscall_is_skipped(children):
+def test_unknown_syscall_is_skipped():
     cfg = allow_default({"names": ["pyoci_no_such_syscall", "getcwd"],
                          "action": "SCMP_ACT_ERRNO"})
     seccomp.check(cfg)
@@ -386,12 +345,12 @@ def test_unknown_syscall_is_skipped(children):
         load_in_child(cfg)()
         return errno_of(os.getcwd)
 
-    status, e = run_child(children, body)
+    status, e = run_child(body)
     assert e == errno.EPERM
 
 
 @pytest.mark.skipif(not X86_64, reason="x86_64 architecture list")
-def test_architectures_and_enosys_stub(children, tmp_path):
+def test_architectures_and_enosys_stub(tmp_path):
     cfg = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EACCES,
            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
            "syscalls": [{"names": ESSENTIAL + ["getcwd"], "action": "SCMP_ACT_ALLOW"}]}
@@ -404,10 +363,10 @@ def test_architectures_and_enosys_stub(children, tmp_path):
         return (errno_of(os.getcwd), mkdir_errno(str(tmp_path / "d")),
                 raw_syscall(top + 1), raw_syscall(999))
 
-    status, got = run_child(children, body)
+    status, got = run_child(body)
     # Allowed works; known but unlisted gets the default errno; beyond the profile's
     # largest syscall: ENOSYS (runc's patchbpf), so libc can fall back.
-    assert got == (0, errno.EACCES, errno.ENOSYS, errno.ENOSYS)
+    assert got == [0, errno.EACCES, errno.ENOSYS, errno.ENOSYS]
 
 
 def test_no_stub_without_architectures_or_with_allow_default():
@@ -421,7 +380,7 @@ def test_no_stub_without_architectures_or_with_allow_default():
 
 
 @pytest.mark.skipif(not X86_64, reason="x86_64 architecture list")
-def test_default_errno_without_stub_returns_default_errno(children):
+def test_default_errno_without_stub_returns_default_errno():
     cfg = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno.EACCES,
            "syscalls": [{"names": ESSENTIAL, "action": "SCMP_ACT_ALLOW"}]}
 
@@ -429,11 +388,11 @@ def test_default_errno_without_stub_returns_default_errno(children):
         load_in_child(cfg)()
         return raw_syscall(999)
 
-    status, e = run_child(children, body)
+    status, e = run_child(body)
     assert e == errno.EACCES
 
 
-def test_long_profile(children, tmp_path):
+def test_long_profile(tmp_path):
     # > 32 rules switches libseccomp to its binary-tree layout (as runc); behaviour is equal.
     extra = ["getcwd", "getuid", "getgid", "geteuid", "getegid", "uname", "umask", "getpgrp",
              "getppid", "dup", "dup2", "dup3", "pipe", "pipe2", "fcntl", "openat", "read"]
@@ -448,8 +407,8 @@ def test_long_profile(children, tmp_path):
         load_in_child(cfg)()
         return errno_of(os.getcwd), mkdir_errno(str(tmp_path / "d")), errno_of(os.uname)
 
-    status, got = run_child(children, body)
-    assert got == (0, errno.EACCES, 0)
+    status, got = run_child(body)
+    assert got == [0, errno.EACCES, 0]
 
 
 def test_pseudo_syscalls_of_other_architectures_build():
@@ -462,7 +421,7 @@ def test_pseudo_syscalls_of_other_architectures_build():
     assert program and len(program) % 8 == 0 and flags == 0
 
 
-def test_install_imports_nothing(children):
+def test_install_imports_nothing():
     # install() runs after pivot_root, where the host's Python modules are out of reach.
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 9})
 
@@ -473,11 +432,11 @@ def test_install_imports_nothing(children):
         fd = seccomp.install(program, flags)
         return sorted(set(sys.modules) - before), fd, errno_of(os.getcwd)
 
-    status, (new, fd, e) = run_child(children, body)
+    status, (new, fd, e) = run_child(body)
     assert (new, fd, e) == ([], None, 9)
 
 
-def test_install_needs_no_new_privs_or_cap_sys_admin(children):
+def test_install_needs_no_new_privs_or_cap_sys_admin():
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"})
     program, flags = seccomp.build(record(cfg))
 
@@ -494,7 +453,7 @@ def test_install_needs_no_new_privs_or_cap_sys_admin(children):
             return str(e), errno_of(os.getcwd)
         return "loaded", errno_of(os.getcwd)
 
-    status, (msg, e) = run_child(children, body)
+    status, (msg, e) = run_child(body)
     assert "no_new_privs" in msg and e == 0
 
 
@@ -521,7 +480,7 @@ def test_filter_flags():
 
 @pytest.mark.parametrize("flag", ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                                   "SECCOMP_FILTER_FLAG_TSYNC"])
-def test_flags_load(children, flag):
+def test_flags_load(flag):
     if not seccomp.flag_supported(seccomp.FLAGS[flag]):
         pytest.skip(f"kernel lacks {flag}")
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"})
@@ -531,12 +490,12 @@ def test_flags_load(children, flag):
         load_in_child(cfg)()
         return errno_of(os.getcwd)
 
-    status, e = run_child(children, body)
+    status, e = run_child(body)
     assert e == errno.EPERM
 
 
 @pytest.mark.parametrize("tsync", [True, False])
-def test_tsync_applies_filter_to_other_threads(children, tsync):
+def test_tsync_applies_filter_to_other_threads(tsync):
     cfg = allow_default({"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"})
     if tsync:
         cfg["flags"] = ["SECCOMP_FILTER_FLAG_TSYNC"]
@@ -551,7 +510,7 @@ def test_tsync_applies_filter_to_other_threads(children, tsync):
         t.join()
         return out[0], errno_of(os.getcwd)
 
-    status, (thread, main) = run_child(children, body)
+    status, (thread, main) = run_child(body)
     assert main == errno.EPERM
     assert thread == (errno.EPERM if tsync else 0)
 
@@ -590,7 +549,7 @@ def agent_socket(tmp_path):
 
 @pytest.mark.parametrize("flags", [[], ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"],
                                    ["SECCOMP_FILTER_FLAG_TSYNC"]])
-def test_notify_listener_gets_state_and_answers(children, agent_socket, tmp_path, flags):
+def test_notify_listener_gets_state_and_answers(agent_socket, tmp_path, flags):
     path, srv = agent_socket
     if flags and not seccomp.flag_supported(seccomp.filter_flags(config.Seccomp.parse(
             {"flags": flags, "syscalls": [{"action": "SCMP_ACT_NOTIFY"}]}))):
@@ -637,7 +596,7 @@ def test_notify_listener_gets_state_and_answers(children, agent_socket, tmp_path
 
     t = threading.Thread(target=agent, daemon=True)
     t.start()
-    status, (cpid, ppid, mk) = run_child(children, body)
+    status, (cpid, ppid, mk) = run_child(body)
     t.join(60)
     assert not t.is_alive()
     assert os.waitstatus_to_exitcode(status) == 0
@@ -652,11 +611,11 @@ def test_notify_listener_gets_state_and_answers(children, agent_socket, tmp_path
     assert result["mkdir"] in (nr("mkdir"), nr("mkdirat"))
 
 
-def test_load_without_notify_returns_none(children):
+def test_load_without_notify_returns_none():
     def body():
         return load_in_child(allow_default())()
 
-    status, value = run_child(children, body)
+    status, value = run_child(body)
     assert value is None
 
 

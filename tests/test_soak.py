@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -21,7 +19,7 @@ import pytest
 
 from support import fuzz
 from support.fuzz import check_output
-from support.harness import IS_ROOT, PYOCI, reap_zombies
+from support.harness import IS_ROOT, PYOCI, Runtime, reap_zombies
 from support.rootfs import base_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
@@ -64,18 +62,9 @@ def report(name: str, **figures) -> None:
 
 
 def pyoci(root: str, *args, timeout: float = 60, reap: bool = True):
-    """One command (output through files; no reaping when reap=False: a waitpid(-1) in one
-    thread could take another thread's child)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.run([PYOCI, "--root", root, *args], stdin=subprocess.DEVNULL,
-                           stdout=out, stderr=err, timeout=timeout)
-        out.seek(0)
-        err.seek(0)
-        r = fuzz.Result(p.args, p.returncode, out.read().decode(errors="replace"),
-                        err.read().decode(errors="replace"), 0.0)
-    if reap:
-        reap_zombies()
-    return r
+    """One command under root (support.harness.Runtime; reap=False in the racing threads: a
+    waitpid(-1) in one thread could take another thread's child)."""
+    return Runtime(PYOCI, root)(*args, timeout=timeout, reap=reap)
 
 
 def ok(r) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -33,9 +32,9 @@ OCI_VERSIONS = {"crun": "1.0.2"}
 
 if os.path.join(REPO, "tests") not in sys.path:
     sys.path.insert(0, os.path.join(REPO, "tests"))
+from support.procs import reap_zombies  # noqa: E402
+from support.procs import set_subreaper as set_subreaper  # noqa: E402 - the CLIs call it here
 from support.rootfs import base_config, build_rootfs  # noqa: E402
-
-PR_SET_CHILD_SUBREAPER = 36
 
 
 class CheckFailed(Exception):
@@ -44,24 +43,6 @@ class CheckFailed(Exception):
 
 class CheckSkipped(Exception):
     """The check cannot run on this host (the message says why)."""
-
-
-def set_subreaper() -> None:
-    """Become a child subreaper so container processes orphaned by the runtime come to us."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-def reap_zombies() -> None:
-    """Reap every exited child without blocking."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def build_checker(force: bool = False) -> str:

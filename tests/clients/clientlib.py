@@ -14,9 +14,12 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "scripts", "clients"))
+if os.path.join(REPO, "tests") not in sys.path:
+    sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import daemons  # noqa: E402
 import image  # noqa: E402,F401 - conftest.py takes it from here
+from support.procs import reap_zombies  # noqa: E402
 
 PYOCI = os.path.join(REPO, ".venv", "bin", "pyoci")
 if not os.path.exists(PYOCI):
@@ -56,17 +59,6 @@ def sh(argv: list[str], env: dict | None = None, stdin: str | None = None,
         return subprocess.CompletedProcess(argv, p.returncode,
                                            out.read().decode(errors="replace"),
                                            err.read().decode(errors="replace"))
-
-
-def reap_zombies() -> None:
-    """Reap the clients' helpers (shims, conmon) that died reparented to this subreaper."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def ok(argv: list[str], env: dict | None = None, **kw) -> str:

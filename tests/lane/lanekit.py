@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 
 import pytest
 
-from support.harness import Runtime, reap_zombies
+from support.harness import Runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -31,51 +30,6 @@ IN_LANE = "memory" in cgroup2_controllers()
 SYSTEMD_PID1 = os.path.isdir("/run/systemd/system")
 
 
-class LaneRuntime(Runtime):
-    """One runtime binary with a private --root (and optionally the systemd cgroup driver);
-    state() and cleanup() are support.harness.Runtime's."""
-
-    def __init__(self, name: str, binary: str, root: str, systemd: bool = False):
-        self.name = name
-        self.binary = binary
-        self.root = root
-        self.systemd = systemd
-
-    def argv(self, *args: str) -> list[str]:
-        flags = ["--systemd-cgroup"] if self.systemd else []
-        return [self.binary, "--root", self.root, *flags, *args]
-
-    def __call__(self, *args: str, check: bool = False, timeout: float = 60, **kw):
-        """Run the runtime; stdout/stderr are captured through temp files, not pipes, so a
-        container that keeps them open cannot hang us past the timeout."""
-        kw.setdefault("text", True)
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        capture = "stdout" not in kw and "stderr" not in kw
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            if capture:
-                kw.update(stdout=out, stderr=err)
-            p = subprocess.Popen(self.argv(*args), **kw)
-            try:
-                rc = p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                raise AssertionError(
-                    f"{self.name} {' '.join(args)}: no exit after {timeout}s") from None
-            finally:
-                reap_zombies()
-            texts = []
-            for f in (out, err):
-                f.seek(0)
-                texts.append(f.read().decode(errors="replace"))
-        r = subprocess.CompletedProcess(p.args, rc, *texts) if capture else \
-            subprocess.CompletedProcess(p.args, rc)
-        if check and r.returncode != 0:
-            raise AssertionError(f"{self.name} {' '.join(args)} exited {r.returncode}: "
-                                 f"{r.stderr}")
-        return r
-
-
 def runtime_binary(name: str) -> str | None:
     if name == "pyoci":
         return PYOCI if os.path.exists(PYOCI) else shutil.which("pyoci")
@@ -86,7 +40,8 @@ def make_runtime(name: str, systemd: bool = False):
     binary = runtime_binary(name)
     if not binary:
         pytest.skip(f"{name} is not installed")
-    return LaneRuntime(name, binary, tempfile.mkdtemp(prefix=f"lane-{name}-root-"), systemd)
+    return Runtime(binary, tempfile.mkdtemp(prefix=f"lane-{name}-root-"), name=name,
+                   flags=["--systemd-cgroup"] if systemd else [])
 
 
 def remove_cgroup_tree(path: str) -> None:
@@ -123,7 +78,7 @@ def keyed(path: str) -> dict[str, str]:
     return out
 
 
-def create(rt: LaneRuntime, bundle: str, cid: str, log_dir: str) -> str:
+def create(rt: Runtime, bundle: str, cid: str, log_dir: str) -> str:
     """`create` the container with its stdio in files (a pipe would block create until the
     container exits); returns its cgroup directory."""
     with open(os.path.join(log_dir, f"{cid}.out"), "w") as out, \
@@ -139,7 +94,7 @@ def output(log_dir: str, cid: str) -> tuple[str, str]:
     return read(os.path.join(log_dir, f"{cid}.out")), read(os.path.join(log_dir, f"{cid}.err"))
 
 
-def wait_stopped(rt: LaneRuntime, cid: str, deadline_s: float = 120) -> None:
+def wait_stopped(rt: Runtime, cid: str, deadline_s: float = 120) -> None:
     """Poll `state` until the container has stopped (the deadline only guards against a hang)."""
     end = time.monotonic() + deadline_s
     while rt.state(cid)["status"] != "stopped":

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from lanekit import CGROUP_ROOT, PARENT, make_runtime, read, reap_zombies, remove_cgroup_tree
+from lanekit import CGROUP_ROOT, PARENT, make_runtime, read, remove_cgroup_tree
+from support.harness import reap_zombies
 
 CRIU = shutil.which("criu") or "/usr/sbin/criu"
 COUNTER = 'i=0; while [ $i -lt ${LIMIT:-100000} ]; do i=$((i+1)); echo $i >> /tmp/log; ' \

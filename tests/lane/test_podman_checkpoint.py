@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from lanekit import PYOCI, REPO, reap_zombies
+from lanekit import PYOCI, REPO
+from support.harness import reap_zombies
 
 CRIU = shutil.which("criu") or "/usr/sbin/criu"
 RUNTIMES = {"pyoci": PYOCI, "runc": shutil.which("runc")}

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from lanekit import (CGROUP_ROOT, PARENT, create, keyed, make_runtime, output, read,
-                     remove_cgroup_tree, reap_zombies, wait_stopped)
+                     remove_cgroup_tree, wait_stopped)
+from support.harness import reap_zombies
 
 MiB = 1024 * 1024
 

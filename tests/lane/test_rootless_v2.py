@@ -16,7 +16,8 @@ import tempfile
 
 import pytest
 
-from lanekit import CGROUP_ROOT, PYOCI, read, reap_zombies, remove_cgroup_tree
+from lanekit import CGROUP_ROOT, PYOCI, read, remove_cgroup_tree
+from support.harness import reap_zombies
 
 BINARIES = {"pyoci": PYOCI, "runc": shutil.which("runc")}
 DELEGATED = "pyoci-lane-rootless"

@@ -22,13 +22,11 @@ import json
 import os
 import re
 import signal
-import subprocess
-import tempfile
 import time
 
 from hypothesis import strategies as st
 
-from support.harness import PYOCI, reap_zombies
+from support.harness import PYOCI, Hang, Result, Runtime, reap_zombies, short_argv
 
 SCALE = float(os.environ.get("PYOCI_FUZZ_SCALE", "1") or "1")
 TIMEOUT = float(os.environ.get("PYOCI_FUZZ_TIMEOUT", "60"))
@@ -466,43 +464,17 @@ def raw_file(draw, valid: str) -> bytes:
 
 # --- running pyoci and judging its output ------------------------------------------------------
 
-class Result:
-    def __init__(self, argv, rc, out, err, elapsed):
-        self.argv, self.rc, self.out, self.err, self.elapsed = argv, rc, out, err, elapsed
-
-    def __repr__(self) -> str:
-        return (f"Result(argv={_short(self.argv)}, rc={self.rc}, stderr={self.err[:400]!r}, "
-                f"stdout={self.out[:200]!r})")
-
-
-def _short(argv) -> list:
-    return [a if len(a) < 120 else a[:60] + f"...({len(a)})" for a in
-            (x if isinstance(x, str) else x.decode(errors="replace") for x in argv)]
-
-
 class Failure(AssertionError):
     pass
 
 
-def run(root: str, *args, timeout: float = TIMEOUT, cwd: str | None = None,
-        stdin=subprocess.DEVNULL, env: dict | None = None) -> Result:
-    """Run pyoci --root ROOT ARGS; a run past the timeout is a hang (killed, then Failure)."""
-    argv = [PYOCI, "--root", root, *args] if root is not None else [PYOCI, *args]
-    t0 = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=cwd, env=env)
-        try:
-            rc = p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            reap_zombies()
-            raise Failure(f"hang: {_short(argv)} did not end within {timeout} s") from None
-        out.seek(0)
-        err.seek(0)
-        r = Result(argv, rc, out.read().decode(errors="replace"),
-                   err.read().decode(errors="replace"), time.monotonic() - t0)
-    reap_zombies()
+def run(root: str | None, *args, timeout: float = TIMEOUT, **kw) -> Result:
+    """Run pyoci --root ROOT ARGS (no --root when root is None; kw: cwd, stdin, env); a run
+    past the timeout is a hang (killed, then Failure)."""
+    try:
+        r = Runtime(PYOCI, root)(*args, timeout=timeout, **kw)
+    except Hang as e:
+        raise Failure(str(e)) from None
     if r.elapsed > SLOW:
         _slow(r)
     return r
@@ -517,7 +489,7 @@ def _slow(r: Result) -> None:
     try:
         from hypothesis import event
 
-        event(f"slow (> {SLOW:g} s): {_short(r.argv)[3] if len(r.argv) > 3 else r.argv}")
+        event(f"slow (> {SLOW:g} s): {short_argv(r.args)[3] if len(r.args) > 3 else r.args}")
     except Exception:  # noqa: BLE001 - outside a test
         pass
     log = os.environ.get("PYOCI_FUZZ_SLOW_LOG")

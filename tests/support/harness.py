@@ -1,23 +1,27 @@
 """Helpers shared by the tests (import from here, not from conftest: tests/lane has a
-conftest of its own and the module name would be ambiguous)."""
+conftest of its own and the module name would be ambiguous): the runtime under test (PYOCI),
+Runtime, which runs a runtime's commands, and support.procs' reap_zombies and kill_and_reap.
+Importing it makes the test process a subreaper."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
+import time
 
 import pytest
+
+from support.procs import kill_and_reap as kill_and_reap  # the tests take both from here
+from support.procs import reap_zombies as reap_zombies
+from support.procs import set_subreaper
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(HERE)
 
-PR_SET_CHILD_SUBREAPER = 36
-ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+set_subreaper()   # every test process reaps the container processes it orphans
 
 PYOCI = os.path.join(REPO, ".venv", "bin", "pyoci")
 if not os.path.exists(PYOCI):
@@ -30,54 +34,94 @@ IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
 
 
-def reap_zombies() -> None:
-    """Reap any orphaned children reparented to this (subreaper) test process."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+class Hang(AssertionError):
+    """A runtime command that did not end within its timeout (it was killed)."""
+
+
+def short_argv(argv) -> list[str]:
+    """argv (str or bytes items) for a message: long arguments cut."""
+    return [a if len(a) < 120 else a[:60] + f"...({len(a)})" for a in
+            (x if isinstance(x, str) else x.decode(errors="replace") for x in argv)]
+
+
+class Result(subprocess.CompletedProcess):
+    """What one runtime command did: a CompletedProcess (args, returncode, stdout and stderr
+    as text) with its duration in seconds (elapsed); rc, out and err are short names."""
+
+    def __init__(self, args, returncode: int, stdout: str, stderr: str, elapsed: float = 0.0):
+        super().__init__(args, returncode, stdout, stderr)
+        self.elapsed = elapsed
+
+    @property
+    def rc(self) -> int:
+        return self.returncode
+
+    @property
+    def out(self) -> str:
+        return self.stdout
+
+    @property
+    def err(self) -> str:
+        return self.stderr
+
+    def __repr__(self) -> str:
+        return (f"Result(argv={short_argv(self.args)}, rc={self.returncode}, "
+                f"stderr={self.stderr[:1000]!r}, stdout={self.stdout[:500]!r})")
 
 
 class Runtime:
-    """Runs one runtime binary (pyoci, runc, crun) with a private --root."""
+    """Runs one runtime binary (pyoci, runc, crun) with a private --root (none when root is
+    None) and global flags (["--systemd-cgroup"]...) before each command."""
 
-    def __init__(self, binary: str, root: str):
+    def __init__(self, binary: str, root: str | None, name: str | None = None,
+                 flags: list[str] | tuple[str, ...] = ()):
         self.binary = binary
         self.root = root
-        self.name = os.path.basename(binary)
+        self.name = name or os.path.basename(binary)
+        self.flags = list(flags)
 
-    def argv(self, *args: str) -> list[str]:
-        return [self.binary, "--root", self.root, *args]
+    def argv(self, *args) -> list:
+        root = ["--root", self.root] if self.root is not None else []
+        return [self.binary, *root, *self.flags, *args]
 
-    def __call__(self, *args: str, check: bool = False, timeout: float = 60, reap: bool = True,
-                 **kw):
-        """Run one command; its output is captured through files, not pipes: a container
-        created by it inherits stdio and would hold a pipe open long after the command."""
+    def __call__(self, *args, check: bool = False, timeout: float = 60, reap: bool = True,
+                 **kw) -> Result:
+        """Run one command (str or bytes arguments) and wait for it. Its output is captured
+        through files, not pipes: a container created by it inherits stdio and would hold a
+        pipe open long after the command. A command still running after timeout seconds is
+        killed: Hang. reap=False leaves exited orphans alone (a waitpid(-1) in one thread
+        could take another thread's child); check=True fails on a non-zero exit. kw go to
+        subprocess.run (stdin defaults to /dev/null)."""
         kw.setdefault("stdin", subprocess.DEVNULL)
+        argv = self.argv(*args)
+        t0 = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             kw.setdefault("stdout", out)
             kw.setdefault("stderr", err)
-            p = subprocess.run(self.argv(*args), timeout=timeout, **kw)
+            try:
+                p = subprocess.run(argv, timeout=timeout, **kw)
+            except subprocess.TimeoutExpired:    # run() has killed and waited for it
+                if reap:
+                    reap_zombies()
+                raise Hang(f"hang: {short_argv(argv)} did not end within {timeout} s") from None
+            elapsed = time.monotonic() - t0
             out.seek(0)
             err.seek(0)
-            r = subprocess.CompletedProcess(p.args, p.returncode,
-                                            out.read().decode(errors="replace"),
-                                            err.read().decode(errors="replace"))
+            r = Result(p.args, p.returncode, out.read().decode(errors="replace"),
+                       err.read().decode(errors="replace"), elapsed)
         if reap:
             reap_zombies()
         if check and r.returncode != 0:
-            raise AssertionError(f"{self.name} {' '.join(args)} exited {r.returncode}: "
-                                 f"{r.stderr}")
+            raise AssertionError(f"{self.name} {' '.join(short_argv(args))} exited "
+                                 f"{r.returncode}: {r.stderr}")
         return r
 
     def state(self, cid: str) -> dict:
         return json.loads(self("state", cid, check=True).stdout)
 
     def cleanup(self) -> None:
-        if not os.path.isdir(self.root):
+        """delete --force every container under root, then remove root."""
+        if self.root is None or not os.path.isdir(self.root):
             return
         for cid in os.listdir(self.root):
             try:
@@ -86,57 +130,3 @@ class Runtime:
                 pass
         reap_zombies()
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-
-
-def kill_and_reap(pid: int) -> None:
-    """SIGKILL a child this test started and wait for it (gone already is fine)."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-class ChildError(Exception):
-    """An exception raised by fn in in_child, re-raised in the test process."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
-
-
-def in_child(fn, *args):
-    """Run fn(*args) in a forked child and return its JSON result; an exception in the
-    child is raised here as ChildError. The child always leaves with os._exit."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 0
-        try:
-            os.close(r)
-            try:
-                out = {"ok": fn(*args)}
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                out = {"error": type(e).__name__, "message": str(e)}
-            data = json.dumps(out).encode()
-            while data:
-                data = data[os.write(w, data):]
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        raw = f.read()
-    _, st = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(st) == 0, "child failed to report"
-    out = json.loads(raw)
-    if "error" in out:
-        raise ChildError(out["error"], out["message"])
-    return out["ok"]

@@ -72,17 +72,17 @@ class Publisher:
 
     def _send(self, env) -> None:
         for attempt in range(ATTEMPTS):
-            if self.ttrpc_address and self._forward(env):
+            if self.ttrpc_address and self._forward(env, self.ttrpc_address):
                 return
             if self.binary and self._exec(env):
                 return
             time.sleep(0.1 * (attempt + 1))
         self.log(f"event {env.topic} not published")
 
-    def _forward(self, env) -> bool:
+    def _forward(self, env, address: str) -> bool:
         try:
             if self._client is None:
-                self._client = Client(self.ttrpc_address, timeout=10)
+                self._client = Client(address, timeout=10)
             self._client.call(EVENTS_SERVICE, "Forward", pb.ForwardRequest(envelope=env),
                               pb.Empty, metadata={NAMESPACE_KEY: self.namespace})
             return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 
+from pyoci import TYPE_CHECKING
 from pyoci.shim.descriptors import FILE_DESCRIPTOR_SET
 
 _pool = descriptor_pool.DescriptorPool()
@@ -35,6 +36,21 @@ for _file in _fds.file:
     for _name, _enum in _fd.enum_types_by_name.items():
         for _value in _enum.values:
             globals()[_value.name] = _value.number
+
+if TYPE_CHECKING:
+    # The names made above from the descriptors (message classes, enum values), for type
+    # checkers (pyflakes does not take these declarations: hence its noqa: F821 below).
+    import typing
+
+    CREATED: int
+    RUNNING: int
+    STOPPED: int
+    PAUSED: int
+    PAUSING: int
+    Timestamp: typing.Any
+    Any: typing.Any
+
+    def __getattr__(name: str) -> typing.Any: ...
 
 # containerd.v1.types.Status
 STATUS_NAMES = {"created": CREATED, "running": RUNNING, "stopped": STOPPED,  # noqa: F821

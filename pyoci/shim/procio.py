@@ -222,14 +222,14 @@ class ProcessIO:
             threading.Thread(target=_copy_out, args=(r, path, done), daemon=True).start()
         self._copies = []
         if self.terminal:
-            self._receive_console()
+            master = self._receive_console()
             if self.stdout:
                 done = threading.Event()
                 self._out_done.append(done)
-                threading.Thread(target=_copy_out, args=(os.dup(self.master), self.stdout,
+                threading.Thread(target=_copy_out, args=(os.dup(master), self.stdout,
                                                          done), daemon=True).start()
             if self.stdin:
-                threading.Thread(target=self._copy_in, args=(os.dup(self.master),),
+                threading.Thread(target=self._copy_in, args=(os.dup(master),),
                                  daemon=True).start()
         elif self._stdin_w is not None:
             threading.Thread(target=self._copy_in, args=(None,), daemon=True).start()
@@ -246,8 +246,11 @@ class ProcessIO:
         self._copies = []
         self.close()
 
-    def _receive_console(self) -> None:
+    def _receive_console(self) -> int:
+        """The pty master the command sent to our console socket (made by prepare())."""
         s = self._console_listener
+        if s is None:
+            raise OSError(errno.EBADF, "console socket: not listening")
         s.settimeout(10)
         try:
             conn, _ = s.accept()
@@ -258,9 +261,10 @@ class ProcessIO:
             _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
         if not fds:
             raise OSError(errno.EPROTO, "console socket: no file descriptor received")
-        self.master = fds[0]
-        os.set_inheritable(self.master, False)
+        self.master = master = fds[0]
+        os.set_inheritable(master, False)
         self._close_console_socket()
+        return master
 
     def _close_console_socket(self) -> None:
         if self._console_listener is not None:
@@ -282,7 +286,7 @@ class ProcessIO:
         writer of the fifo is gone (ours: CloseIO)."""
         src, self._stdin_r = self._stdin_r, None
         try:
-            while True:
+            while src is not None:     # None: closed already (started once per fifo)
                 try:
                     data = os.read(src, BUF)
                 except OSError:

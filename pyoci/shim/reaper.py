@@ -15,7 +15,11 @@ import os
 import threading
 import time
 
+from pyoci import TYPE_CHECKING
 from pyoci.linux import syscalls as sc
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 UNCLAIMED_TTL = 300.0  # seconds an unwatched exit status is kept (orphans nobody asks for)
 
@@ -30,7 +34,7 @@ class Reaper:
     def __init__(self) -> None:
         sc.set_child_subreaper()
         self.lock = threading.Lock()
-        self.watchers: dict[int, object] = {}
+        self.watchers: dict[int, Callable[[int, float], object]] = {}
         self.unclaimed: dict[int, tuple[int, float, float]] = {}
         self.children = threading.Event()
         threading.Thread(target=self._loop, name="reaper", daemon=True).start()
@@ -58,7 +62,7 @@ class Reaper:
                 return
         cb(code, when)
 
-    def watch(self, pid: int, callback) -> None:
+    def watch(self, pid: int, callback: Callable[[int, float], object]) -> None:
         """callback(exit code, exit time) once pid has exited (at once if it already has).
         It runs on the reaper thread: it must not wait for another child."""
         with self.lock:
@@ -108,13 +112,19 @@ class Reaper:
             return None
         return result[0]
 
+    def _exit_code(self, pid: int) -> int:
+        """wait() without a timeout: the exit code of pid, once it has exited."""
+        code = self.wait(pid)
+        assert code is not None   # only a timeout gives None
+        return code
+
     def run(self, argv: list[str], input: bytes | None = None,
             stdio: list[int] | None = None, env: dict | None = None) -> tuple[int, bytes, bytes]:
         """Run a command to its end: (exit code, stdout, stderr). Without stdio, its output
         is captured in memfds (a container may inherit the command's stdio and outlive it:
         a pipe would never end) and input, if any, is its stdin."""
         if stdio is not None:
-            return self.wait(self.spawn(argv, dict(enumerate(stdio)), env)), b"", b""
+            return self._exit_code(self.spawn(argv, dict(enumerate(stdio)), env)), b"", b""
         out = os.memfd_create("out", os.MFD_CLOEXEC)
         err = os.memfd_create("err", os.MFD_CLOEXEC)
         inp = None
@@ -125,7 +135,7 @@ class Reaper:
                 os.write(inp, input)
                 os.lseek(inp, 0, os.SEEK_SET)
                 fds[0] = inp
-            code = self.wait(self.spawn(argv, fds, env))
+            code = self._exit_code(self.spawn(argv, fds, env))
             return code, _read_all(out), _read_all(err)
         finally:
             for fd in (out, err, inp):
@@ -135,7 +145,7 @@ class Reaper:
 
 def _read_all(fd: int) -> bytes:
     os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         b = os.read(fd, 1 << 16)
         if not b:

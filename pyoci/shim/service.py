@@ -37,7 +37,7 @@ class Process:
         self.exited_at: float | None = None
         self.exited = threading.Event()
         self.io: ProcessIO | None = None
-        self.spec = None             # an exec's process JSON
+        self.spec = ""               # an exec's process JSON
 
     def state(self):
         return pb.StateResponse(
@@ -59,6 +59,8 @@ class Container:
 
     def process(self, exec_id: str) -> Process:
         if not exec_id:
+            if self.init is None:     # its create has not finished, or failed
+                raise TtrpcError(NOT_FOUND, f"container {self.id}: not found")
             return self.init
         p = self.execs.get(exec_id)
         if p is None:
@@ -201,13 +203,14 @@ class Service:
                                             "checkpoints")
         self._mount_rootfs(c, req.rootfs)
         p = Process(c, "", req)
-        p.io = ProcessIO(c.id, self.namespace, req.stdin, req.stdout, req.stderr,
-                         req.terminal, self.reaper)
+        p.io = io = ProcessIO(c.id, self.namespace, req.stdin, req.stdout, req.stderr,
+                              req.terminal, self.reaper)
         pidfile = os.path.join(c.bundle, "init.pid")
         try:
-            self._launch(c, p, ["create", "--bundle", c.bundle, "--pid-file", pidfile], pidfile)
+            self._launch(c, p, io, ["create", "--bundle", c.bundle, "--pid-file", pidfile],
+                         pidfile)
         except BaseException as e:
-            p.io.failed()
+            io.failed()
             if not isinstance(e, TtrpcError):
                 self.reaper.run(self._argv(c, "delete", "--force", c.id))
             if c.rootfs_mounted:
@@ -245,14 +248,15 @@ class Service:
                                                           exec_id=p.exec_id, pid=p.pid))
             return pb.StartResponse(pid=p.pid)
 
-    def _launch(self, c: Container, p: Process, args: list[str], pidfile: str) -> None:
-        """Run the pyoci command that starts p (create, exec --detach) on p's stdio (and
+    def _launch(self, c: Container, p: Process, io: ProcessIO, args: list[str],
+                pidfile: str) -> None:
+        """Run the pyoci command that starts p (create, exec --detach) on its stdio io (and
         terminal), then take p's pid from pidfile."""
-        p.io.prepare()
-        if p.io.console_socket:
-            args += ["--console-socket", p.io.console_socket]
-        self._pyoci(c, *args, c.id, stdio=p.io.child_fds)
-        p.io.started()
+        io.prepare()
+        if io.console_socket:
+            args += ["--console-socket", io.console_socket]
+        self._pyoci(c, *args, c.id, stdio=io.child_fds)
+        io.started()
         with open(pidfile) as f:
             p.pid = int(f.read().strip())
 
@@ -262,16 +266,16 @@ class Service:
         with os.fdopen(fd, "w") as f:
             f.write(p.spec)
         pidfile = spec_file[:-5] + ".pid"
-        p.io = ProcessIO(c.id, self.namespace, p.stdin, p.stdout, p.stderr, p.terminal,
-                         self.reaper)
+        p.io = io = ProcessIO(c.id, self.namespace, p.stdin, p.stdout, p.stderr, p.terminal,
+                              self.reaper)
         try:
-            self._launch(c, p, ["exec", "--process", spec_file, "--detach", "--pid-file",
-                                pidfile], pidfile)
+            self._launch(c, p, io, ["exec", "--process", spec_file, "--detach", "--pid-file",
+                                    pidfile], pidfile)
         except OSError as e:
-            p.io.failed()
+            io.failed()
             raise TtrpcError(UNKNOWN, f"exec {p.exec_id}: {e}") from None
         except BaseException:
-            p.io.failed()
+            io.failed()
             raise
         finally:
             for path in (spec_file, pidfile):
@@ -363,9 +367,9 @@ class Service:
             if p.io is not None:
                 p.io.wait_output(OUTPUT_DRAIN_SECONDS)
                 p.io.close()
-            for e in c.execs.values():
-                if e.io is not None:
-                    e.io.close()
+            for ex in c.execs.values():
+                if ex.io is not None:
+                    ex.io.close()
             if c.rootfs_mounted:
                 self._unmount_rootfs(c.bundle)
             with self.lock:
@@ -386,8 +390,9 @@ class Service:
     def pause(self, req):
         c = self._container(req.id)
         with c.lock:
+            init = c.process("")
             self._pyoci(c, "pause", c.id)
-            c.init.status = pb.PAUSED
+            init.status = pb.PAUSED
             self.publisher.publish("/tasks/paused", "containerd.events.TaskPaused",
                                    pb.TaskPaused(container_id=c.id))
         return pb.Empty()
@@ -395,9 +400,10 @@ class Service:
     def resume(self, req):
         c = self._container(req.id)
         with c.lock:
+            init = c.process("")
             self._pyoci(c, "resume", c.id)
-            if c.init.status == pb.PAUSED:
-                c.init.status = pb.RUNNING
+            if init.status == pb.PAUSED:
+                init.status = pb.RUNNING
             self.publisher.publish("/tasks/resumed", "containerd.events.TaskResumed",
                                    pb.TaskResumed(container_id=c.id))
         return pb.Empty()
@@ -491,8 +497,9 @@ class Service:
         """TaskOOM events: from the v1 memory cgroup's eventfd (memory.oom_control), or on
         a cgroup2 host from memory.events (oom_kill going up; the file signals POLLPRI on
         every change)."""
+        init = c.process("")
         try:
-            with open(f"/proc/{c.init.pid}/cgroup") as f:
+            with open(f"/proc/{init.pid}/cgroup") as f:
                 lines = f.read().splitlines()
         except OSError:
             return
@@ -544,6 +551,8 @@ class Service:
     def _oom_v2(self, c: Container, path: str):
         import select
 
+        init = c.process("")
+
         try:
             fd = os.open(os.path.join(path, "memory.events"), os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -563,7 +572,7 @@ class Service:
                 seen = kills()
                 poller = select.poll()
                 poller.register(fd, select.POLLPRI | select.POLLERR)
-                while not c.init.exited.is_set():
+                while not init.exited.is_set():
                     poller.poll(1000)
                     n = kills()
                     if n > seen:

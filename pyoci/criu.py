@@ -133,6 +133,7 @@ def decode(message: str, data: bytes) -> dict:
     while i < len(data):
         key, i = read_varint(data, i)
         num, wire = key >> 3, key & 7
+        raw: int | bytes
         if wire == 0:
             raw, i = read_varint(data, i)
         elif wire == 2:
@@ -147,14 +148,15 @@ def decode(message: str, data: bytes) -> dict:
         if num not in by_num:
             continue
         name, kind, rep = by_num[num]
-        if kind == "string":
+        val: object
+        if (kind in _VARINT) != isinstance(raw, int):
+            raise SysError(f"criu: malformed reply ({message}.{name}: wire type {wire})")
+        if isinstance(raw, int):
+            if kind == "int32" and raw >= 1 << 63:
+                raw -= 1 << 64
+            val = bool(raw) if kind == "bool" else raw
+        elif kind == "string":
             val = bytes(raw).decode(errors="replace")
-        elif kind in _VARINT:
-            val = raw
-            if kind == "int32" and val >= 1 << 63:
-                val -= 1 << 64
-            if kind == "bool":
-                val = bool(val)
         else:
             val = decode(kind, bytes(raw))
         if rep:

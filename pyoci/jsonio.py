@@ -30,7 +30,7 @@ class _Decoder:
 _scanner: list = []
 
 
-def _utf8(b: bytes) -> bool:
+def _utf8(b: bytes | bytearray) -> bool:
     """json.detect_encoding(b) == "utf-8": no BOM, no NUL among the first bytes."""
     if b[:2] in (b"\xfe\xff", b"\xff\xfe") or b[:3] == b"\xef\xbb\xbf":
         return False
@@ -76,7 +76,8 @@ def _loads(data):
             s = None
         if s is not None and not s.startswith("\ufeff"):
             if not _scanner:
-                _scanner.append(_json.make_scanner(_Decoder))
+                # the scanner reads its settings from any object: typeshed wants a JSONDecoder
+                _scanner.append(_json.make_scanner(_Decoder))  # type: ignore[arg-type]
             start = len(s) - len(s.lstrip(_WS))
             obj, end = _scanner[0](s, start)
             if not s[end:].strip(_WS):

@@ -146,6 +146,13 @@ def _err(what: str, arg: object = None) -> OSError:
     return OSError(e, msg)
 
 
+def _show(s: str | bytes | None) -> str:
+    """s as an error message shows it (bytes decoded as file names are)."""
+    if s is None or isinstance(s, str):
+        return str(s)
+    return s.decode(_FS_ENCODING, _FS_ERRORS)   # os.fsdecode
+
+
 def _b(s: str | bytes | None) -> bytes | None:
     if s is None or isinstance(s, bytes):
         return s
@@ -168,7 +175,7 @@ def setns(fd: int, nstype: int = 0) -> None:
 def mount(source: str | bytes | None, target: str | bytes, fstype: str | bytes | None,
           flags: int = 0, data: str | bytes | None = None) -> None:
     if _mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
-        raise _err("mount", f"{source!s} on {target!s} ({fstype})")
+        raise _err("mount", f"{_show(source)} on {_show(target)} ({_show(fstype)})")
 
 
 def umount2(target: str | bytes, flags: int = 0) -> None:

@@ -168,41 +168,56 @@ def test_sock_passes_fds_as_socket_does():
         b.close()
 
 
-# --- libc is ctypes ----------------------------------------------------------------------
+# --- cdata is ctypes ----------------------------------------------------------------------
 
-def test_libc_types_are_ctypes():
+def test_cdata_types_are_ctypes():
     import ctypes
 
-    from pyoci.linux import libc
+    from pyoci.linux import cdata
 
-    for name in ("c_int", "c_uint", "c_long", "c_ulong", "c_char_p", "c_size_t", "c_uint64"):
-        ours, theirs = getattr(libc, name), getattr(ctypes, name)
-        assert libc.sizeof(ours) == ctypes.sizeof(theirs), name
+    for name in ("c_int", "c_uint", "c_long", "c_ulong", "c_char_p", "c_void_p", "c_char",
+                 "c_int32", "c_uint32", "c_size_t", "c_uint64"):
+        ours, theirs = getattr(cdata, name), getattr(ctypes, name)
+        assert cdata.sizeof(ours) == ctypes.sizeof(theirs), name
         assert ours._type_ == theirs._type_, name
     for v in (0, 1, -1, 2**31 - 1, -2**31):
-        assert libc.c_int(v).value == ctypes.c_int(v).value
+        assert cdata.c_int(v).value == ctypes.c_int(v).value
     for v in (0, 2**32 - 1, 2**32, -1):
-        assert libc.c_uint(v).value == ctypes.c_uint(v).value
-        assert libc.c_ulong(v).value == ctypes.c_ulong(v).value
-    assert libc.c_char_p(b"x").value == b"x"
+        assert cdata.c_uint(v).value == ctypes.c_uint(v).value
+        assert cdata.c_ulong(v).value == ctypes.c_ulong(v).value
+    assert cdata.c_char_p(b"x").value == b"x"
+    ours, theirs = cdata.create_string_buffer(8), ctypes.create_string_buffer(8)
+    assert (len(ours), ours.raw, ours.value) == (len(theirs), theirs.raw, theirs.value)
+    ours.value = theirs.value = b"ab"
+    assert (ours.raw, ours.value) == (theirs.raw, theirs.value)
+    assert cdata.c_long.from_buffer(ours).value == ctypes.c_long.from_buffer(theirs).value
+
+    class Ours(cdata.Structure):
+        _fields_ = [("a", cdata.c_uint32), ("b", cdata.c_uint64), ("c", cdata.c_int32)]
+
+    class Theirs(ctypes.Structure):
+        _fields_ = [("a", ctypes.c_uint32), ("b", ctypes.c_uint64), ("c", ctypes.c_int32)]
+
+    assert cdata.sizeof(Ours) == ctypes.sizeof(Theirs)
+    assert bytes(Ours(1, 2**64 - 1, -3)) == bytes(Theirs(1, 2**64 - 1, -3))
 
 
-def test_libc_calls_as_ctypes_cdll():
+def test_cdata_calls_as_ctypes_cdll():
     """Same functions, restype, argtypes and errno as ctypes.CDLL(None, use_errno=True)."""
     import ctypes
 
-    from pyoci.linux import libc, syscalls
+    from pyoci.linux import cdata, syscalls
 
-    ours, theirs = libc.CDLL(None), ctypes.CDLL(None, use_errno=True)
+    ours, theirs = cdata.CDLL(None), ctypes.CDLL(None, use_errno=True)
     assert ours.getpid() == theirs.getpid() == os.getpid()
     assert ours.getpid is ours.getpid                       # made once, as ctypes
     assert ours.strlen(b"hello") == theirs.strlen(b"hello") == 5
     for lib in (ours, theirs):
         lib.labs.restype = ctypes.c_long
-        lib.labs.argtypes = (libc.c_long,)
+        lib.labs.argtypes = (cdata.c_long,)
     assert ours.labs(-2**40) == theirs.labs(-2**40) == 2**40
     assert ours.close(-1) == theirs.close(-1) == -1
-    assert libc.get_errno() == ctypes.get_errno() == 9       # EBADF, use_errno for both
+    assert cdata.get_errno() == ctypes.get_errno() == 9       # EBADF, use_errno for both
     with pytest.raises(OSError) as ei:
         syscalls.pidfd_open(-5)
     assert ei.value.errno == 22 and str(ei.value).endswith("pidfd_open -5: Invalid argument")

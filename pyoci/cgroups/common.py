@@ -32,8 +32,7 @@ DEFAULT_DEVICE_RULES: tuple[dict, ...] = (
 
 def fs_magic(path: str) -> int:
     """statfs(2) f_type of the filesystem holding path (0 when path does not exist)."""
-    import ctypes
-
+    from pyoci.linux import cdata as ctypes   # ctypes' types, on _ctypes alone
     from pyoci.linux.syscalls import libc   # the one shared handle
 
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64

@@ -3,10 +3,10 @@ container) unless --no-new-keyring, so containers do not share the host's keys."
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
+from pyoci.linux import cdata as ctypes   # ctypes' types and CDLL, on _ctypes alone
 from pyoci.errors import SysError
 from pyoci.linux import syscalls
 

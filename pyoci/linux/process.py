@@ -6,10 +6,10 @@ CPU affinity, oom_score_adj) and their create-time check()."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
+from pyoci.linux import cdata as ctypes   # ctypes' types and CDLL, on _ctypes alone
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import capabilities, child, rlimits, syscalls
 from pyoci.record import dataclass, field

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
+from pyoci.linux import cdata as ctypes   # ctypes' types and CDLL, on _ctypes alone
 from pyoci.errors import ConfigError, SysError
 from pyoci.linux import syscalls
 

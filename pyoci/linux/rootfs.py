@@ -19,11 +19,11 @@ container."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
 
+from pyoci.linux import cdata as ctypes   # ctypes' types and CDLL, on _ctypes alone
 from pyoci.errors import ConfigError, SysError, why
 from pyoci.linux import devices, syscalls as sc
 from pyoci.linux.mountinfo import mount_of, parse_mountinfo

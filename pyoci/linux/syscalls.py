@@ -3,7 +3,7 @@
 One small function per syscall, named after it. Each raises OSError (with errno and a
 message naming the call and its argument) on failure. Tests may monkeypatch any of them.
 Constants are for x86_64 (syscall numbers) and the generic Linux ABI. Built on `_ctypes`
-and `posix` alone (pyoci.linux.libc): importing it costs no `ctypes`, no `os`.
+and `posix` alone (pyoci.linux.cdata): importing it costs no `ctypes`, no `os`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import posix
 import sys
 
-from pyoci.linux import libc as ctypes
+from pyoci.linux import cdata as ctypes   # ctypes' types and CDLL, on _ctypes alone
 
 # The one handle on the C library: every pyoci module calling libc through ctypes uses it
 # (each CDLL would otherwise build its own function pointers).

@@ -1,11 +1,13 @@
-"""The C library through `_ctypes` alone: what pyoci.linux.syscalls needs of `ctypes`.
+"""ctypes' data types and CDLL on `_ctypes` alone: what pyoci needs of `ctypes` on its hot paths.
 
 `ctypes` is a Python layer over its C module `_ctypes` that costs ~3 ms to import (with
-`os`, `struct`, `types` and its class set-up) where `_ctypes` costs a fraction: the process
+`os`, `struct`, `types` and its class set-up) where `_ctypes` costs a fraction. The process
 of `pyoci exec` that only re-executes itself (pyoci.linux.sealed: open_tree, mount_setattr)
-needs no more than this. The types here are ctypes' own definitions (`_type_` codes);
-objects of real ctypes types mix with them freely (the C side sees the same thing), and
-tests/test_imports.py checks them against ctypes.
+needs no more than this, and neither do the process attributes, rlimits, the keyring, the
+rootfs's new mounts and statfs on the create, run and exec paths (pyoci.linux.seccomp and
+the eBPF device program, with pointers and arrays, use ctypes itself). The types here are
+ctypes' own definitions (`_type_` codes); objects of real ctypes types mix with them freely
+(the C side sees the same thing), and tests/test_imports.py checks them against ctypes.
 """
 
 import _ctypes
@@ -36,8 +38,23 @@ class c_char_p(_ctypes._SimpleCData):
     _type_ = "z"
 
 
+class c_void_p(_ctypes._SimpleCData):
+    _type_ = "P"
+
+
+class c_char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+c_int32 = c_int
+c_uint32 = c_uint
 c_size_t = c_ulong      # LP64 (Linux x86_64, arm64), as ctypes picks it
 c_uint64 = c_ulong
+
+
+def create_string_buffer(size: int):
+    """ctypes.create_string_buffer(size): a zeroed char array (.raw, .value)."""
+    return (c_char * size)()
 
 
 class CDLL:

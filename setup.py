@@ -45,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The installed commands and the function each runs (module:function; its return value is
 # the exit status). The one place that names the launcher's entry.
 COMMANDS = {
-    "pyoci": "pyoci.fastpath:launch",
+    "pyoci": "pyoci.launcher:launch",
     "containerd-shim-pyoci-v2": "pyoci.shim.main:main",
 }
 SCRIPT_SUFFIX = "-script.py"        # pyoci/linux/trampoline.c's SUFFIX

@@ -1,6 +1,6 @@
-from pyoci import fastpath
+from pyoci import launcher
 
-fastpath.launched = True   # the command's own process: pyoci.linux.sealed may re-execute it
+launcher.launched = True   # the command's own process: pyoci.linux.sealed may re-execute it
 
 from pyoci.cli import main  # noqa: E402
 

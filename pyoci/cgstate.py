@@ -1,8 +1,13 @@
 """The shape of the "cgroup" object of state.json, as the cgroup drivers' to_state() write it
-(pyoci.cgroups v1, v2 and systemd): checked when a state.json is read, by pyoci.state (which
-reports the field) and by pyoci.fastpath (which falls back), so that a corrupt or hand-edited
-file never reaches the code that freezes, signals or removes cgroups. Built-ins only: the
-fast path imports it."""
+(pyoci.cgroups v1, v2 and systemd): checked when pyoci.state reads a state.json (it reports the field), so that a corrupt or
+hand-edited file never reaches the code that freezes, signals or removes cgroups; and the
+cgroupfs files the lifecycle commands read or write themselves where the drivers' answer is
+plain (the freezer: pyoci/ops/pause.py; the directories create made: pyoci/ops/delete.py).
+Built-in modules only: every lifecycle command imports it."""
+
+import posix
+
+_O_RDONLY, _O_WRONLY, _O_CLOEXEC = 0, 1, 0o2000000
 
 
 def _path(v: object) -> bool:
@@ -46,3 +51,116 @@ def problem(cg: dict) -> str | None:
         why = problem(fs)
         return f"fs.{why}" if why else None
     return "driver: must be v1, v2 or systemd"
+
+
+def read_opt(path: str) -> str | None:
+    """A cgroup file's contents, stripped (None if it does not exist)."""
+    try:
+        fd = posix.open(path, _O_RDONLY | _O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return posix.read(fd, 65536).decode().strip()
+    finally:
+        posix.close(fd)
+
+
+def write(path: str, value: str) -> None:
+    """Write a cgroup file (OSError as the kernel answers)."""
+    fd = posix.open(path, _O_WRONLY | _O_CLOEXEC)
+    try:
+        posix.write(fd, value.encode())
+    finally:
+        posix.close(fd)
+
+
+def maybe_frozen(cg: dict) -> bool:
+    """False when the container's cgroup is certainly not frozen (what the drivers'
+    frozen() would answer); True when only the driver can tell."""
+    try:
+        driver = cg.get("driver")
+        if driver == "v1":
+            freezer = (cg.get("paths") or {}).get("freezer")
+            if freezer:
+                return read_opt(freezer + "/freezer.state") not in (None, "THAWED")
+            if cg.get("unified"):
+                return not events_say(cg["unified"], "frozen 0", missing=True)
+            return False
+        if driver == "v2":
+            return read_opt(cg["path"] + "/cgroup.freeze") == "1"
+    except (OSError, TypeError, AttributeError, KeyError, UnicodeError):
+        pass
+    return True
+
+
+def events_say(path: str, line: str, missing: bool = False) -> bool:
+    """cgroup.events in the directory `path` has this line (`missing` if no such file)."""
+    events = read_opt(path + "/cgroup.events")
+    return missing if events is None else line in events.splitlines()
+
+
+def freezer(cg: object) -> tuple[str, str] | None:
+    """("v1", the freezer directory) or ("v2", the cgroup directory) of a cgroupfs state
+    whose freezer pyoci created; None for anything else (no cgroup, systemd, a hybrid
+    container frozen through cgroup2 only, a cgroup pyoci did not create): the driver's."""
+    if not isinstance(cg, dict):
+        return None
+    if cg.get("driver") == "v1":
+        paths = cg.get("paths")
+        path = paths.get("freezer") if isinstance(paths, dict) else None
+    elif cg.get("driver") == "v2":
+        path = cg.get("path")
+    else:
+        return None
+    created = cg.get("created")
+    if not isinstance(path, str) or not path.startswith("/") \
+            or not isinstance(created, list) or path not in created:
+        return None
+    return cg["driver"], path
+
+
+def plain_frozen(kind: str, path: str) -> bool | None:
+    """The driver's frozen() where its answer is plain: THAWED / self-FROZEN (v1), "0" /
+    "1" with "frozen 1" (v2); None for anything else (FREEZING, a frozen parent, a file
+    missing or unreadable)."""
+    try:
+        if kind == "v1":
+            state = read_opt(path + "/freezer.state")
+            if state == "THAWED":
+                return False
+            if state == "FROZEN" and read_opt(path + "/freezer.self_freezing") == "1":
+                return True
+        else:
+            freeze = read_opt(path + "/cgroup.freeze")
+            if freeze == "0":
+                return False
+            if freeze == "1" and events_say(path, "frozen 1"):
+                return True
+    except (OSError, UnicodeError):
+        pass
+    return None
+
+
+def plain_dirs(cg: dict) -> bool:
+    """A cgroupfs state whose every cgroup pyoci created (the drivers' owned()) and whose
+    directories delete may rmdir itself (the drivers' destroy() for an empty cgroup)."""
+    created = cg.get("created")
+    if not isinstance(created, list) or not all(isinstance(x, str) and x.startswith("/")
+                                                for x in created):
+        return False
+    if not (cg.get("driver") == "v1" and isinstance(cg.get("paths"), dict)
+            or cg.get("driver") == "v2" and isinstance(cg.get("path"), str)):
+        return False
+    return all(leaf in created for leaf in leaves(cg))
+
+
+def leaves(cg: dict) -> list[str]:
+    """The container's own cgroup directories of a cgroupfs state (the drivers' leaves())."""
+    if cg.get("driver") == "v1" and isinstance(cg.get("paths"), dict):
+        out = list(cg["paths"].values())
+        if cg.get("unified"):
+            out.append(cg["unified"])
+        return out
+    if cg.get("driver") == "v2" and isinstance(cg.get("path"), str):
+        return [cg["path"]]
+    return []

@@ -5,73 +5,228 @@ Hand-written rather than argparse: every pyoci invocation pays for its start-up,
 call the runtime several times per container.
 """
 
-from __future__ import annotations
-
 import sys
 
 from pyoci import SPEC_VERSION, __version__
 from pyoci.errors import PyociError, UsageError
 
-# flag name -> (canonical key, takes a value)
-GLOBAL_FLAGS = {
-    "root": ("root", True), "log": ("log", True), "log-format": ("log_format", True),
-    "debug": ("debug", False), "systemd-cgroup": ("systemd_cgroup", False),
-    "criu": ("criu", True), "rootless": ("rootless", True),
-    "help": ("help", False), "h": ("help", False),
-    "version": ("version", False), "v": ("version", False),
+# --- the one flag table -----------------------------------------------------------------------
+# command -> (arguments, summary, flags); a flag is (names, key, takes, help): takes False (a
+# boolean), True (a value) or "list" (a value, repeatable). "" is the global flags. The
+# parser's lookups (GLOBAL_FLAGS, COMMANDS), `pyoci --help` and `pyoci COMMAND --help` are
+# all built from it.
+_CREATE = (
+    (("bundle", "b"), "bundle", True, "path to the root of the bundle directory, defaults to "
+     "the current directory"),
+    (("console-socket",), "console_socket", True, "path to an AF_UNIX socket which will "
+     "receive a file descriptor referencing the master end of the console's pseudoterminal"),
+    (("pid-file",), "pid_file", True, "specify the file to write the process id to"),
+    (("no-pivot",), "no_pivot", False, "do not use pivot root to jail process inside rootfs"),
+    (("no-new-keyring",), "no_new_keyring", False, "do not create a new session keyring for "
+     "the container"),
+    (("preserve-fds",), "preserve_fds", True, "pass N additional file descriptors to the "
+     "container (stdio + $LISTEN_FDS + N in total)"),
+)
+_CRIU_COMMON = (
+    (("image-path",), "image_path", True, "path for saving criu image files"),
+    (("work-path",), "work_path", True, "path for saving work files and logs"),
+    (("tcp-established",), "tcp_established", False, "allow open tcp connections"),
+    (("ext-unix-sk",), "ext_unix_sk", False, "allow external unix sockets"),
+    (("shell-job",), "shell_job", False, "allow shell jobs"),
+    (("file-locks",), "file_locks", False, "handle file locks, for safety"),
+    (("manage-cgroups-mode",), "manage_cgroups_mode", True, "cgroups mode: soft, full, "
+     "strict, ignore"),
+    (("empty-ns",), "empty_ns", True, "create a namespace, but don't restore its properties"),
+    (("auto-dedup",), "auto_dedup", False, "enable auto deduplication of memory images"),
+    (("lazy-pages",), "lazy_pages", False, "use userfaultfd to lazily restore memory pages"),
+)
+_UPDATE_VALUES = (
+    ("blkio-weight", "specifies per cgroup weight, range is from 10 to 1000"),
+    ("cpu-period", "CPU CFS period to be used for hardcapping (in usecs). 0 to use system "
+     "default"),
+    ("cpu-quota", "CPU CFS hardcap limit (in usecs). Allowed cpu time in a given period"),
+    ("cpu-share", "CPU shares (relative weight vs. other containers)"),
+    ("cpu-rt-period", "CPU realtime period to be used for hardcapping (in usecs). 0 to use "
+     "system default"),
+    ("cpu-rt-runtime", "CPU realtime hardcap limit (in usecs). Allowed cpu time in a given "
+     "period"),
+    ("cpuset-cpus", "CPU(s) to use"),
+    ("cpuset-mems", "Memory node(s) to use"),
+    ("memory", "Memory limit (in bytes)"),
+    ("memory-reservation", "Memory reservation or soft_limit (in bytes)"),
+    ("memory-swap", "Total memory usage (memory + swap); set '-1' to enable unlimited swap"),
+    ("kernel-memory", "(obsoleted; do not use)"),
+    ("kernel-memory-tcp", "(obsoleted; do not use)"),
+    ("pids-limit", "Maximum number of pids allowed in the container"),
+    ("l3-cache-schema", "The string of Intel RDT/CAT L3 cache schema"),
+    ("mem-bw-schema", "The string of Intel RDT/MBA memory bandwidth schema"),
+)
+_ID = "<container-id>"
+
+TABLE: dict[str, tuple[str, str, tuple]] = {
+    "": ("command [command options] [arguments...]", "an OCI runtime, runc-compatible", (
+        (("debug",), "debug", False, "enable debug logging"),
+        (("log",), "log", True, "set the log file to write pyoci logs to (default is "
+         "stderr)"),
+        (("log-format",), "log_format", True, "set the log format ('text' (default), or "
+         "'json')"),
+        (("root",), "root", True, "root directory for storage of container state (default "
+         "{root}; $XDG_RUNTIME_DIR/pyoci for a user that is not root)"),
+        (("criu",), "criu", True, "path to the criu binary used for checkpoint and restore "
+         "(default: \"criu\")"),
+        (("systemd-cgroup",), "systemd_cgroup", False, "enable systemd cgroup support, "
+         "expects cgroupsPath to be of form \"slice:prefix:name\" for e.g. "
+         "\"system.slice:runc:434234\""),
+        (("rootless",), "rootless", True, "ignore cgroup permission errors ('true', 'false', "
+         "or 'auto') (default: \"auto\")"),
+        (("help", "h"), "help", False, "show help"),
+        (("version", "v"), "version", False, "print the version"),
+    )),
+    "checkpoint": (_ID, "checkpoint a running container (CRIU)", _CRIU_COMMON + (
+        (("parent-path",), "parent_path", True, "path for previous criu image files in "
+         "pre-dump"),
+        (("leave-running",), "leave_running", False, "leave the process running after "
+         "checkpointing"),
+        (("pre-dump",), "pre_dump", False, "dump container's memory information only, leave "
+         "the container running after this"),
+        (("page-server",), "page_server", True, "ADDRESS:PORT of the page server"),
+        (("status-fd",), "status_fd", True, "criu writes \\0 to this FD once lazy-pages is "
+         "ready"),
+    )),
+    "create": (_ID, "create a container", _CREATE),
+    "delete": (_ID, "delete any resources held by the container (often used with detached "
+               "containers)", (
+        (("force", "f"), "force", False, "forcibly delete the container if it is still "
+         "running (uses SIGKILL)"),
+    )),
+    "events": (_ID, "display container events such as OOM notifications, cpu, memory, and "
+               "IO usage statistics", (
+        (("interval",), "interval", True, "set the stats collection interval (default: 5s)"),
+        (("stats",), "stats", False, "display the container's stats then exit"),
+    )),
+    "exec": (_ID + " <command> [command options]", "execute new process inside the "
+             "container", (
+        (("console-socket",), "console_socket", True, "path to an AF_UNIX socket which will "
+         "receive a file descriptor referencing the master end of the console's "
+         "pseudoterminal"),
+        (("cwd",), "cwd", True, "current working directory in the container"),
+        (("env", "e"), "env", "list", "set environment variables"),
+        (("tty", "t"), "tty", False, "allocate a pseudo-TTY"),
+        (("user", "u"), "user", True, "UID (format: <uid>[:<gid>])"),
+        (("additional-gids", "g"), "additional_gids", "list", "additional gids"),
+        (("process", "p"), "process", True, "path to the process.json"),
+        (("detach", "d"), "detach", False, "detach from the container's process"),
+        (("pid-file",), "pid_file", True, "specify the file to write the process id to"),
+        (("process-label",), "process_label", True, "set the asm process label for the "
+         "process commonly used with selinux"),
+        (("apparmor",), "apparmor", True, "set the apparmor profile for the process"),
+        (("no-new-privs",), "no_new_privs", False, "set the no new privileges value for the "
+         "process"),
+        (("cap", "c"), "cap", "list", "add a capability to the bounding set for the process"),
+        (("preserve-fds",), "preserve_fds", True, "pass N additional file descriptors to the "
+         "container (stdio + $LISTEN_FDS + N in total)"),
+        (("ignore-paused",), "ignore_paused", False, "allow exec in a paused container"),
+    )),
+    "features": ("", "show the enabled features", ()),
+    "kill": (_ID + " [signal]", "kill sends the specified signal (default: SIGTERM) to the "
+             "container's init process", (
+        (("all", "a"), "all", False, "send the specified signal to all processes inside the "
+         "container"),
+    )),
+    "list": ("", "lists containers started by pyoci with the given root", (
+        (("format", "f"), "format", True, "select one of: table or json (default: \"table\")"),
+        (("quiet", "q"), "quiet", False, "display only container IDs"),
+    )),
+    "pause": (_ID, "pause suspends all processes inside the container", ()),
+    "ps": (_ID + " [ps options]", "ps displays the processes running inside a container", (
+        (("format", "f"), "format", True, "select one of: table or json (default: \"table\")"),
+    )),
+    "restore": (_ID, "restore a container from a previous checkpoint (CRIU)", _CRIU_COMMON + (
+        (("bundle", "b"), "bundle", True, "path to the root of the bundle directory"),
+        (("console-socket",), "console_socket", True, "path to an AF_UNIX socket which will "
+         "receive a file descriptor referencing the master end of the console's "
+         "pseudoterminal"),
+        (("detach", "d"), "detach", False, "detach from the container's process"),
+        (("pid-file",), "pid_file", True, "specify the file to write the process id to"),
+        (("no-subreaper",), "no_subreaper", False, "disable the use of the subreaper used to "
+         "reap reparented processes"),
+        (("no-pivot",), "no_pivot", False, "do not use pivot root to jail process inside "
+         "rootfs"),
+    )),
+    "resume": (_ID, "resumes all processes that have been previously paused", ()),
+    "run": (_ID, "create and run a container", _CREATE + (
+        (("detach", "d"), "detach", False, "detach from the container's process"),
+        (("keep",), "keep", False, "do not delete the container after it exits"),
+        (("no-subreaper",), "no_subreaper", False, "disable the use of the subreaper used to "
+         "reap reparented processes"),
+    )),
+    "spec": ("", "create a new specification file (config.json)", (
+        (("bundle", "b"), "bundle", True, "path to the root of the bundle directory"),
+        (("rootless",), "rootless", False, "generate a configuration for a rootless "
+         "container"),
+    )),
+    "start": (_ID, "executes the user defined process in a created container", ()),
+    "state": (_ID, "output the state of a container", ()),
+    "update": (_ID, "update container resource constraints", (
+        (("resources", "r"), "resources", True, "path to the file containing the resources "
+         "to update or '-' to read from the standard input"),
+    ) + tuple(((name,), name, True, text) for name, text in _UPDATE_VALUES)),
 }
 
-CREATE_FLAGS = {
-    "bundle": ("bundle", True), "b": ("bundle", True),
-    "console-socket": ("console_socket", True), "pid-file": ("pid_file", True),
-    "no-pivot": ("no_pivot", False), "no-new-keyring": ("no_new_keyring", False),
-    "preserve-fds": ("preserve_fds", True),
-}
-COMMANDS: dict[str, dict] = {
-    "create": CREATE_FLAGS,
-    "run": {**CREATE_FLAGS, "detach": ("detach", False), "d": ("detach", False),
-            "keep": ("keep", False), "no-subreaper": ("no_subreaper", False)},
-    "start": {},
-    "state": {},
-    "kill": {"all": ("all", False), "a": ("all", False)},
-    "delete": {"force": ("force", False), "f": ("force", False)},
-    "list": {"format": ("format", True), "f": ("format", True), "quiet": ("quiet", False),
-             "q": ("quiet", False)},
-    "spec": {"bundle": ("bundle", True), "b": ("bundle", True),
-             "rootless": ("rootless", False)},
-    "features": {},
-}
+_HELP = ((("help", "h"), "help", False, "show help"),)
 
-# Commands implemented in their own modules: each module has COMMAND_FLAGS {command: flag
-# table} and run_command(command, root, global_opts, opts, positionals) -> exit code. Only
-# the module of the command being run is imported.
-MODULE_COMMANDS = {
-    "exec": "pyoci.ops.exec",
-    "pause": "pyoci.ops", "resume": "pyoci.ops", "update": "pyoci.ops",
-    "events": "pyoci.ops", "ps": "pyoci.ops",
-    "checkpoint": "pyoci.criu", "restore": "pyoci.criu",
-}
 
-USAGE = f"""pyoci {__version__} - an OCI runtime (runtime-spec {SPEC_VERSION}), runc-compatible
+def _lookup(flags: tuple) -> dict:
+    """name -> (key, takes) of a flag list, as parse_flags reads them."""
+    return {name: (key, takes) for names, key, takes, _help in flags for name in names}
 
-usage: pyoci [global options] command [command options] [arguments...]
 
-commands:
-  create    create a container            run      create and start a container
-  start     start a created container     state    output the state of a container
-  kill      send a signal to the init     delete   delete a container
-  list      list containers               spec     write a default config.json
-  features  show the enabled features
-  checkpoint  checkpoint a running container (CRIU)
-  restore   restore a container from a checkpoint (CRIU)
+GLOBAL_FLAGS = _lookup(TABLE[""][2])
+COMMANDS: dict[str, dict] = {cmd: _lookup(v[2] + _HELP) for cmd, v in TABLE.items() if cmd}
 
-global options:
-  --root DIR           state directory (default /run/pyoci; $XDG_RUNTIME_DIR/pyoci for
-                       a non-root user)
-  --log FILE           log file          --log-format text|json
-  --debug              debug logging     --systemd-cgroup  use the systemd cgroup driver
-  --version, -v        print the version --help, -h        show this help
-"""
+
+def usage() -> str:
+    """`pyoci --help`: the commands and the global flags."""
+    from pyoci.state import DEFAULT_ROOT
+
+    width = max(len(c) for c in TABLE)
+    cmds = "".join(f"   {c.ljust(width)}  {v[1]}\n" for c, v in sorted(TABLE.items()) if c)
+    return (f"NAME:\n   pyoci {__version__} - an OCI runtime (runtime-spec {SPEC_VERSION}), "
+            f"runc-compatible\n\nUSAGE:\n   pyoci [global options] {TABLE[''][0]}\n\n"
+            f"COMMANDS:\n{cmds}\nGLOBAL OPTIONS:\n"
+            + _options(TABLE[""][2]).replace("{root}", DEFAULT_ROOT))
+
+
+def command_usage(cmd: str) -> str:
+    """`pyoci COMMAND --help`: that command's usage and its own flags, as runc prints them."""
+    args, summary, flags = TABLE[cmd]
+    opts = " [command options]" if flags else ""
+    return (f"NAME:\n   pyoci {cmd} - {summary}\n\nUSAGE:\n   pyoci {cmd}{opts}"
+            f"{' ' + args if args else ''}\n\nOPTIONS:\n" + _options(flags + _HELP))
+
+
+def _options(flags: tuple) -> str:
+    rows = [(", ".join(("-" if len(n) == 1 else "--") + n + (" value" if takes else "")
+                       for n in names), text) for names, _key, takes, text in flags]
+    width = max(len(r[0]) for r in rows)
+    return "".join(f"   {a.ljust(width)}  {b}\n" for a, b in rows)
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command word after the global flags (None if there is none): what the launcher
+    looks at before anything else is imported."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if not a.startswith("-") or a == "-":
+            return a
+        name, eq, _ = a.lstrip("-").partition("=")
+        takes = GLOBAL_FLAGS.get(name, ("", False))[1]
+        i += 2 if takes and not eq else 1
+    return None
+
 
 _TRUE = {"true", "1", "yes", ""}
 
@@ -141,25 +296,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pyoci version {__version__}\nspec: {SPEC_VERSION}")
             return 0
         if gopts.get("help") or not rest:
-            sys.stdout.write(USAGE)
+            sys.stdout.write(usage())
             return 0 if gopts.get("help") else 1
         cmd, cargs = rest[0], rest[1:]
-        if cmd in MODULE_COMMANDS:
-            # __import__ rather than importlib: importlib costs an import of its own
-            mod = __import__(MODULE_COMMANDS[cmd], fromlist=["run_command"])
-            table = mod.COMMAND_FLAGS[cmd]
-        elif cmd in COMMANDS:
-            mod, table = None, COMMANDS[cmd]
-        else:
+        if cmd not in COMMANDS:
             raise UsageError(f"unknown command {cmd!r}")
-        if "-h" in cargs or "--help" in cargs:
-            sys.stdout.write(USAGE)
-            return 0
         # exec and ps take the container's arguments after the id: stop at the 2nd positional
-        opts, pos = parse_flags(cargs, table, stop_at_positional=False,
+        opts, pos = parse_flags(cargs, COMMANDS[cmd], stop_at_positional=False,
                                 max_positionals=1 if cmd in ("exec", "ps") else None)
-        if mod is not None:
-            return mod.run_command(cmd, _root(gopts), gopts, opts, pos)
+        if opts.pop("help", False):
+            sys.stdout.write(command_usage(cmd))
+            return 0
         return dispatch(cmd, gopts, opts, pos)
     except PyociError as e:
         from pyoci import log
@@ -232,58 +379,67 @@ def rootless_cgroups(g: dict) -> bool:
     return state.in_user_namespace()
 
 
+def _exactly_one(cmd: str, pos: list[str]) -> str:
+    if len(pos) != 1:
+        raise UsageError(f'"{cmd}" requires exactly 1 argument(s)')
+    return pos[0]
+
+
 def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
+    """Run command `cmd` with its parsed flags `o` and positionals `pos`: each operation's
+    module is imported only when it runs."""
     root = _root(g)
-    if cmd in ("create", "run"):
-        from pyoci import container
-
-        if g.get("systemd_cgroup"):
-            pass  # the driver itself reports when systemd is unavailable
-        try:
-            preserve = int(o.get("preserve_fds", 0))
-            if preserve < 0:
-                raise ValueError
-        except ValueError:
-            raise UsageError(f"--preserve-fds: invalid value {o.get('preserve_fds')!r}") \
-                from None
-        opts = container.CreateOptions(
-            root=root, cid=_one_id(cmd, pos), bundle=o.get("bundle") or ".",
-            pid_file=o.get("pid_file"), console_socket=o.get("console_socket"),
-            no_pivot=bool(o.get("no_pivot")), no_new_keyring=bool(o.get("no_new_keyring")),
-            preserve_fds=preserve, systemd_cgroup=bool(g.get("systemd_cgroup")),
-            rootless_cgroups=rootless_cgroups(g),
-            detach=True if cmd == "create" else bool(o.get("detach")),
-            keep=cmd == "run" and bool(o.get("keep")))
-        if cmd == "create":
-            container.create(opts)
-            return 0
-        return container.run(opts)
-    if cmd == "start":
-        from pyoci import container
-
-        container.start(root, _one_id(cmd, pos))
-        return 0
     if cmd == "state":
-        from pyoci import container, jsonio
+        from pyoci.ops import state
 
-        sys.stdout.write(jsonio.dumps(container.state_json(root, _one_id(cmd, pos)), indent=2)
-                         + "\n")
-        return 0
+        return state.run(root, _one_id(cmd, pos))
+    if cmd == "start":
+        from pyoci.ops import start
+
+        return start.run(root, _one_id(cmd, pos))
     if cmd == "kill":
-        from pyoci import container
-
         if not pos or len(pos) > 2:
             raise UsageError("kill: usage: pyoci kill [--all] <container-id> [signal]")
-        sig = container.parse_signal(pos[1] if len(pos) > 1 else None)
-        container.kill(root, pos[0], sig, bool(o.get("all")))
-        return 0
-    if cmd == "delete":
-        from pyoci import container
+        from pyoci.ops import kill
 
-        container.delete(root, _one_id(cmd, pos), bool(o.get("force")))
-        return 0
+        return kill.run(root, pos[0], pos[1] if len(pos) > 1 else None, bool(o.get("all")))
+    if cmd == "delete":
+        from pyoci.ops import delete
+
+        return delete.run(root, _one_id(cmd, pos), bool(o.get("force")))
+    if cmd in ("pause", "resume"):
+        from pyoci.ops import pause
+
+        return pause.run(cmd, root, _exactly_one(cmd, pos))
+    if cmd == "update":
+        from pyoci.ops import update
+
+        return update.run(root, _exactly_one(cmd, pos), o)
+    if cmd == "events":
+        from pyoci.ops import events
+
+        return events.run(root, _exactly_one(cmd, pos), bool(o.get("stats")),
+                          o.get("interval", "5s"))
+    if cmd == "ps":
+        if not pos:
+            raise UsageError('"ps" requires a minimum of 1 argument(s)')
+        from pyoci.ops import ps
+
+        return ps.run(root, pos[0], o.get("format", "table"), pos[1:])
     if cmd == "list":
-        return _list(root, o)
+        from pyoci.ops import list as list_op
+
+        return list_op.run(root, o.get("format", "table"), bool(o.get("quiet")))
+    if cmd in ("create", "run"):
+        return _create(cmd, g, o, pos, root)
+    if cmd == "exec":
+        from pyoci.ops import exec as exec_op
+
+        return exec_op.run_command(cmd, root, g, o, pos)
+    if cmd in ("checkpoint", "restore"):
+        from pyoci import criu
+
+        return criu.run_command(cmd, root, g, o, pos)
     if cmd == "spec":
         from pyoci.spec import default
 
@@ -297,24 +453,25 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
     raise UsageError(f"unknown command {cmd!r}")
 
 
-def _list(root: str, o: dict) -> int:
-    from pyoci import container, jsonio
+def _create(cmd: str, g: dict, o: dict, pos: list[str], root: str) -> int:
+    from pyoci import container
 
-    fmt = o.get("format", "table")
-    if fmt not in ("table", "json"):
-        raise UsageError(f"list: invalid format {fmt!r} (table or json)")
-    states = container.list_states(root)
-    if o.get("quiet"):
-        for s in states:
-            print(s["id"])
+    try:
+        preserve = int(o.get("preserve_fds", 0))
+        if preserve < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--preserve-fds: invalid value {o.get('preserve_fds')!r}") \
+            from None
+    opts = container.CreateOptions(
+        root=root, cid=_one_id(cmd, pos), bundle=o.get("bundle") or ".",
+        pid_file=o.get("pid_file"), console_socket=o.get("console_socket"),
+        no_pivot=bool(o.get("no_pivot")), no_new_keyring=bool(o.get("no_new_keyring")),
+        preserve_fds=preserve, systemd_cgroup=bool(g.get("systemd_cgroup")),
+        rootless_cgroups=rootless_cgroups(g),
+        detach=True if cmd == "create" else bool(o.get("detach")),
+        keep=cmd == "run" and bool(o.get("keep")))
+    if cmd == "create":
+        container.create(opts)
         return 0
-    if fmt == "json":
-        print(jsonio.dumps(states))
-        return 0
-    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
-    rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
-             for s in states]
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
-    for r in rows:
-        print("".join(c.ljust(w + 4) for c, w in zip(r[:-1], widths)) + r[-1])
-    return 0
+    return container.run(opts)

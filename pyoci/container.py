@@ -1,4 +1,6 @@
-"""Container lifecycle: create, start, state, kill, delete, run (the runtime-spec operations)."""
+"""Creating containers: create and run (create + start, in the foreground: wait, forward
+signals, proxy the terminal, delete). state, start, kill, delete, pause... are in
+pyoci/ops, one module per operation."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from pyoci.record import dataclass
 
 from pyoci import TYPE_CHECKING, jsonio
 from pyoci import state as st_mod
-from pyoci.errors import (ContainerExists, ContainerNotFound, PyociError, StateError,
-                          SysError)
+from pyoci.errors import ContainerExists, PyociError, SysError
+from pyoci.ops.delete import delete     # run's: lean modules (pyoci.state), cheap to import
+from pyoci.ops.start import start
 
 if TYPE_CHECKING:
     from pyoci.spec import config
@@ -130,19 +133,6 @@ def _seal(spec: dict) -> None:
     sealed.reexec()
 
 
-def _rmtree(path: str) -> None:
-    """Remove the (flat) state directory; shutil only for anything unexpected in it."""
-    try:
-        for name in os.listdir(path):
-            os.unlink(os.path.join(path, name))
-        os.rmdir(path)
-    except OSError:
-        if os.path.lexists(path):
-            import shutil   # slow to import: only when the directory is not flat
-
-            shutil.rmtree(path, ignore_errors=True)
-
-
 # --- create ---------------------------------------------------------------------------------
 
 @dataclass
@@ -227,7 +217,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
             raise ContainerExists(opts.cid) from None
         rs.dir_made = True
         if host_mounts is not None:       # for delete --force if this process dies midway
-            st_mod.write_atomic(os.path.join(cdir, MOUNTS_BEFORE), jsonio.dumps(
+            st_mod.write_atomic(os.path.join(cdir, st_mod.MOUNTS_BEFORE), jsonio.dumps(
                 {"rootfs": rootfs, "before": sorted(host_mounts)}).encode())
         if st_mod.FAULT:
             st_mod.fault("create:dir")
@@ -569,7 +559,7 @@ def _abort_create(st: st_mod.State, spec: config.Spec, cg, rs: Rollback) -> None
         except ChildProcessError:
             pass
     if rs.init:
-        _wait_dead(rs.init, 0, timeout=10)
+        st_mod.wait_dead(rs.init, 0, timeout=10)
     if rs.host_mounts is not None:
         from pyoci.linux import mountinfo
 
@@ -585,287 +575,10 @@ def _abort_create(st: st_mod.State, spec: config.Spec, cg, rs: Rollback) -> None
         run_hooks(spec.hooks, "poststop", st_mod.public_state(st, "stopped"),
                   warn_only=True)
     if rs.dir_made:                       # not another container's directory (EEXIST)
-        _rmtree(st.dir)
+        st_mod.rmtree(st.dir)
 
 
-MOUNTS_BEFORE = "mounts-before.json"   # a create without a mount namespace, in progress
-
-
-def _unmount_leftover(d: str) -> None:
-    """A create without a mount namespace that died midway (no state.json): unmount what
-    appeared under its rootfs since it started (as a failed create does)."""
-    try:
-        with open(os.path.join(d, MOUNTS_BEFORE), "rb") as f:
-            doc = jsonio.loads(f.read())
-        rootfs, before = doc["rootfs"], {int(i): "" for i in doc["before"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if not isinstance(rootfs, str) or not rootfs.startswith("/"):
-        return
-    from pyoci.linux import mountinfo
-
-    mountinfo.unmount_recorded(mountinfo.new_mounts(rootfs, before))
-
-
-def _wait_dead(pid: int, start_time: int, timeout: float) -> bool:
-    """Wait until pid is gone or a zombie (or another process with a new start time)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.0005
-    while True:
-        ps = st_mod.proc_stat(pid)
-        if ps is None or ps[0] in ("Z", "X", "x") or (start_time and ps[1] != start_time):
-            try:
-                os.waitpid(pid, os.WNOHANG)   # reap it if it is ours (run, tests)
-            except ChildProcessError:
-                pass
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
-
-
-# --- start ----------------------------------------------------------------------------------
-
-def start(root: str, cid: str) -> None:
-    st = st_mod.load(root, cid)
-    with st_mod.Lock(st.dir):
-        if st.creating is not None:       # its create may have ended while we waited
-            st = st_mod.load(root, cid)
-        status = st_mod.status(st)
-        if status == "stopped":
-            raise StateError("cannot start a container that has stopped")
-        if status != "created":
-            raise StateError(f"cannot start an already {status} container")
-        _release(st)
-    hooks = _poststart_hooks(st)
-    if hooks:
-        from pyoci.linux.hooks import run_hooks
-
-        run_hooks(hooks, "poststart", st_mod.public_state(st, "running"), warn_only=True)
-
-
-def _poststart_hooks(st) -> config.Hooks | None:
-    """Only parse the stored config's hooks when it has poststart hooks (start must stay
-    cheap)."""
-    hooks = st_mod.load_config(st).get("hooks")
-    if not hooks or not hooks.get("poststart"):
-        return None
-    from pyoci.spec import config
-
-    return config.Hooks.parse(hooks)
-
-
-def _release(st) -> None:
-    """Open exec.fifo for reading: the init's blocked open returns, it writes one byte and
-    executes the user program. Then the fifo is removed (status becomes running)."""
-    fifo = os.path.join(st.dir, st_mod.FIFO)
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        # Blocking reads: the init blocked in its open() for writing already counts as a
-        # writer, so a read returns its byte at once; b"" (no writer yet, or gone) polls.
-        os.set_blocking(fd, True)
-        delay = 0.0002
-        while True:
-            alive = st_mod.init_alive(st)         # before the read: a last byte is not lost
-            try:
-                data = os.read(fd, 1)
-            except BlockingIOError:
-                data = None
-            if data:
-                break
-            if not alive:
-                raise StateError("container init exited before it could be started")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
-        os.set_blocking(fd, False)
-        failure = b"" if data == b"0" else _read_available(fd)
-    finally:
-        os.close(fd)
-    os.unlink(fifo)
-    if data != b"0":                              # "1" + message: a startContainer hook failed
-        from pyoci.errors import HookError
-
-        raise HookError(failure.decode(errors="replace") or "a startContainer hook failed")
-
-
-def _read_available(fd: int) -> bytes:
-    try:
-        return os.read(fd, 4096)
-    except BlockingIOError:
-        return b""
-
-
-# --- kill -----------------------------------------------------------------------------------
-
-def parse_signal(s: str | None) -> int:
-    if s is None or s == "":
-        return _signal.SIGTERM
-    if s.isdigit():
-        n = int(s)
-        if 0 < n < _signal.NSIG:
-            return n
-        raise PyociError(f"invalid signal: {s}")
-    name = s.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    try:
-        import signal   # its Signals enum (enum is slow to import): only kill gets here
-
-        return int(getattr(signal.Signals, name))
-    except AttributeError:
-        if name.startswith("SIGRTMIN") or name.startswith("SIGRTMAX"):
-            return _rt_signal(name)
-        raise PyociError(f"unknown signal: {s}") from None
-
-
-def _rt_signal(name: str) -> int:
-    base = _signal.SIGRTMIN if name.startswith("SIGRTMIN") else _signal.SIGRTMAX
-    rest = name[8:]
-    try:
-        off = int(rest) if rest else 0
-    except ValueError:
-        raise PyociError(f"unknown signal: {name}") from None
-    n = base + off
-    if not _signal.SIGRTMIN <= n <= _signal.SIGRTMAX:
-        raise PyociError(f"unknown signal: {name}")
-    return n
-
-
-def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
-    st = st_mod.load(root, cid)
-    status = st_mod.status(st)
-    if status == "stopped":
-        if not all_:
-            raise StateError("container not running")
-        if st.cgroup:
-            _kill_leftovers(st, sig)
-        return
-    if all_ and st.cgroup:
-        from pyoci import cgroups
-
-        cg = cgroups.from_state(st.cgroup)
-        if cg.owned():
-            cg.kill_all(sig)
-        else:
-            signal_own(st, sig)
-        return
-    signal_init(st, sig)
-
-
-def _kill_leftovers(st, sig: int) -> None:
-    """`kill --all` of a stopped container, as runc's: its init is gone, but without a PID
-    namespace of its own its other processes may still be in its cgroup (a pod's shared
-    PID namespace), and they are signalled; in a cgroup pyoci did not create only the
-    container's own processes are (signal_own)."""
-    from pyoci import cgroups
-
-    cg = cgroups.from_state(st.cgroup)
-    if not cg.owned():
-        signal_own(st, sig)
-        return
-    try:
-        left = cg.pids()
-    except OSError:
-        return                            # its cgroup is gone: nothing is left
-    if left:
-        cg.kill_all(sig)
-
-
-def signal_init(st, sig: int) -> None:
-    """Signal the init through a pidfd, after checking it is still the same process."""
-    from pyoci.linux import syscalls as sc
-
-    try:
-        pidfd = sc.pidfd_open(st.pid)
-    except OSError:
-        raise StateError("container not running") from None
-    try:
-        if not st_mod.init_alive(st):
-            raise StateError("container not running")
-        sc.pidfd_send_signal(pidfd, sig)
-    except OSError as e:
-        raise SysError(f"kill: {e.strerror}") from None
-    finally:
-        os.close(pidfd)
-
-
-def own_processes(st) -> list[tuple[int, int]]:
-    """(pid, start time) of the container's processes when its cgroup is not its own
-    (linux.cgroupsPath named a cgroup that existed, other processes may be in it): with a
-    PID namespace of its own, every process in that namespace; without one, the init, the
-    processes `exec` started (recorded in the state directory) and their descendants."""
-    table = _proc_table()
-    if _own_pid_ns(st):
-        if not st_mod.init_alive(st):
-            return []                     # the namespace died with its init
-        try:
-            ns = os.stat(f"/proc/{st.pid}/ns/pid")
-        except OSError:
-            return []
-        out = []
-        for pid, (_ppid, start) in table.items():
-            try:
-                s = os.stat(f"/proc/{pid}/ns/pid")
-            except OSError:
-                continue
-            if (s.st_ino, s.st_dev) == (ns.st_ino, ns.st_dev):
-                out.append((pid, start))
-        return out
-    roots = [(st.pid, st.start_time)] + recorded_processes(st)
-    mine = {pid for pid, start in roots if table.get(pid, (0, -1))[1] == start}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _start) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    todo = list(mine)
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in mine:
-                mine.add(child)
-                todo.append(child)
-    return [(pid, table[pid][1]) for pid in sorted(mine)]
-
-
-def _own_pid_ns(st) -> bool:
-    """The container has a new PID namespace (not one joined by path)."""
-    try:
-        cfg = st_mod.load_config(st)
-    except (OSError, ValueError):
-        return False
-    for ns in (cfg.get("linux") or {}).get("namespaces") or []:
-        if isinstance(ns, dict) and ns.get("type") == "pid":
-            return not ns.get("path")
-    return False
-
-
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, start time) of every process."""
-    out = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        rest = st_mod.stat_fields(int(name))
-        if rest is None or rest[0] in (b"Z", b"X", b"x"):
-            continue
-        out[int(name)] = (int(rest[1]), int(rest[19]))
-    return out
-
-
-def recorded_processes(st) -> list[tuple[int, int]]:
-    """(pid, start time) of the processes `exec` started, recorded when the container's
-    cgroup is not its own (st_mod.PROCS_FILE)."""
-    try:
-        with open(os.path.join(st.dir, st_mod.PROCS_FILE)) as f:
-            lines = f.read().split("\n")
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-            out.append((int(parts[0]), int(parts[1])))
-    return out
-
+# --- exec's processes -----------------------------------------------------------------------
 
 def record_process(st, pid: int) -> None:
     """Note a process `exec` started in a container whose cgroup is not its own."""
@@ -878,140 +591,6 @@ def record_process(st, pid: int) -> None:
         os.write(fd, f"{pid} {ps[1]}\n".encode())
     finally:
         os.close(fd)
-
-
-def signal_own(st, sig: int) -> None:
-    """`kill --all` of a container whose cgroup is not its own: only its processes."""
-    for pid, start in own_processes(st):
-        _signal_recorded([pid, start], sig)
-
-
-# --- delete ---------------------------------------------------------------------------------
-
-def delete(root: str, cid: str, force: bool = False) -> None:
-    try:
-        st = st_mod.load(root, cid)
-    except ContainerNotFound:
-        if force:
-            d = st_mod.container_dir(root, cid)
-            if os.path.isdir(d):          # a half-created leftover without state.json
-                _unmount_leftover(d)
-                _rmtree(d)
-            return
-        raise
-    with st_mod.Lock(st.dir):
-        if st.creating is not None:       # its create may have ended while we waited
-            try:
-                st = st_mod.load(root, cid)
-            except ContainerNotFound:
-                if force:
-                    return
-                raise
-        status = st_mod.status(st)
-        if status != "stopped":
-            if not force:
-                if status == "created":
-                    raise StateError("cannot delete a container in the created state without "
-                                     "--force (runtime-spec: delete needs a stopped container)")
-                raise StateError(f"cannot delete container that is not stopped: {status}")
-            _kill_all_and_wait(st)
-        destroy(st)
-
-
-def _kill_all_and_wait(st) -> None:
-    boot = (st.creating or {}).get("bootstrap")
-    if boot:                              # a create killed before its init was forked
-        _signal_recorded(boot, _signal.SIGKILL)
-    cg = None
-    if st.cgroup:
-        from pyoci import cgroups
-
-        cg = cgroups.from_state(st.cgroup)
-        if cg.owned():
-            try:
-                cg.kill_all(_signal.SIGKILL)
-            except Exception:
-                pass
-            try:
-                cg.thaw()
-            except Exception:
-                pass
-        else:
-            signal_own(st, _signal.SIGKILL)
-    if st.pid > 0:
-        try:
-            signal_init(st, _signal.SIGKILL)
-        except PyociError:
-            pass
-        if not _wait_dead(st.pid, st.start_time, timeout=10):
-            raise SysError(f"container init {st.pid} did not die after SIGKILL")
-    if boot and not _wait_dead(boot[0], boot[1], timeout=10):
-        raise SysError(f"container bootstrap {boot[0]} did not die after SIGKILL")
-
-
-def _signal_recorded(rec: list, sig: int) -> None:
-    """Signal a process recorded as [pid, start time], if it is still that process."""
-    from pyoci.linux import syscalls as sc
-
-    try:
-        pidfd = sc.pidfd_open(rec[0])
-    except (OSError, TypeError):
-        return
-    try:
-        ps = st_mod.proc_stat(rec[0])
-        if ps is not None and ps[1] == rec[1]:
-            sc.pidfd_send_signal(pidfd, sig)
-    except OSError:
-        pass
-    finally:
-        os.close(pidfd)
-
-
-def destroy(st) -> None:
-    """Unmount what create mounted in the runtime's mount namespace (a container without a
-    mount namespace of its own), remove the container's cgroup and state; then the
-    poststop hooks (warnings only)."""
-    if st.creating is not None:           # a create killed midway: its mounts so far
-        _unmount_leftover(st.dir)
-    if st.mounts:
-        from pyoci import log
-        from pyoci.linux import mountinfo
-
-        for path in mountinfo.unmount_recorded(st.mounts):
-            log.warning("%s: not unmounted (no longer the mount create made there)", path)
-    if st.cgroup:
-        destroy_cgroup(st)
-    try:
-        hooks = st_mod.load_config(st).get("hooks")
-    except (OSError, ValueError):
-        hooks = None
-    if hooks and hooks.get("poststop") and (st.creating is None or st.creating.get("hooks")):
-        from pyoci.linux.hooks import run_hooks
-        from pyoci.spec import config
-
-        run_hooks(config.Hooks.parse(hooks), "poststop", st_mod.public_state(st, "stopped"),
-                  warn_only=True)
-    _rmtree(st.dir)
-
-
-def destroy_cgroup(st) -> None:
-    """Kill what is left in the container's cgroups (when they are its own: processes of a
-    container without a PID namespace of its own may outlive its init) and remove them;
-    a cgroup pyoci did not create is left as it is, and with it every process in it."""
-    from pyoci import cgroups
-
-    try:
-        cg = cgroups.from_state(st.cgroup)
-        if cg.owned():
-            if cg.pids():
-                cg.kill_all(_signal.SIGKILL)
-        else:
-            signal_own(st, _signal.SIGKILL)
-        cg.destroy()
-    except Exception as e:  # noqa: BLE001 - reported, deletion goes on
-        from pyoci import log
-
-        log.warning("cgroup cleanup: %s", e)
 
 
 # --- run ------------------------------------------------------------------------------------
@@ -1082,20 +661,3 @@ def run(opts: CreateOptions) -> int:
             except PyociError:
                 pass
     return code
-
-
-# --- state / list ---------------------------------------------------------------------------
-
-def state_json(root: str, cid: str) -> dict:
-    st = st_mod.load(root, cid)
-    return st_mod.public_state(st, st_mod.status(st))
-
-
-def list_states(root: str) -> list[dict]:
-    out = []
-    for cid in st_mod.list_ids(root):
-        try:
-            out.append(state_json(root, cid))
-        except PyociError:
-            continue
-    return out

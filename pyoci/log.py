@@ -2,11 +2,10 @@
 level, msg, time), --debug. Errors also go to stderr, one line.
 
 Written directly, without the `logging` package: its import alone costs several ms on every
-command. `warning`/`info`/`debug` take printf-style arguments as logging's methods do."""
+command (nor `os`: built-in modules only). `warning`/`info`/`debug` take printf-style
+arguments as logging's methods do."""
 
-from __future__ import annotations
-
-import os
+import posix
 import sys
 import time
 
@@ -33,7 +32,7 @@ def _emit(level: str, msg: str, args: tuple, to_stderr: bool) -> None:
         msg = msg % args
     if _fd >= 0:
         try:
-            os.write(_fd, _line(level, msg))
+            posix.write(_fd, _line(level, msg))
         except OSError:
             pass
     elif to_stderr:
@@ -46,7 +45,9 @@ def setup(path: str | None, fmt: str = "text", debug: bool = False) -> None:
     _debug = debug
     if path:
         try:
-            _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            _fd = posix.open(path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT
+                             | posix.O_CLOEXEC,
+                             0o600)
         except OSError as e:
             # as runc: a log that cannot be opened fails the command (exit 1, one line)
             _fd = -1
@@ -81,7 +82,7 @@ def error(msg: str) -> None:
     """A fatal error: to the log file (if any) and, one line, to stderr."""
     if _fd >= 0:
         try:
-            os.write(_fd, _line("error", msg))
+            posix.write(_fd, _line("error", msg))
         except OSError:
             pass
     sys.stderr.write(f"pyoci: {msg}\n")

@@ -3,27 +3,41 @@
 no effect), exec.fifo while the container is `created`, and a lock.
 
 Status comes from the init process itself: its /proc/PID/stat start time must match the one
-recorded at create (PID reuse), a zombie counts as stopped, exec.fifo marks `created`.
+recorded at create (PID reuse), a zombie counts as stopped, exec.fifo marks `created`, a
+frozen cgroup `paused`.
+
+Built-in modules only (posix, sys, fcntl) plus pyoci.jsonio and pyoci.cgstate: `state`,
+`start`, `kill`, `delete`, `pause` and `resume` (pyoci/ops) run on this module, and for them
+the interpreter's start-up is most of the cost (`os` alone costs ~1.7 ms to import). The rare
+cases (a cgroup that may be frozen, a directory that is not flat) import more, lazily.
 """
 
-from __future__ import annotations
-
-import fcntl
-import os
+import posix
+import sys
 
 from pyoci import cgstate, jsonio
-from pyoci.record import dataclass, field
-
 from pyoci.errors import ContainerNotFound, PyociError
+
 from pyoci import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import Any
 
+_O_RDONLY, _O_WRONLY, _O_NONBLOCK, _O_CLOEXEC = 0, 1, 0o4000, 0o2000000
+_O_DIRECTORY, _O_CREAT, _O_TRUNC, _O_NOFOLLOW = 0o200000, 0o100, 0o1000, 0o400000
+_S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, 0o100000, 0o040000
+
+
+def _env(name: str) -> str | None:
+    """os.environ.get(name), without os."""
+    v = posix.environ.get(name.encode())
+    return None if v is None else v.decode(sys.getfilesystemencoding(), "surrogateescape")
+
+
 # Fault points for tests (issue 11): PYOCI_FAULT="STAGE" makes pyoci SIGKILL itself when it
 # reaches STAGE ("create:recorded", "exec:pid"...), "STAGE:stop" SIGSTOPs it there. Unset,
 # each point costs one global lookup.
-FAULT = os.environ.get("PYOCI_FAULT") or None
+FAULT = _env("PYOCI_FAULT") or None
 
 
 def fault(stage: str) -> None:
@@ -32,7 +46,8 @@ def fault(stage: str) -> None:
     if FAULT == stage or FAULT == stage + ":stop":
         import _signal
 
-        os.kill(os.getpid(), _signal.SIGSTOP if FAULT.endswith(":stop") else _signal.SIGKILL)
+        posix.kill(posix.getpid(), _signal.SIGSTOP if FAULT.endswith(":stop") else
+                   _signal.SIGKILL)
 
 
 DEFAULT_ROOT = "/run/pyoci"
@@ -40,6 +55,7 @@ STATE_FILE = "state.json"
 CONFIG_FILE = "config.json"
 FIFO = "exec.fifo"
 PROCS_FILE = "procs"      # "pid start-time" lines: `exec`'s processes, in a cgroup not ours
+MOUNTS_BEFORE = "mounts-before.json"   # a create without a mount namespace, in progress
 
 
 def check_id(cid: str) -> None:
@@ -53,8 +69,7 @@ def in_user_namespace() -> bool:
     """True inside a user namespace other than the initial one (runc's RunningInUserNS:
     the initial namespace maps the whole 32-bit range, "0 0 4294967295")."""
     try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() != ["0", "0", "4294967295"]
+        return _read("/proc/self/uid_map").split() != [b"0", b"0", b"4294967295"]
     except OSError:
         return False
 
@@ -62,22 +77,25 @@ def in_user_namespace() -> bool:
 def xdg_state_root() -> str | None:
     """runc's rule for the default --root: $XDG_RUNTIME_DIR/pyoci when $XDG_RUNTIME_DIR is
     set and the caller is not root (euid 0 in a user namespace counts as not root unless
-    $USER is "root"); None means /run/pyoci. pyoci.fastpath mirrors it (_default_root)."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    $USER is "root"); None means DEFAULT_ROOT."""
+    xdg = _env("XDG_RUNTIME_DIR")
     if not xdg:
         return None
-    if os.geteuid() != 0:
+    if posix.geteuid() != 0:
         return xdg + "/pyoci"
     if not in_user_namespace():
         return None
-    return xdg + "/pyoci" if os.environ.get("USER", "") != "root" else None
+    return xdg + "/pyoci" if _env("USER") != "root" else None
 
 
 def default_root() -> str:
+    """The state root without --root: DEFAULT_ROOT, or xdg_state_root()."""
     return xdg_state_root() or DEFAULT_ROOT
 
 
 def ensure_root(root: str) -> str:
+    import os   # create's path imports it anyway
+
     try:
         os.makedirs(root, mode=0o700, exist_ok=True)
     except OSError as e:
@@ -92,29 +110,56 @@ def ensure_root(root: str) -> str:
     return root
 
 
-@dataclass
 class State:
-    """What pyoci records about a container (state.json)."""
+    """What pyoci records about a container (state.json). A plain class rather than a
+    pyoci.record dataclass: it is built on every lifecycle command."""
 
     id: str
     bundle: str
     rootfs: str
-    pid: int = 0
-    start_time: int = 0            # init's start time in clock ticks (/proc/PID/stat field 22)
-    created: str = ""
-    owner: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
-    oci_version: str = "1.3.0"
-    cgroup: dict[str, Any] | None = None
-    namespaces: dict[str, str] = field(default_factory=dict)   # type -> /proc path at create
-    started: bool = False
+    pid: int                     # the init's host pid
+    start_time: int              # init's start time in clock ticks (/proc/PID/stat field 22)
+    created: str
+    owner: str
+    annotations: "dict[str, str]"
+    oci_version: str
+    cgroup: "dict[str, Any] | None"
+    namespaces: "dict[str, str]"   # type -> /proc path at create
+    started: bool
     # while `create` runs (status "creating"): the creating process and the bootstrap child
     # as [pid, start time], so that `state`, `list` and `delete --force` know of a container
     # whose create was killed at any point, and what it had made so far
-    creating: dict[str, Any] | None = None
-    dir: str = ""
-    mounts: list = field(default_factory=list)   # [id, path]: made in the runtime's mount
-                                                 # namespace (no mount namespace of its own)
+    creating: "dict[str, Any] | None"
+    dir: str
+    mounts: list                 # [id, path]: made in the runtime's mount namespace (no
+                                 # mount namespace of its own)
+
+    __slots__ = ("id", "bundle", "rootfs", "pid", "start_time", "created", "owner",
+                 "annotations", "oci_version", "cgroup", "namespaces", "started", "creating",
+                 "dir", "mounts")
+
+    def __init__(self, id: str, bundle: str, rootfs: str, pid: int = 0,  # noqa: A002
+                 start_time: int = 0, created: str = "", owner: str = "",
+                 annotations: "dict[str, str] | None" = None, oci_version: str = "1.3.0",
+                 cgroup: "dict[str, Any] | None" = None,
+                 namespaces: "dict[str, str] | None" = None, started: bool = False,
+                 creating: "dict[str, Any] | None" = None, dir: str = "",  # noqa: A002
+                 mounts: "list | None" = None) -> None:
+        self.id, self.bundle, self.rootfs = id, bundle, rootfs
+        self.pid, self.start_time, self.created, self.owner = pid, start_time, created, owner
+        self.annotations = {} if annotations is None else annotations
+        self.oci_version, self.cgroup = oci_version, cgroup
+        self.namespaces = {} if namespaces is None else namespaces
+        self.started, self.creating, self.dir = started, creating, dir
+        self.mounts = [] if mounts is None else mounts
+
+    def __repr__(self) -> str:
+        return "State(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
 
     def to_json(self) -> dict:
         return {
@@ -127,7 +172,7 @@ class State:
         }
 
     @classmethod
-    def from_json(cls, d: dict, directory: str) -> State:
+    def from_json(cls, d: dict, directory: str) -> "State":
         return cls(id=d["id"], bundle=d["bundle"], rootfs=d.get("rootfs", ""),
                    pid=d.get("pid", 0), start_time=d.get("startTime", 0),
                    created=d.get("created", ""), owner=d.get("owner", ""),
@@ -139,41 +184,84 @@ class State:
 
 
 def container_dir(root: str, cid: str) -> str:
-    return os.path.join(root, cid)
+    """os.path.join(root, cid) for a checked id."""
+    return root + cid if root.endswith("/") or not root else f"{root}/{cid}"
+
+
+def _read(path: str) -> bytes:
+    fd = posix.open(path, _O_RDONLY | _O_CLOEXEC)
+    try:
+        return _read_fd(fd)
+    finally:
+        posix.close(fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while True:
+        b = posix.read(fd, 1 << 20)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def _isdir(path: str) -> bool:
+    try:
+        return posix.stat(path).st_mode & _S_IFMT == _S_IFDIR
+    except (OSError, ValueError):
+        return False
+
+
+def exists(path: str) -> bool:
+    """os.path.exists(path)."""
+    try:
+        posix.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    tmp = f"{path}.tmp{posix.getpid()}"
+    fd = posix.open(tmp, _O_WRONLY | _O_CREAT | _O_TRUNC | _O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
+        posix.write(fd, data)
     finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        posix.close(fd)
+    posix.rename(tmp, path)
 
 
 def save(st: State) -> None:
-    write_atomic(os.path.join(st.dir, STATE_FILE), jsonio.dumps(st.to_json()).encode())
+    write_atomic(f"{st.dir}/{STATE_FILE}", jsonio.dumps(st.to_json()).encode())
 
 
 def read_file(path: str) -> bytes:
     """A regular file's contents, never blocking: a FIFO, socket or device in the state
     directory (put there by hand or by a crash) is refused, not waited on; a symlink is
     not followed."""
-    import stat
-
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = posix.open(path, _O_RDONLY | _O_NONBLOCK | _O_NOFOLLOW | _O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if posix.fstat(fd).st_mode & _S_IFMT != _S_IFREG:
             raise IsADirectoryError(21, "not a regular file")
-        chunks = []
-        while True:
-            b = os.read(fd, 1 << 20)
-            if not b:
-                return b"".join(chunks)
-            chunks.append(b)
+        return _read_fd(fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
+
+
+def rmtree(path: str) -> None:
+    """Remove a (flat) state directory; shutil only for anything unexpected in it."""
+    try:
+        for name in posix.listdir(path):
+            posix.unlink(f"{path}/{name}")
+        posix.rmdir(path)
+    except OSError:
+        try:
+            posix.lstat(path)
+        except OSError:
+            return
+        import shutil   # slow to import: only when the directory is not flat
+
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # state.json fields: (key, types); "pid"/"startTime" are non-negative integers
@@ -219,9 +307,9 @@ def load(root: str, cid: str) -> State:
     check_id(cid)
     d = container_dir(root, cid)
     try:
-        doc = jsonio.loads(read_file(os.path.join(d, STATE_FILE)))
+        doc = jsonio.loads(read_file(f"{d}/{STATE_FILE}"))
     except FileNotFoundError:
-        if os.path.isdir(d):     # `create` made the directory, not yet its state.json
+        if _isdir(d):            # `create` made the directory, not yet its state.json
             return State(id=cid, bundle="", rootfs="", creating={}, dir=d)
         raise ContainerNotFound(cid) from None
     except PermissionError as e:
@@ -242,24 +330,47 @@ class StateFileError(PyociError, ValueError):
 def denied(path: str) -> str:
     """The message for a state file or directory this user may not read (runc:
     "lstat /run/runc/ID: permission denied")."""
-    if os.geteuid() != 0:
+    if posix.geteuid() != 0:
         return (f"{path}: permission denied (the state directory belongs to root: run as root, "
                 "or use --root for a directory of your own)")
     return f"{path}: permission denied"
 
 
-def load_config(st: State) -> dict:
-    """The config as created (config.json in the state directory)."""
+def config_bytes(st: State) -> bytes:
+    """config.json of the state directory, unparsed (StateFileError if unreadable)."""
     try:
-        doc = jsonio.loads(read_file(os.path.join(st.dir, CONFIG_FILE)))
+        return read_file(f"{st.dir}/{CONFIG_FILE}")
     except OSError as e:
         raise StateFileError(f"container {st.id}: cannot read its config.json: "
                              f"{e.strerror or e}") from None
-    except (ValueError, RecursionError):
+
+
+def load_config(st: State, data: bytes | None = None) -> dict:
+    """The config as created (config.json in the state directory; `data`: its bytes, when
+    already read)."""
+    try:
+        doc = jsonio.loads(config_bytes(st) if data is None else data)
+    except (ValueError, RecursionError) as e:
+        if isinstance(e, StateFileError):
+            raise
         doc = None
     if not isinstance(doc, dict):
         raise StateFileError(f"container {st.id}: corrupt config.json in its state directory")
     return doc
+
+
+def config_hooks(st: State, name: bytes) -> dict | None:
+    """The stored config's hooks when it has `name` ("poststart", "poststop") hooks, else
+    None; an unreadable config has none. The config is parsed only when its text may name
+    them (literally, or behind a \\u escape): start and delete must stay cheap."""
+    try:
+        data = config_bytes(st)
+    except StateFileError:
+        return None
+    if name not in data and b"\\u" not in data:
+        return None
+    hooks = load_config(st, data).get("hooks") or {}
+    return hooks if isinstance(hooks, dict) and hooks.get(name.decode()) else None
 
 
 class Lock:
@@ -270,27 +381,28 @@ class Lock:
         self.shared = shared
         self.fd = -1
 
-    def __enter__(self) -> Lock:
+    def __enter__(self) -> "Lock":
+        import fcntl
+
         try:
-            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.fd = posix.open(self.directory, _O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
         except FileNotFoundError:
-            raise ContainerNotFound(os.path.basename(self.directory)) from None
+            raise ContainerNotFound(self.directory.rpartition("/")[2]) from None
         fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
-        if os.fstat(self.fd).st_nlink == 0:   # deleted while we waited for the lock
-            os.close(self.fd)
-            raise ContainerNotFound(os.path.basename(self.directory))
+        if posix.fstat(self.fd).st_nlink == 0:   # deleted while we waited for the lock
+            posix.close(self.fd)
+            raise ContainerNotFound(self.directory.rpartition("/")[2])
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        posix.close(self.fd)
 
 
 def stat_fields(pid: int) -> list[bytes] | None:
     """The fields of /proc/PID/stat after the command name (the state letter first, the
     start time at [19]), or None if pid is gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = _read(f"/proc/{pid}/stat")
     except OSError:
         return None
     return data[data.rindex(b")") + 2:].split()
@@ -313,7 +425,7 @@ def init_alive(st: State) -> bool:
     return start == st.start_time and letter not in ("Z", "X", "x")
 
 
-def _alive(rec: object) -> bool:
+def alive(rec: object) -> bool:
     """A [pid, start time] record names a live process (not a zombie, not a reused pid)."""
     if not isinstance(rec, list) or len(rec) != 2:
         return False
@@ -321,10 +433,32 @@ def _alive(rec: object) -> bool:
     return ps is not None and ps[1] == rec[1] and ps[0] not in ("Z", "X", "x")
 
 
+def wait_dead(pid: int, start_time: int, timeout: float) -> bool:
+    """Wait until pid is gone or a zombie (or another process with a new start time)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        ps = proc_stat(pid)
+        if ps is None or ps[0] in ("Z", "X", "x") or (start_time and ps[1] != start_time):
+            try:
+                posix.waitpid(pid, 1)   # WNOHANG: reap it if it is ours (run, tests)
+            except ChildProcessError:
+                pass
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
 def _locked(directory: str) -> bool:
     """Someone holds the container directory's lock (`create` does, all along)."""
+    import fcntl
+
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = posix.open(directory, _O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -332,7 +466,7 @@ def _locked(directory: str) -> bool:
     except BlockingIOError:
         return True
     finally:
-        os.close(fd)
+        posix.close(fd)
     return False
 
 
@@ -343,9 +477,16 @@ def creating_status(st: State) -> str:
     c = st.creating or {}
     if not c:                              # no state.json yet: is its create still running?
         return "creating" if _locked(st.dir) else "stopped"
-    if _alive(c.get("creator")) or _alive(c.get("bootstrap")) or init_alive(st):
+    if alive(c.get("creator")) or alive(c.get("bootstrap")) or init_alive(st):
         return "creating"
     return "stopped"
+
+
+def stopped(st: State) -> bool:
+    """status(st) == "stopped", without asking the cgroup whether it is frozen."""
+    if st.creating is not None:
+        return creating_status(st) == "stopped"
+    return not init_alive(st)
 
 
 def status(st: State) -> str:
@@ -353,17 +494,24 @@ def status(st: State) -> str:
         return creating_status(st)
     if not init_alive(st):
         return "stopped"
-    if st.cgroup:             # frozen wins over created, as with runc
-        from pyoci import cgroups
-
-        try:
-            if cgroups.from_state(st.cgroup).frozen():
-                return "paused"
-        except Exception:
-            pass
-    if os.path.exists(os.path.join(st.dir, FIFO)):
+    if st.cgroup and frozen(st.cgroup):   # frozen wins over created, as with runc
+        return "paused"
+    if exists(f"{st.dir}/{FIFO}"):
         return "created"
     return "running"
+
+
+def frozen(cg: dict) -> bool:
+    """The cgroup driver's frozen() (any error: not frozen); its files are read here when
+    they say "not frozen" plainly, the driver asked otherwise."""
+    if not cgstate.maybe_frozen(cg):
+        return False
+    from pyoci import cgroups
+
+    try:
+        return cgroups.from_state(cg).frozen()
+    except Exception:  # noqa: BLE001 - a cgroup that cannot answer is not paused
+        return False
 
 
 def public_state(st: State, stat: str) -> dict:
@@ -381,10 +529,10 @@ def public_state(st: State, stat: str) -> dict:
 
 def list_ids(root: str) -> list[str]:
     try:
-        names = os.listdir(root)
+        names = posix.listdir(root)
     except FileNotFoundError:
         return []
     except PermissionError:
         raise PyociError(denied(root)) from None
     # a directory without state.json: a create that has just begun, or was killed then
-    return sorted(n for n in names if os.path.isdir(os.path.join(root, n)))
+    return sorted(n for n in names if _isdir(container_dir(root, n)))

@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from support.harness import PYOCI
-from pyoci import cli, container
+from pyoci import cli
+from pyoci.ops.kill import parse_signal
 from pyoci.errors import PyociError, UsageError
 
 
@@ -47,13 +48,13 @@ def test_bad_flags(bad):
     ("SIGRTMIN+2", signal.SIGRTMIN + 2), ("RTMAX-1", signal.SIGRTMAX - 1),
 ])
 def test_parse_signal(text, num):
-    assert container.parse_signal(text) == num
+    assert parse_signal(text) == num
 
 
 @pytest.mark.parametrize("bad", ["SIGFOO", "0", "999", "RTMIN+99", "-1"])
 def test_parse_signal_rejects(bad):
     with pytest.raises(PyociError):
-        container.parse_signal(bad)
+        parse_signal(bad)
 
 
 def run_cli(*args, **kw):
@@ -124,3 +125,64 @@ def test_a_log_that_cannot_be_opened_fails_in_one_line(tmp_path, args):
     assert r.stderr.splitlines() == [f"pyoci: --log: cannot open log file {tmp_path}: "
                                      "Is a directory"], r.stderr
     assert not (tmp_path / "config.json").exists()
+
+
+# --- help, from the one flag table ------------------------------------------------------------
+
+def test_help_lists_every_command_and_global_flag():
+    r = run_cli("--help")
+    assert r.returncode == 0 and r.stderr == ""
+    listed = [ln.split()[0] for ln in r.stdout.split("COMMANDS:\n")[1].split("\n\n")[0]
+              .splitlines()]
+    assert listed == sorted(cmd for cmd in cli.TABLE if cmd)
+    for cmd in ("exec", "pause", "resume", "update", "events", "ps", "checkpoint", "restore"):
+        assert cmd in listed
+    for names, _key, _takes, text in cli.TABLE[""][2]:
+        assert f"--{names[0]}" in r.stdout and text.split("{")[0] in r.stdout
+
+
+@pytest.mark.parametrize("cmd", sorted(c for c in cli.TABLE if c))
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_command_help_lists_its_own_flags(cmd, flag):
+    r = run_cli(cmd, flag)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout.startswith(f"NAME:\n   pyoci {cmd} - {cli.TABLE[cmd][1]}\n")
+    options = r.stdout.split("OPTIONS:\n")[1]
+    shown: set[str] = set()
+    for ln in options.splitlines():
+        head = ln.strip().split("  ")[0]
+        shown |= {w.rstrip(",") for w in head.split() if w.startswith("-")}
+    want = {("-" if len(n) == 1 else "--") + n for names, *_ in cli.TABLE[cmd][2] for n in names}
+    assert shown == want | {"--help", "-h"}
+    for _names, _key, _takes, text in cli.TABLE[cmd][2]:
+        assert text in options
+
+
+def test_every_flag_the_parser_takes_is_in_the_table():
+    for cmd, lookup in cli.COMMANDS.items():
+        names = {n for names, *_ in cli.TABLE[cmd][2] for n in names} | {"help", "h"}
+        assert set(lookup) == names, cmd
+
+
+def test_exec_arguments_after_the_id_are_not_help():
+    o, pos = cli.parse_flags(["c1", "ls", "-h"], cli.COMMANDS["exec"],
+                             stop_at_positional=False, max_positionals=1)
+    assert o == {} and pos == ["c1", "ls", "-h"]
+
+
+def test_the_default_root_is_written_once():
+    import os
+
+    from pyoci import state
+
+    src = os.path.dirname(cli.__file__)
+    found = []
+    for d, _dirs, files in os.walk(src):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(d, name)) as f:
+                    if '"/run/pyoci"' in f.read():
+                        found.append(os.path.relpath(os.path.join(d, name), src))
+    assert found == ["state.py"]
+    assert state.DEFAULT_ROOT == "/run/pyoci"
+    assert "default /run/pyoci;" in cli.usage()

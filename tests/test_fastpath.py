@@ -1,5 +1,8 @@
-"""pyoci.fastpath (state/start/kill/delete on built-in modules) against the full
-implementation (pyoci.cli): same outputs, same effects, and the full path for anything else."""
+"""The lifecycle commands (state, start, kill, delete, pause, resume) are one implementation
+(pyoci/ops on pyoci.state), lean by construction: built-in modules only in the common case.
+Pinned here: the same exit codes, statuses and outputs as runc's for the same steps, pyoci's
+own messages, what they import, and each place where the lean code reads the kernel's files
+itself instead of asking the cgroup driver (the driver's answer is the reference)."""
 
 from __future__ import annotations
 
@@ -8,221 +11,82 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 
 import pytest
 
-from pyoci import container, fastpath
-from support.harness import REPO, reap_zombies
+from pyoci import cgstate, state
+from pyoci.cgroups import v1, v2
+from pyoci.errors import PyociError, StateError
+from pyoci.ops import kill, pause
+from support.harness import PYOCI, reap_zombies
 
-VENV_PY = os.path.join(REPO, ".venv", "bin", "python")
-PY = VENV_PY if os.path.exists(VENV_PY) else sys.executable
-
-# Runs fastpath.main(args) in a fresh isolated interpreter, as the launcher does, and says on
-# stderr's last line whether it had to hand the command to pyoci.cli.
-_PROBE = ("import sys; sys.path.insert(0, {repo!r}); from pyoci import fastpath; "
-          "rc = fastpath.main({args!r}); sys.stdout.flush(); "
-          "print('path=' + ('full' if 'pyoci.cli' in sys.modules else 'fast'), "
-          "file=sys.stderr); sys.exit(rc)")
+# --- parse_signal: signal.Signals' names, from _signal -----------------------------------------
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=60)
-        out.seek(0)
-        err.seek(0)
-        r = subprocess.CompletedProcess(argv, p.returncode, out.read().decode(),
-                                        err.read().decode())
-    reap_zombies()
-    return r
+def test_every_signal_name_is_signal_signals():
+    for sig in signal.Signals:
+        for text in (sig.name, sig.name[3:], sig.name.lower(), sig.name[3:].lower()):
+            assert kill.parse_signal(text) == int(sig), text
+    assert kill.parse_signal("SIGIOT") == signal.SIGABRT       # an alias
 
 
-def fast(root: str, *args: str) -> tuple[subprocess.CompletedProcess, str]:
-    """(result, "fast" or "full") of the launcher's entry point."""
-    r = _run([PY, "-IS", "-c", _PROBE.format(repo=REPO, args=["--root", root, *args])])
-    lines = r.stderr.splitlines()
-    assert lines and lines[-1].startswith("path="), r.stderr
-    r.stderr = "\n".join(lines[:-1]) + ("\n" if lines[:-1] else "")
-    return r, lines[-1][5:]
+@pytest.mark.parametrize("text", ["SIG_DFL", "_DFL", "SIG_IGN", "SIGFOO", "NSIG", "SIG",
+                                  "SIGRTMIN+99", "0", "65", "-1", "ITIMER_REAL", "Sigkill2"])
+def test_non_signals_are_refused(text):
+    with pytest.raises(PyociError, match="signal"):
+        kill.parse_signal(text)
 
 
-def full(root: str, *args: str) -> subprocess.CompletedProcess:
-    """The same command through pyoci.cli (python -m pyoci)."""
-    return _run([PY, "-m", "pyoci", "--root", root, *args])
+# --- frozen: the lean reading of the freezer files is the driver's frozen() ----------------------
+
+def _cg(tmp_path, driver: str, files: dict) -> dict:
+    d = tmp_path / "cg"
+    d.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (d / name).write_text(text)
+    if driver == "v1":
+        return {"driver": "v1", "paths": {"freezer": str(d)}, "unified": None,
+                "created": [str(d)]}
+    return {"driver": "v2", "path": str(d), "mountpoint": str(tmp_path), "created": [str(d)]}
 
 
-# --- units ----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("obj", [
-    {}, [], {"a": 1}, {"ociVersion": "1.3.0", "id": "x", "pid": 0, "status": "stopped",
-                       "annotations": {"k": "v", "ü": "é\n\"\\", "e": ""}},
-    {"n": [1, -2, True, False, None, "s", {"x": []}, []], "d": {"y": {}}},
-])
-def test_dumps_is_json_dumps_indent_2(obj):
-    assert fastpath._dumps(obj) == json.dumps(obj, indent=2)
-
-
-@pytest.mark.parametrize("text", [None, "", "KILL", "kill", "SIGKILL", "9", "15", "1",
-                                  "SIGUSR1", "hup", "TERM", "SIGIOT", "CHLD"])
-def test_signal_number_is_parse_signal(text):
-    assert fastpath._signal_number(text) == container.parse_signal(text)
+FREEZER_FILES = [
+    ("v1", {"freezer.state": "THAWED\n", "freezer.self_freezing": "0\n"}),
+    ("v1", {"freezer.state": "FROZEN\n", "freezer.self_freezing": "1\n"}),
+    ("v1", {"freezer.state": "FROZEN\n", "freezer.self_freezing": "0\n"}),   # a parent's
+    ("v1", {}),
+    ("v2", {"cgroup.freeze": "0\n", "cgroup.events": "populated 1\nfrozen 0\n"}),
+    ("v2", {"cgroup.freeze": "1\n", "cgroup.events": "populated 1\nfrozen 1\n"}),
+    ("v2", {"cgroup.freeze": "1\n", "cgroup.events": "populated 1\nfrozen 0\n"}),
+    ("v2", {"cgroup.freeze": "0\n", "cgroup.events": "populated 1\nfrozen 1\n"}),   # parent
+    ("v2", {}),
+]
 
 
-@pytest.mark.parametrize("text", ["RTMIN", "SIGRTMIN+2", "RTMAX-1", "SIGFOO", "0", "999",
-                                  "-1", "_DFL", "SIG_IGN"])
-def test_signal_number_leaves_the_rest_to_the_full_path(text):
-    with pytest.raises(fastpath._Fallback):
-        fastpath._signal_number(text)
+@pytest.mark.parametrize("driver, files", FREEZER_FILES)
+def test_status_frozen_is_the_drivers(tmp_path, driver, files):
+    cg = _cg(tmp_path, driver, files)
+    mgr = (v1.V1Manager if driver == "v1" else v2.V2Manager).from_state(cg)
+    assert state.frozen(cg) == mgr.frozen()
+    if mgr.frozen():
+        assert cgstate.maybe_frozen(cg)          # the driver is asked whenever it may be
+    plain = cgstate.plain_frozen(*cgstate.freezer(cg))
+    assert plain in (None, mgr.frozen())         # never a different answer
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["--version"], ["-h"], ["state"], ["--root"], ["--nope", "state", "x"],
-    ["list"], ["kill", "--all", "x"], ["state", "--", "x"], ["--debug=true", "state", "x"],
-])
-def test_other_command_lines_fall_back(argv):
-    with pytest.raises(fastpath._Fallback):
-        fastpath._fast(argv)
+def test_maybe_frozen_asks_the_driver_for_what_it_cannot_read(tmp_path):
+    assert cgstate.maybe_frozen({"driver": "systemd", "id": "x"})
+    assert cgstate.maybe_frozen({"driver": "v2"})            # no path: the driver decides
+    assert not cgstate.maybe_frozen({"driver": "v1", "paths": {}})
+    assert cgstate.freezer({"driver": "v2", "path": "/x", "created": []}) is None   # not ours
+    assert cgstate.freezer({"driver": "v2", "path": "x", "created": ["x"]}) is None
 
 
-def test_parse_takes_both_flag_forms():
-    g, cmd, o, pos = fastpath._parse(["-root", "/r", "--log=/l", "--log-format", "json",
-                                      "--debug", "--systemd-cgroup", "delete", "-f", "x"])
-    assert g == {"root": "/r", "log": "/l", "log_format": "json", "debug": True,
-                 "systemd-cgroup": True}
-    assert (cmd, o, pos) == ("delete", {"force": True}, ["x"])
-
-
-# --- real containers ------------------------------------------------------------------------
-
-
-def _wait_stopped(root: str, cid: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        r, _ = fast(root, "state", cid)
-        s = json.loads(r.stdout)["status"]
-        if s == "stopped" or time.monotonic() > deadline:
-            return s
-        time.sleep(0.02)
-
-
-@pytest.mark.integration
-def test_lifecycle_fast_and_full_agree(pyoci, bundle_factory, config, tmp_path):
-    config["process"]["args"] = ["sleep", "100"]
-    config["annotations"] = {"org.example/ü": "x\ty"}
-    b = bundle_factory(config)
-    root = pyoci.root
-    pyoci("create", "--bundle", b, "c1", check=True)
-    log = str(tmp_path / "log")
-
-    for status in ("created", "running", "stopped"):
-        r, path = fast(root, "--log", log, "state", "c1")
-        assert (r.returncode, path) == (0, "fast"), r.stderr
-        assert r.stdout == full(root, "state", "c1").stdout
-        assert json.loads(r.stdout)["status"] == status
-        if status == "created":
-            r, path = fast(root, "start", "c1")
-            assert (r.returncode, path, r.stderr) == (0, "fast", "")
-        elif status == "running":
-            r, path = fast(root, "kill", "c1", "KILL")
-            assert (r.returncode, path, r.stderr) == (0, "fast", "")
-            assert _wait_stopped(root, "c1") == "stopped"
-    assert os.path.exists(log)
-
-    # errors are the full path's, message and exit code
-    for args in (["kill", "c1"], ["start", "c1"], ["state", "nope"], ["delete", "nope"]):
-        r, path = fast(root, *args)
-        want = full(root, *args)
-        assert (path, r.returncode, r.stderr) == ("full", want.returncode, want.stderr)
-
-    with open(os.path.join(root, "c1", "state.json")) as f:
-        cgroup = json.load(f).get("cgroup") or {}
-    made = [d for d in cgroup.get("created", []) if os.path.isdir(d)]
-    assert made, cgroup
-    r, path = fast(root, "delete", "c1")
-    assert (r.returncode, path, r.stderr) == (0, "fast", "")
-    assert not os.path.exists(os.path.join(root, "c1"))
-    assert [d for d in made if os.path.isdir(d)] == []
-
-
-@pytest.mark.integration
-def test_delete_of_a_created_container_is_the_full_paths(pyoci, bundle_factory, config):
-    config["process"]["args"] = ["sleep", "100"]
-    b = bundle_factory(config)
-    pyoci("create", "--bundle", b, "c2", check=True)
-    r, path = fast(pyoci.root, "delete", "c2")
-    assert path == "full" and r.returncode == 1 and "created" in r.stderr
-    r, path = fast(pyoci.root, "delete", "--force", "c2")
-    assert (r.returncode, path) == (0, "full"), r.stderr
-    assert not os.path.exists(os.path.join(pyoci.root, "c2"))
-
-
-@pytest.mark.integration
-def test_poststart_hooks_run_through_the_full_path(pyoci, bundle_factory, config, tmp_path):
-    mark = tmp_path / "poststart"
-    config["process"]["args"] = ["sleep", "100"]
-    config["hooks"] = {"poststart": [{"path": "/bin/sh", "args": ["sh", "-c",
-                                                                  f"echo ran > {mark}"]}]}
-    b = bundle_factory(config)
-    pyoci("create", "--bundle", b, "c3", check=True)
-    r, path = fast(pyoci.root, "start", "c3")
-    assert (r.returncode, path) == (0, "full"), r.stderr
-    assert mark.read_text() == "ran\n"
-    pid = json.loads(fast(pyoci.root, "state", "c3")[0].stdout)["pid"]
-    os.kill(pid, signal.SIGKILL)
-
-
-# --- pause, resume --------------------------------------------------------------------------
-
-def _freezer_files(root: str, cid: str) -> dict:
-    """The container's freezer files as the kernel shows them (v1 freezer or cgroup2)."""
-    with open(os.path.join(root, cid, "state.json")) as f:
-        cg = json.load(f)["cgroup"]
-    if cg["driver"] == "v1":
-        d, names = cg["paths"]["freezer"], ("freezer.state", "freezer.self_freezing")
-    else:
-        d, names = cg["path"], ("cgroup.freeze", "cgroup.events")
-    out = {}
-    for n in names:
-        with open(os.path.join(d, n)) as f:
-            out[n] = [ln for ln in f.read().split("\n") if not ln.startswith("populated")]
-    return out
-
-
-@pytest.mark.integration
-def test_pause_resume_fast_and_full_agree(pyoci, bundle_factory, config):
-    """The same steps on two containers, one through the fast path and one through
-    pyoci.cli: same results, same cgroup files, and the full path's errors."""
-    config["process"]["args"] = ["sleep", "100"]
-    root = pyoci.root
-    for cid in ("fast", "full"):
-        pyoci("create", "--bundle", bundle_factory(config), cid, check=True)
-    for status in ("created", "running", "stopped"):
-        for cmd in ("pause", "resume"):
-            r, path = fast(root, cmd, "fast")
-            want = full(root, cmd, "full")
-            if status == "stopped":
-                assert (path, r.returncode, r.stderr) == ("full", 1, want.stderr)
-                continue
-            assert (r.returncode, path, r.stderr) == (0, "fast", ""), r.stderr
-            assert want.returncode == 0, want.stderr
-            assert _freezer_files(root, "fast") == _freezer_files(root, "full")
-            assert json.loads(full(root, "state", "fast").stdout)["status"] == \
-                json.loads(full(root, "state", "full").stdout)["status"]
-            r, path = fast(root, cmd, "fast")           # again: refused, as by pyoci.cli
-            want = full(root, cmd, "full")
-            assert (path, r.returncode) == ("full", 1) and r.stderr == want.stderr
-        for cid in ("fast", "full"):
-            if status == "created":
-                pyoci("start", cid, check=True)
-            elif status == "running":
-                pyoci("kill", cid, "KILL", check=True)
-                assert _wait_stopped(root, cid) == "stopped"
-
+# --- pause/resume: the plain writes are the driver's -----------------------------------------------
 
 def _fake_container(tmp_path, name: str, driver: str, frozen: bool, events: str) -> str:
     """A state root with container c1 (its init: this test process) whose cgroup freezer
-    files are plain files in tmp_path/name; returns the root."""
+    files are plain files in tmp_path/name/cg; returns the root."""
     root, cg_dir = tmp_path / name / "root", tmp_path / name / "cg"
     (root / "c1").mkdir(parents=True)
     cg_dir.mkdir()
@@ -249,122 +113,247 @@ def _files(root: str) -> dict:
     return {n: open(os.path.join(cg, n)).read() for n in sorted(os.listdir(cg))}
 
 
+def _outcome(fn, *args):
+    try:
+        fn(*args)
+    except PyociError as e:
+        return type(e).__name__, str(e)
+    return "ok"
+
+
 @pytest.mark.parametrize("driver", ["v1", "v2"])
 @pytest.mark.parametrize("frozen", [False, True])
 @pytest.mark.parametrize("command", ["pause", "resume"])
-def test_pause_resume_write_what_the_drivers_write(tmp_path, driver, frozen, command):
-    from pyoci import ops
-    from pyoci.errors import StateError
-
-    fast_root = _fake_container(tmp_path, "fast", driver, frozen, "1")
-    full_root = _fake_container(tmp_path, "full", driver, frozen, "1")
-    allowed = frozen == (command == "resume")
-    try:
-        getattr(ops, command)(full_root, "c1")
-    except StateError:
-        assert not allowed
-    else:
-        assert allowed
-    if allowed:
-        assert fastpath._pause(fast_root, "c1", command == "pause") == 0
-    else:
-        with pytest.raises(fastpath._Fallback):
-            fastpath._pause(fast_root, "c1", command == "pause")
-    assert _files(fast_root) == _files(full_root)
+def test_pause_resume_write_what_the_drivers_write(tmp_path, monkeypatch, driver, frozen,
+                                                   command):
+    """The same command on two fake containers, once on the plain path, once with the
+    plain path disabled (every step the driver's): same outcome, same files."""
+    lean_root = _fake_container(tmp_path, "lean", driver, frozen, "1")
+    driver_root = _fake_container(tmp_path, "driver", driver, frozen, "1")
+    fn = getattr(pause, command)
+    lean = _outcome(fn, lean_root, "c1")
+    monkeypatch.setattr(cgstate, "freezer", lambda cg: None)
+    assert _outcome(fn, driver_root, "c1") == lean
+    assert lean == ("ok" if frozen == (command == "resume") else
+                    ("StateError", "container not running" if command == "pause" else
+                     "container not paused"))
+    assert _files(lean_root) == _files(driver_root)
 
 
 def test_pause_hands_a_slow_freeze_to_the_driver(tmp_path, monkeypatch):
-    root = _fake_container(tmp_path, "fast", "v2", False, "0")     # not frozen yet
+    root = _fake_container(tmp_path, "lean", "v2", False, "0")      # does not freeze at once
     calls = []
-    driver_freeze = fastpath._driver_freeze
-    monkeypatch.setattr(fastpath, "_driver_freeze", lambda cg, on: calls.append((cg, on)))
-    assert fastpath._pause(root, "c1", True) == 0
-    assert [(cg["path"], on) for cg, on in calls] == [(os.path.dirname(root) + "/cg", True)]
-    # the driver's errors are reported as pyoci.cli would
+    monkeypatch.setattr(v2.V2Manager, "freeze", lambda self: calls.append(self.path))
+    pause.pause(root, "c1")
+    assert calls == [os.path.dirname(root) + "/cg"]
+    assert _files(root)["cgroup.freeze"].strip() == "1"
+
+
+def test_pause_reports_the_drivers_error(tmp_path):
+    root = _fake_container(tmp_path, "lean", "v2", False, "0")
     os.unlink(os.path.dirname(root) + "/cg/cgroup.freeze")
-    with pytest.raises(fastpath._Reported) as e:
-        driver_freeze({"driver": "v2", "path": os.path.dirname(root) + "/cg",
-                       "mountpoint": os.path.dirname(root),
-                       "created": [os.path.dirname(root) + "/cg"]}, True)
-    assert "freezer not supported" in str(e.value.args[0])
-
-
-@pytest.mark.parametrize("cg", [None, {}, {"driver": "systemd"}, {"driver": "v1", "paths": {}},
-                                {"driver": "v1", "paths": [], "unified": "/x"},
-                                {"driver": "v2", "path": "relative"}])
-def test_unusual_cgroups_leave_pause_to_the_full_path(cg):
-    with pytest.raises(fastpath._Fallback):
-        fastpath._freezer(cg)
-
-
-# --- exec -------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("argv, cmd", [
-    (["exec", "x"], "exec"), (["--root", "/r", "exec"], "exec"), (["--root=/r", "exec"], "exec"),
-    (["--log", "exec", "state"], "state"), (["--debug", "-root", "exec", "ps"], "ps"),
-    (["--", "exec"], "exec"), (["--root"], None), ([], None), (["-", "x"], "-"),
-    (["--systemd-cgroup", "--criu", "c", "exec"], "exec"),
-])
-def test_command_word_after_global_flags(argv, cmd):
-    assert fastpath._command(argv) == cmd
-
-
-def test_exec_warm_up_uses_a_scratch_cgroup_of_its_own(monkeypatch):
-    """exec's warm-up is pyoci.warmup's: a placeholder in a scratch cgroup pyoci makes and
-    removes; the caller is never moved, not even into its own cgroup."""
-    from pyoci import warmup
-
-    procs = _own_cgroup2_procs()
-    base = os.path.dirname(procs)
-    with open("/proc/self/cgroup") as f:
-        before = f.read()
-    seen = []
-    real_mkdir = warmup.posix.mkdir
-
-    def mkdir(path, mode=0o777):
-        seen.append(path)
-        return real_mkdir(path, mode)
-
-    monkeypatch.setattr(warmup.posix, "mkdir", mkdir)
-    monkeypatch.setattr(fastpath, "_warm", [])
-    fastpath._exec_warmup(["--root", "/r", "exec", "c1", "true"])
-    assert fastpath._warm == [1]
-    warmup.finish()
-    assert seen == [f"{base}/pyoci-warmup-{os.getpid()}"]
-    assert not os.path.exists(seen[0])
-    with open("/proc/self/cgroup") as f:
-        assert f.read() == before
-    fastpath._exec_warmup(["state", "c1"])          # other commands: nothing
-    assert seen == [f"{base}/pyoci-warmup-{os.getpid()}"]
-
-
-def _own_cgroup2_procs() -> str:
-    from pyoci import warmup
-
-    base = warmup._cgroup2_dir()
-    if base is None:
-        pytest.skip("no cgroup2 mount")
-    return base + "/cgroup.procs"
+    with pytest.raises(PyociError, match="freezer not supported"):
+        pause.pause(root, "c1")
 
 
 @pytest.mark.parametrize("driver", ["v1", "v2"])
-def test_pause_falls_back_for_a_cgroup_pyoci_did_not_create(tmp_path, driver):
+def test_pause_never_writes_a_cgroup_pyoci_did_not_create(tmp_path, driver):
     """A freezer cgroup that is not in "created" (linux.cgroupsPath named an existing one)
-    is never written by the fast path: the full path refuses to freeze it."""
-    root = _fake_container(tmp_path, "fast", driver, False, "0")
+    is refused by the driver and never written."""
+    root = _fake_container(tmp_path, "lean", driver, False, "0")
     path = os.path.join(root, "c1", "state.json")
     with open(path) as f:
         doc = json.load(f)
     doc["cgroup"]["created"] = []
     with open(path, "w") as f:
         json.dump(doc, f)
-    from pyoci import ops
-    from pyoci.errors import PyociError
-
     before = _files(root)
-    with pytest.raises(fastpath._Fallback):
-        fastpath._pause(root, "c1", True)
-    assert _files(root) == before
     with pytest.raises(PyociError, match="not created by pyoci"):
-        ops.pause(root, "c1")
+        pause.pause(root, "c1")
     assert _files(root) == before
+
+
+def test_resume_of_a_stopped_container(tmp_path):
+    root = _fake_container(tmp_path, "lean", "v1", True, "1")
+    path = os.path.join(root, "c1", "state.json")
+    with open(path) as f:
+        doc = json.load(f)
+    doc["startTime"] += 1                 # a reused pid: the recorded init is gone
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(StateError, match="container not paused"):
+        pause.resume(root, "c1")
+    with pytest.raises(StateError, match="container not running"):
+        pause.pause(root, "c1")
+
+
+# --- against runc: the same steps, the same exit codes and statuses ---------------------------------
+
+def _steps(rt, bundle: str) -> list[tuple]:
+    """(command, exit code, status after it or the output) of one lifecycle, with the
+    commands refused along the way."""
+    out = []
+
+    def step(*args):
+        r = rt(*args)
+        try:
+            status = rt.state("c1")["status"]
+        except (AssertionError, ValueError):
+            status = None
+        out.append((" ".join(args).replace(bundle, "BUNDLE"), r.returncode, status))
+        return r
+
+    step("create", "--bundle", bundle, "c1")
+    # (not `delete` of a created container: runc 1.1 kills and deletes it, pyoci follows the
+    # runtime-spec and refuses: test_runtime_messages)
+    step("pause", "c1")
+    step("pause", "c1")                            # refused: already paused
+    step("start", "c1")                            # refused: paused
+    step("resume", "c1")
+    step("resume", "c1")                           # refused: not paused
+    step("start", "c1")
+    step("start", "c1")                            # refused: running
+    step("kill", "c1", "USR1")                     # ignored by the init (no handler)
+    step("kill", "c1", "KILL")
+    for _ in range(200):
+        reap_zombies()
+        if rt.state("c1")["status"] == "stopped":
+            break
+    step("kill", "c1")                             # refused: stopped
+    step("pause", "c1")                            # refused: stopped
+    step("start", "c1")                            # refused: stopped
+    step("delete", "c1")
+    step("state", "c1")                            # refused: gone
+    step("delete", "c1")                           # refused: gone
+    step("delete", "--force", "c1")                # nothing to do
+    step("kill", "c1", "SIGNOPE")
+    return out
+
+
+@pytest.mark.integration
+def test_lifecycle_exit_codes_and_statuses_are_runcs(pyoci, runc, bundle_factory, config):
+    config["process"]["args"] = ["sleep", "100"]
+    got = _steps(pyoci, bundle_factory(config))
+    want = _steps(runc, bundle_factory(config))
+    assert [(c, rc) for c, rc, _ in got] == [(c, rc) for c, rc, _ in want]
+    # runc's `kill` of a stopped container may race its status; statuses after each step
+    assert [s for _, _, s in got] == [s for _, _, s in want]
+
+
+@pytest.mark.integration
+def test_state_document_is_runcs(pyoci, runc, bundle_factory, config):
+    config["process"]["args"] = ["sleep", "100"]
+    config["annotations"] = {"org.example/ü": "x\ty"}
+    docs = {}
+    for rt in (pyoci, runc):
+        b = bundle_factory(config)
+        rt("create", "--bundle", b, "c1", check=True)
+        r = rt("state", "c1", check=True)
+        doc = json.loads(r.stdout)
+        # two-space indent as runc's (which writes non-ASCII characters raw and no final
+        # newline; pyoci escapes them, and ends the line)
+        assert r.stdout == json.dumps(doc, indent=2, ensure_ascii=rt is pyoci) + \
+            ("\n" if rt is pyoci else "")
+        docs[rt.name] = doc
+        rt("delete", "--force", "c1", check=True)
+    p, r = docs["pyoci"], docs["runc"]
+    assert set(p) == set(r)
+    assert {k: p[k] for k in ("id", "status", "annotations")} == \
+        {k: r[k] for k in ("id", "status", "annotations")}
+    assert p["rootfs"].endswith("/rootfs") and p["pid"] > 0
+
+
+MESSAGES = [
+    (["state", "nope"], "container does not exist: nope"),
+    (["start", "nope"], "container does not exist: nope"),
+    (["kill", "nope"], "container does not exist: nope"),
+    (["delete", "nope"], "container does not exist: nope"),
+    (["pause", "nope"], "container does not exist: nope"),
+    (["resume", "nope"], "container does not exist: nope"),
+    (["state", "a/b"], "invalid container id format: 'a/b'"),
+    (["kill", "c1", "NOPE"], "unknown signal: NOPE"),
+    (["kill", "c1", "99"], "invalid signal: 99"),
+    (["kill"], "kill: usage: pyoci kill [--all] <container-id> [signal]"),
+    (["state"], "state: expected exactly one container id, got 0"),
+    (["pause", "a", "b"], '"pause" requires exactly 1 argument(s)'),
+    (["delete", "--nope", "c1"], "flag provided but not defined: --nope"),
+]
+
+
+@pytest.mark.parametrize("args, message", MESSAGES, ids=lambda a: " ".join(a)
+                         if isinstance(a, list) else None)
+def test_error_messages_and_exit_codes(pyoci, runc, args, message):
+    """One line, exit 1, as runc (whose wording differs: it does not name the id)."""
+    r = pyoci(*args)
+    assert (r.returncode, r.stdout, r.stderr) == (1, "", f"pyoci: {message}\n")
+    if args[0] in ("state", "start", "kill", "delete", "pause", "resume") and \
+            "nope" in args:
+        assert runc(*args).returncode == 1
+
+
+@pytest.mark.integration
+def test_runtime_messages(pyoci, bundle_factory, config):
+    config["process"]["args"] = ["sleep", "100"]
+    pyoci("create", "--bundle", bundle_factory(config), "c1", check=True)
+    expect = [
+        (["delete", "c1"], "cannot delete a container in the created state without --force "
+                           "(runtime-spec: delete needs a stopped container)"),
+        (["resume", "c1"], "container not paused"),
+        (["start", "c1"], None),
+        (["start", "c1"], "cannot start an already running container"),
+        (["delete", "c1"], "cannot delete container that is not stopped: running"),
+    ]
+    for args, msg in expect:
+        r = pyoci(*args)
+        assert (r.returncode, r.stderr) == ((1, f"pyoci: {msg}\n") if msg else (0, "")), args
+    pyoci("pause", "c1", check=True)
+    r = pyoci("start", "c1")
+    assert r.stderr == "pyoci: cannot start an already paused container\n"
+    r = pyoci("delete", "c1")
+    assert r.stderr == "pyoci: cannot delete container that is not stopped: paused\n"
+    pyoci("delete", "--force", "c1", check=True)
+    assert not os.path.exists(os.path.join(pyoci.root, "c1"))
+
+
+# --- lean by construction: what the commands import -----------------------------------------------
+
+LIFECYCLE_MODULES = {"pyoci", "pyoci.launcher", "pyoci.cli", "pyoci.errors", "pyoci.log",
+                     "pyoci.state", "pyoci.jsonio", "pyoci.cgstate", "pyoci.ops",
+                     "pyoci.ops.state", "pyoci.ops.start", "pyoci.ops.kill",
+                     "pyoci.ops.delete", "pyoci.ops.pause"}
+
+
+def _imports(*args: str) -> tuple[int, set[str]]:
+    with open(PYOCI) as f:
+        python = f.readline()[2:].split()[0]
+    p = subprocess.run([python, "-IS", "-X", "importtime", PYOCI, *args],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, timeout=60)
+    mods = {ln.rsplit("|", 1)[1].strip() for ln in p.stderr.splitlines()
+            if ln.startswith("import time:") and "|" in ln}
+    return p.returncode, mods - {"imported package"}
+
+
+@pytest.mark.integration
+def test_lifecycle_commands_import_built_in_modules_only(pyoci, bundle_factory, config):
+    config["process"]["args"] = ["sleep", "100"]
+    pyoci("create", "--bundle", bundle_factory(config), "c1", check=True)
+    steps = [("state", "c1"), ("start", "c1"), ("pause", "c1"), ("resume", "c1"),
+             ("state", "c1"), ("kill", "c1", "KILL")]
+    for args in steps:
+        rc, mods = _imports("--root", pyoci.root, *args)
+        assert rc == 0, args
+        pyoci_mods = {m for m in mods if m.split(".")[0] == "pyoci"}
+        assert pyoci_mods <= LIFECYCLE_MODULES, (args, pyoci_mods - LIFECYCLE_MODULES)
+        others = {m for m in mods - pyoci_mods if m not in sys.builtin_module_names}
+        assert others <= {"encodings", "encodings.aliases", "encodings.utf_8", "codecs",
+                          "io", "abc", "zipimport", "_frozen_importlib_external",
+                          "_json"}, \
+            (args, others)
+    for _ in range(200):
+        reap_zombies()
+        if pyoci.state("c1")["status"] == "stopped":
+            break
+    rc, mods = _imports("--root", pyoci.root, "delete", "c1")
+    assert rc == 0 and {m for m in mods if m.startswith("pyoci")} <= LIFECYCLE_MODULES, mods
+    assert not os.path.exists(os.path.join(pyoci.root, "c1"))

@@ -417,13 +417,10 @@ def cli_tokens(env: Env, cid: str, bundle: str) -> st.SearchStrategy:
                                    "", "json", "text", "xml", "/dev/null",
                                    os.path.join(top, "log")])).map(
             lambda t: [t[0] + t[1]] if t[0].endswith("=") else list(t))), max_size=3)
-    from pyoci import cli, ops
-    from pyoci.ops import exec as exec_mod
+    from pyoci import cli
 
     tables = dict(cli.COMMANDS)
-    tables.update(exec_mod.COMMAND_FLAGS)
-    tables.update(ops.COMMAND_FLAGS)
-    commands = sorted(tables) + ["bogus", "", "help", "checkpoint", "restore"]
+    commands = sorted(tables) + ["bogus", "", "help"]
 
     @st.composite
     def argv(draw):

@@ -318,7 +318,7 @@ def test_other_commands_import_no_slow_module(pyoci, bundle_factory, config, tmp
         # zombie in the container's cgroup and the cgroup cannot be removed at cleanup
         os.waitpid(int(pid_file.read_text()), 0)
     mods = imported_modules(text)
-    assert "pyoci.fastpath" in mods
+    assert "pyoci.launcher" in mods
     slow = sorted(m for m in mods if m.split(".")[0] in SLOW or m in SLOW)
     assert not slow, f"{args[0]} imported {slow}"
 
@@ -383,7 +383,7 @@ def test_exec_imports_nothing_after_joining_the_mount_namespace(pyoci, bundle_fa
     assert [ln for ln in lines if ln.startswith("AFTER-SETNS import")] == []
 
 
-# --- replacements in pyoci.ops, pyoci.spec.default ----------------------------------------
+# --- replacements in pyoci.units, pyoci.ops, pyoci.spec.default ---------------------------
 
 _GO_UNITS_SIZE = r"^(\d+(\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$"
 _GO_DURATION_PART = r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)"
@@ -394,7 +394,7 @@ DURATIONS = st.text(alphabet=st.sampled_from(list("0123456789.+-\u0663nsuµμmhx
 
 
 def _regex_ram_in_bytes(s: str) -> int:
-    """pyoci.ops.ram_in_bytes as it was, on re."""
+    """pyoci.units.ram_in_bytes as it was, on re."""
     m = re.match(_GO_UNITS_SIZE, s)
     if not m:
         raise ValueError(f"invalid size: '{s}'")
@@ -408,7 +408,7 @@ def _regex_ram_in_bytes(s: str) -> int:
 
 
 def _regex_parse_duration(s: str) -> float:
-    """pyoci.ops.parse_duration as it was, on re."""
+    """pyoci.units.parse_duration as it was, on re."""
     units = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0,
              "m": 60.0, "h": 3600.0}
     part = re.compile(_GO_DURATION_PART)
@@ -439,30 +439,30 @@ def _outcome(fn, *args):
 @settings(max_examples=1000, deadline=None)
 @given(s=SIZES)
 def test_ram_in_bytes_is_the_regex(s):
-    from pyoci import ops
+    from pyoci import units
 
-    assert _outcome(ops.ram_in_bytes, s) == _outcome(_regex_ram_in_bytes, s)
+    assert _outcome(units.ram_in_bytes, s) == _outcome(_regex_ram_in_bytes, s)
     for unit in ("", "k", "MiB", " gb", "Tb\n", "pB "):
-        assert _outcome(ops.ram_in_bytes, s + unit) == _outcome(_regex_ram_in_bytes, s + unit)
+        assert _outcome(units.ram_in_bytes, s + unit) == _outcome(_regex_ram_in_bytes, s + unit)
 
 
 @settings(max_examples=1000, deadline=None)
 @given(s=DURATIONS)
 def test_parse_duration_is_the_regex(s):
-    from pyoci import ops
+    from pyoci import units
 
-    assert _outcome(ops.parse_duration, s) == _outcome(_regex_parse_duration, s)
+    assert _outcome(units.parse_duration, s) == _outcome(_regex_parse_duration, s)
 
 
 @settings(max_examples=500, deadline=None)
 @given(s=st.text(alphabet=st.sampled_from(list("0123456789+-\u0663 x\n")), max_size=6))
 def test_integer_flags_are_the_regex(s):
-    from pyoci import ops
     from pyoci.errors import UsageError
+    from pyoci.ops import update
 
     for kind, pattern in (("uint", r"\d+"), ("sint", r"[+-]?\d+")):
         try:
-            got = ("ok", ops._parse_flag("cpu-period", kind, s))
+            got = ("ok", update._parse_flag("cpu-period", kind, s))
         except UsageError as e:
             got = ("error", "invalid syntax" in str(e))
         want = ("error", True) if re.fullmatch(pattern, s) is None else ("ok", int(s))
@@ -486,11 +486,11 @@ def test_spec_is_json_dump_with_tabs(rootless):
 @pytest.mark.parametrize("args", [["-ef"], ["-o", "pid,comm"], ["--no-such-flag"],
                                   ["-p", "1", "-o", "pid="]])
 def test_run_ps_is_subprocess_run(args):
-    from pyoci import ops
+    from pyoci.ops import ps
 
     p = subprocess.run(["ps", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        stdin=subprocess.DEVNULL)
-    code, out = ops._run_ps(args)
+    code, out = ps._run_ps(args)
     assert code == p.returncode
     if args[0] in ("-ef", "-o"):        # the process list itself changes between the runs
         assert out.splitlines()[0] == p.stdout.splitlines()[0]

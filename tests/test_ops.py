@@ -386,7 +386,7 @@ def test_events_bad_interval_matches_runc(pyoci, runc):
 
 
 def test_duration_parser():
-    from pyoci.ops import parse_duration, ram_in_bytes
+    from pyoci.units import parse_duration, ram_in_bytes
 
     assert parse_duration("5s") == 5 and parse_duration("1m30s") == 90
     assert parse_duration("250ms") == 0.25 and parse_duration("1.5h") == 5400

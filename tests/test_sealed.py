@@ -191,8 +191,8 @@ def test_python_init_waiting_for_start_is_not_writable(copied_pyoci, bundle_fact
 REEXEC = """
 import os, sys
 sys.path.insert(0, {repo!r})
-from pyoci import fastpath
-fastpath.launched = True
+from pyoci import launcher
+launcher.launched = True
 from pyoci.linux import sealed
 if sealed.is_sealed():
     print(os.readlink("/proc/self/exe"), flush=True)

@@ -137,12 +137,12 @@ def test_events_stats_of_a_container_stopping_meanwhile(pyoci, bundle_factory, c
     """events --stats racing with delete (found by tests/test_soak.py's racing commands,
     seed 14): the init is killed and the cgroup removed between the status check and the
     stats read (ENODEV): 'is not running', not the failed read of a cgroup file."""
-    from pyoci import ops
     from pyoci.errors import StateError, SysError
+    from pyoci.ops import events
 
     config["process"]["args"] = ["sleep", "1000"]
     pyoci("run", "-d", "--bundle", bundle_factory(config), "c1", check=True)
-    real_manager = ops._manager
+    real_manager = events.manager
 
     class Removed:
         def stats(self):
@@ -155,9 +155,9 @@ def test_events_stats_of_a_container_stopping_meanwhile(pyoci, bundle_factory, c
         pyoci("delete", "--force", "c1", check=True)
         return Removed()
 
-    monkeypatch.setattr(ops, "_manager", manager)
+    monkeypatch.setattr(events, "manager", manager)
     with pytest.raises(StateError, match="c1 is not running"):
-        ops.events(pyoci.root, "c1", True, "5s")
+        events.events(pyoci.root, "c1", True, "5s")
 
 
 def test_exec_into_a_container_deleted_meanwhile(pyoci, bundle_factory, config):

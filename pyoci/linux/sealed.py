@@ -58,7 +58,7 @@ def is_sealed() -> bool:
 
 def needed() -> bool:
     """Whether reexec() would execute the command again."""
-    launcher = sys.modules.get("pyoci.fastpath")
+    launcher = sys.modules.get("pyoci.launcher")
     return (getattr(launcher, "launched", False) and posix.geteuid() == 0
             and not is_sealed())
 

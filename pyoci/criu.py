@@ -39,28 +39,7 @@ from pyoci.linux import spawn
 if TYPE_CHECKING:
     from pyoci.spec import config
 
-_CHECKPOINT_FLAGS = {
-    "image-path": ("image_path", True), "work-path": ("work_path", True),
-    "parent-path": ("parent_path", True), "leave-running": ("leave_running", False),
-    "tcp-established": ("tcp_established", False), "ext-unix-sk": ("ext_unix_sk", False),
-    "shell-job": ("shell_job", False), "file-locks": ("file_locks", False),
-    "pre-dump": ("pre_dump", False), "manage-cgroups-mode": ("manage_cgroups_mode", True),
-    "empty-ns": ("empty_ns", True), "auto-dedup": ("auto_dedup", False),
-    "lazy-pages": ("lazy_pages", False), "page-server": ("page_server", True),
-    "status-fd": ("status_fd", True),
-}
-_RESTORE_FLAGS = {
-    "image-path": ("image_path", True), "work-path": ("work_path", True),
-    "tcp-established": ("tcp_established", False), "ext-unix-sk": ("ext_unix_sk", False),
-    "shell-job": ("shell_job", False), "file-locks": ("file_locks", False),
-    "manage-cgroups-mode": ("manage_cgroups_mode", True), "empty-ns": ("empty_ns", True),
-    "auto-dedup": ("auto_dedup", False), "lazy-pages": ("lazy_pages", False),
-    "bundle": ("bundle", True), "b": ("bundle", True),
-    "console-socket": ("console_socket", True), "detach": ("detach", False),
-    "d": ("detach", False), "pid-file": ("pid_file", True),
-    "no-subreaper": ("no_subreaper", False), "no-pivot": ("no_pivot", False),
-}
-COMMAND_FLAGS = {"checkpoint": _CHECKPOINT_FLAGS, "restore": _RESTORE_FLAGS}
+# the checkpoint and restore flags: pyoci.cli.TABLE
 
 DESCRIPTORS = "descriptors.json"
 

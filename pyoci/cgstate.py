@@ -1,9 +1,9 @@
 """The shape of the "cgroup" object of state.json, as the cgroup drivers' to_state() write it
-(pyoci.cgroups v1, v2 and systemd): checked when pyoci.state reads a state.json (it reports the field), so that a corrupt or
-hand-edited file never reaches the code that freezes, signals or removes cgroups; and the
-cgroupfs files the lifecycle commands read or write themselves where the drivers' answer is
-plain (the freezer: pyoci/ops/pause.py; the directories create made: pyoci/ops/delete.py).
-Built-in modules only: every lifecycle command imports it."""
+(pyoci.cgroups v1, v2 and systemd): checked when pyoci.state reads a state.json (it reports
+the field), so that a corrupt or hand-edited file never reaches the code that freezes, signals
+or removes cgroups; and the cgroupfs files the lifecycle commands read or write themselves
+where the drivers' answer is plain (the freezer: pyoci/ops/pause.py; the directories create
+made: pyoci/ops/delete.py). Built-in modules only: every lifecycle command imports it."""
 
 import posix
 

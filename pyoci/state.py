@@ -197,7 +197,7 @@ def _read(path: str) -> bytes:
 
 
 def _read_fd(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         b = posix.read(fd, 1 << 20)
         if not b:

@@ -82,7 +82,7 @@ def test_maybe_frozen_asks_the_driver_for_what_it_cannot_read(tmp_path):
     assert cgstate.freezer({"driver": "v2", "path": "x", "created": ["x"]}) is None
 
 
-# --- pause/resume: the plain writes are the driver's -----------------------------------------------
+# --- pause/resume: the plain writes are the driver's ----------------------------------------------
 
 def _fake_container(tmp_path, name: str, driver: str, frozen: bool, events: str) -> str:
     """A state root with container c1 (its init: this test process) whose cgroup freezer
@@ -187,7 +187,7 @@ def test_resume_of_a_stopped_container(tmp_path):
         pause.pause(root, "c1")
 
 
-# --- against runc: the same steps, the same exit codes and statuses ---------------------------------
+# --- against runc: the same steps, the same exit codes and statuses -------------------------------
 
 def _steps(rt, bundle: str) -> list[tuple]:
     """(command, exit code, status after it or the output) of one lifecycle, with the

@@ -106,7 +106,7 @@ def destroy_cgroup(st: state.State) -> None:
     The common case (cgroupfs directories pyoci made, empty) is rmdir here, deepest first;
     the driver does the rest."""
     cg = st.cgroup
-    if cg and cgstate.plain_dirs(cg) and _rmdir_created(cg):
+    if not cg or cgstate.plain_dirs(cg) and _rmdir_created(cg):
         return
     from pyoci import cgroups
 

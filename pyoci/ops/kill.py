@@ -23,10 +23,10 @@ def parse_signal(s: str | None) -> int:
     name = s.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
-    n = getattr(_signal, name, None) if name.isupper() and not name.startswith("SIG_") \
+    num = getattr(_signal, name, None) if name.isupper() and not name.startswith("SIG_") \
         else None
-    if type(n) is int:
-        return n
+    if type(num) is int:
+        return num
     if name.startswith("SIGRTMIN") or name.startswith("SIGRTMAX"):
         return _rt_signal(name)
     raise PyociError(f"unknown signal: {s}")
@@ -72,6 +72,7 @@ def _kill_leftovers(st: state.State, sig: int) -> None:
     container's own processes are (signal_own)."""
     from pyoci import cgroups
 
+    assert st.cgroup is not None
     cg = cgroups.from_state(st.cgroup)
     if not cg.owned():
         signal_own(st, sig)

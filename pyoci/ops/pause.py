@@ -34,7 +34,7 @@ def _set(root: str, cid: str, on: bool) -> None:
     with state.Lock(st.dir):
         plain = cgstate.freezer(st.cgroup) if st.creating is None else None
         frozen = cgstate.plain_frozen(*plain) if plain else None
-        if frozen is None:
+        if plain is None or frozen is None:
             _with_driver(st, on)
             return
         # runc's status: a frozen `created` container counts as paused

@@ -18,7 +18,7 @@ from pyoci import cgstate, state
 from pyoci.cgroups import v1, v2
 from pyoci.errors import PyociError, StateError
 from pyoci.ops import kill, pause
-from support.harness import PYOCI, reap_zombies
+from support.harness import PYOCI_SCRIPT, reap_zombies
 
 # --- parse_signal: signal.Signals' names, from _signal -----------------------------------------
 
@@ -324,9 +324,9 @@ LIFECYCLE_MODULES = {"pyoci", "pyoci.launcher", "pyoci.cli", "pyoci.errors", "py
 
 
 def _imports(*args: str) -> tuple[int, set[str]]:
-    with open(PYOCI) as f:
+    with open(PYOCI_SCRIPT) as f:       # the command's Python part, as the command runs it
         python = f.readline()[2:].split()[0]
-    p = subprocess.run([python, "-IS", "-X", "importtime", PYOCI, *args],
+    p = subprocess.run([python, "-IS", "-X", "importtime", PYOCI_SCRIPT, *args],
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, text=True, timeout=60)
     mods = {ln.rsplit("|", 1)[1].strip() for ln in p.stderr.splitlines()

@@ -103,6 +103,15 @@ def freezer(cg: object) -> tuple[str, str] | None:
     """("v1", the freezer directory) or ("v2", the cgroup directory) of a cgroupfs state
     whose freezer pyoci created; None for anything else (no cgroup, systemd, a hybrid
     container frozen through cgroup2 only, a cgroup pyoci did not create): the driver's."""
+    found = freezer_dir(cg)
+    if found is None or not isinstance(cg, dict):
+        return None
+    created = cg.get("created")
+    return found if isinstance(created, list) and found[1] in created else None
+
+
+def freezer_dir(cg: object) -> tuple[str, str] | None:
+    """freezer() whoever created the cgroup: where its freezer state can be read."""
     if not isinstance(cg, dict):
         return None
     if cg.get("driver") == "v1":
@@ -112,9 +121,7 @@ def freezer(cg: object) -> tuple[str, str] | None:
         path = cg.get("path")
     else:
         return None
-    created = cg.get("created")
-    if not isinstance(path, str) or not path.startswith("/") \
-            or not isinstance(created, list) or path not in created:
+    if not isinstance(path, str) or not path.startswith("/"):
         return None
     return cg["driver"], path
 

@@ -503,9 +503,13 @@ def status(st: State) -> str:
 
 def frozen(cg: dict) -> bool:
     """The cgroup driver's frozen() (any error: not frozen); its files are read here when
-    they say "not frozen" plainly, the driver asked otherwise."""
+    they answer plainly (cgstate), the driver asked otherwise."""
     if not cgstate.maybe_frozen(cg):
         return False
+    found = cgstate.freezer_dir(cg)
+    plain = cgstate.plain_frozen(*found) if found else None
+    if plain is not None:
+        return plain
     from pyoci import cgroups
 
     try:

@@ -112,3 +112,8 @@ def dataclass(cls: type[_T]) -> type[_T]:
     built.__hash__ = None   # as dataclasses with eq=True
     built.__record_fields__ = fields
     return cls
+
+
+def fields(record: object) -> tuple[str, ...]:
+    """The names of a record's fields, in order (dataclasses.fields, names only)."""
+    return type(record).__record_fields__  # type: ignore[attr-defined]  # set by dataclass()

@@ -13,10 +13,9 @@ wrapper `prctl` costs ~2 ms to import in every container init and adds nothing u
 from __future__ import annotations
 
 import errno
-import os
 
 from pyoci import log
-from pyoci.errors import ConfigError, SysError
+from pyoci.errors import ConfigError, SysError, why
 from pyoci.linux import syscalls
 
 from pyoci import TYPE_CHECKING
@@ -152,7 +151,7 @@ def drop_bounding(caps: Capabilities | None) -> None:
             if e.errno == errno.EINVAL:  # not supported by this kernel
                 continue
             raise SysError(f"process.capabilities.bounding: drop {_NAMES[i]}: "
-                           f"{os.strerror(e.errno)}") from e
+                           f"{why(e)}") from e
 
 
 def _clear_ambient() -> None:
@@ -160,7 +159,7 @@ def _clear_ambient() -> None:
         syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError as e:
         if e.errno != errno.EINVAL:  # EINVAL: kernel without ambient capabilities
-            raise SysError(f"process.capabilities.ambient: clear: {os.strerror(e.errno)}") from e
+            raise SysError(f"process.capabilities.ambient: clear: {why(e)}") from e
 
 
 def apply(caps: Capabilities | None, hold: frozenset[int] = frozenset()) -> list[str]:
@@ -200,14 +199,14 @@ def apply(caps: Capabilities | None, hold: frozenset[int] = frozenset()) -> list
             if extra:
                 continue      # the held ones are not in the permitted set: without them
             raise SysError("process.capabilities: can't apply capabilities: "
-                           f"{os.strerror(e.errno)}") from e
+                           f"{why(e)}") from e
     _clear_ambient()
     warnings: list[str] = []
     for i in sorted(amb):
         try:
             syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, i)
         except OSError as e:
-            w = f"can't raise ambient capability {_NAMES[i]}: {os.strerror(e.errno)}"
+            w = f"can't raise ambient capability {_NAMES[i]}: {why(e)}"
             log.warning(w)
             warnings.append(w)
     return warnings

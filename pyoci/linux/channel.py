@@ -42,12 +42,16 @@ import os
 from pyoci import jsonio
 from pyoci.errors import SysError
 from pyoci.linux import sock as unix
-from pyoci.record import dataclass, field
+from pyoci.record import dataclass, dataclass_transform, field, fields
 
 from pyoci import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    _M = TypeVar("_M", bound="Message")
 
 _KINDS: dict[str, type] = {}     # wire tag -> message record
 
@@ -71,8 +75,10 @@ def _close(fds: list[int] | tuple) -> None:
             pass
 
 
-def _message(tag: str):
-    def register(cls: type) -> type:
+@dataclass_transform(eq_default=True, field_specifiers=(field,))
+def _message(tag: str) -> Callable[[type[_M]], type[_M]]:
+    """A message record (record.dataclass) with its wire tag."""
+    def register(cls: type[_M]) -> type[_M]:
         cls = dataclass(cls)
         cls.tag = tag
         _KINDS[tag] = cls
@@ -162,7 +168,7 @@ class Notify(Message):
 
 def encode(msg: Message) -> bytes:
     doc = {"t": msg.tag}
-    for name in msg.__record_fields__:
+    for name in fields(msg):
         doc[name] = getattr(msg, name)
     return jsonio.dumps(doc).encode()
 
@@ -226,9 +232,10 @@ class Channel:
             raise SysError(msg.msg)
         return msg
 
-    def expect(self, kind: type, maxfds: int = 0) -> Message:
+    def expect(self, kind: type[_M], maxfds: int = 0) -> _M:
         """The next message, which must be a `kind` (else a SysError, see recv)."""
         msg = self.recv(maxfds)
+        assert msg is not None      # recv returns None only when eof_ok
         if not isinstance(msg, kind):
             msg.close_fds()
             raise SysError(f"unexpected message {msg.tag!r} from {self.peer}")

@@ -9,7 +9,7 @@ import errno
 import os
 
 from pyoci import TYPE_CHECKING
-from pyoci.errors import PyociError, SysError
+from pyoci.errors import PyociError, SysError, why
 from pyoci.linux import syscalls as sc
 
 if TYPE_CHECKING:
@@ -97,12 +97,13 @@ def process_env(proc: Process, extra: list[str] | tuple[str, ...] = ()) -> dict[
     return env
 
 
-def errno_text(err: int) -> str:
-    """An errno's text as Go (runc) prints it, lower case: "no such file or directory".
+def errno_text(err: int | OSError) -> str:
+    """An errno's (or an OSError's) text as Go (runc) prints it, lower case: "no such file
+    or directory".
     Clients match it: podman and docker choose exit code 127 or 126 from a runtime's
     "no such file or directory", "executable file not found in" or "permission denied"
     (docker case-sensitively)."""
-    s = os.strerror(err)
+    s = why(err) if isinstance(err, OSError) else os.strerror(err)
     return s[:1].lower() + s[1:]
 
 
@@ -121,7 +122,7 @@ def _why_not_executable(path: str) -> str | None:
     try:
         st = os.stat(path)
     except OSError as e:
-        return f"stat {path}: {errno_text(e.errno)}"
+        return f"stat {path}: {errno_text(e)}"
     if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111 or not os.access(path, os.X_OK):
         return errno_text(errno.EACCES)
     return None

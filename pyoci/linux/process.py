@@ -10,7 +10,7 @@ import errno
 import os
 
 from pyoci.linux import cdata as ctypes   # ctypes' types and CDLL, on _ctypes alone
-from pyoci.errors import ConfigError, SysError
+from pyoci.errors import ConfigError, SysError, why
 from pyoci.linux import capabilities, child, rlimits, syscalls
 from pyoci.record import dataclass, field
 from pyoci.spec import config
@@ -161,7 +161,7 @@ def execute(launch: Launch, *, setup: Callable[[], None] | None = None,
     except OSError as e:
         if launch.chan.closed:    # after `start`: on the program's stderr, as the waiter's
             raise
-        raise SysError(f"process.args[0]: exec {path}: {child.errno_text(e.errno)}") from None
+        raise SysError(f"process.args[0]: exec {path}: {child.errno_text(e)}") from None
 
 
 def apply_attributes(proc: Process, personality: Personality | None) -> None:
@@ -228,7 +228,7 @@ def fix_stdio_ownership(uid: int) -> None:
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
                 raise SysError(f"process.user.uid: chown stdio fd {fd}: "
-                               f"{os.strerror(e.errno)}") from e
+                               f"{why(e)}") from e
 
 
 def setgroups_allowed() -> bool:
@@ -259,15 +259,15 @@ def setup_user(user: User, rootless: bool = False) -> None:
             os.setgroups(groups)
         except OSError as e:
             raise SysError(f"process.user.additionalGids: setgroups {groups}: "
-                           f"{os.strerror(e.errno)}") from e
+                           f"{why(e)}") from e
     try:
         os.setgid(gid)
     except OSError as e:
-        raise SysError(f"process.user.gid: setgid {gid}: {os.strerror(e.errno)}") from e
+        raise SysError(f"process.user.gid: setgid {gid}: {why(e)}") from e
     try:
         os.setuid(uid)
     except OSError as e:
-        raise SysError(f"process.user.uid: setuid {uid}: {os.strerror(e.errno)}") from e
+        raise SysError(f"process.user.uid: setuid {uid}: {why(e)}") from e
     if not os.environ.get("HOME"):
         os.environ["HOME"] = home_dir(uid)
 
@@ -276,7 +276,7 @@ def _chdir(cwd: str) -> None:
     try:
         os.chdir(cwd)
     except OSError as e:
-        raise ConfigError(f'process.cwd: chdir to "{cwd}": {os.strerror(e.errno)}') from e
+        raise ConfigError(f'process.cwd: chdir to "{cwd}": {why(e)}') from e
 
 
 def _verify_cwd() -> None:
@@ -311,7 +311,7 @@ def finalize(process: Process, *, rootless: bool = False, hold_admin: bool = Fal
         except PermissionError:
             retry_chdir = True
         except OSError as e:
-            raise ConfigError(f'process.cwd: chdir to "{cwd}": {os.strerror(e.errno)}') from e
+            raise ConfigError(f'process.cwd: chdir to "{cwd}": {why(e)}') from e
     caps = process.capabilities
     pdeath = _prctl.prctl(_prctl.PR_GET_PDEATHSIG)
     capabilities.drop_bounding(caps)
@@ -337,7 +337,7 @@ def set_no_new_privileges() -> None:
         syscalls.set_no_new_privs()
     except OSError as e:
         raise SysError(f"process.noNewPrivileges: prctl(PR_SET_NO_NEW_PRIVS): "
-                       f"{os.strerror(e.errno)}") from e
+                       f"{why(e)}") from e
 
 
 def personality_value(p: Personality) -> int:
@@ -360,7 +360,7 @@ def apply_personality(p: Personality | None) -> None:
     try:
         syscalls.personality(v)
     except OSError as e:
-        raise SysError(f"linux.personality: personality({v:#x}): {os.strerror(e.errno)}") from e
+        raise SysError(f"linux.personality: personality({v:#x}): {why(e)}") from e
 
 
 def ioprio_value(p: IOPriority) -> int:
@@ -382,7 +382,7 @@ def apply_io_priority(p: IOPriority | None, pid: int = 0) -> None:
         syscalls.ioprio_set(IOPRIO_WHO_PROCESS, pid, v)
     except OSError as e:
         raise SysError(f"process.ioPriority: ioprio_set {p.klass} "
-                       f"{p.priority}: {os.strerror(e.errno)}") from e
+                       f"{p.priority}: {why(e)}") from e
 
 
 def ioprio_get(pid: int = 0) -> int:
@@ -447,7 +447,7 @@ def apply_scheduler(p: Scheduler | None, pid: int = 0) -> None:
         sched_setattr(pid, attr)
     except OSError as e:
         raise SysError(f"process.scheduler: sched_setattr {p.policy}: "
-                       f"{os.strerror(e.errno)}") from e
+                       f"{why(e)}") from e
 
 
 def parse_cpu_list(s: str, field: str = "process.execCPUAffinity") -> set[int]:
@@ -490,7 +490,7 @@ def apply_exec_cpu_affinity(p: ExecCPUAffinity, stage: str, pid: int = 0) -> Non
     try:
         os.sched_setaffinity(pid, cpus)
     except OSError as e:
-        raise SysError(f'{field}: sched_setaffinity "{s}": {os.strerror(e.errno)}') from e
+        raise SysError(f'{field}: sched_setaffinity "{s}": {why(e)}') from e
 
 
 def set_oom_score_adj(value: int, pid: int | None = None) -> None:
@@ -503,7 +503,7 @@ def set_oom_score_adj(value: int, pid: int | None = None) -> None:
         hint = ""
         if e.errno in (errno.EACCES, errno.EPERM):
             hint = " (lowering it needs CAP_SYS_RESOURCE)"
-        raise SysError(f"process.oomScoreAdj: write {value} to {path}: {os.strerror(e.errno)}"
+        raise SysError(f"process.oomScoreAdj: write {value} to {path}: {why(e)}"
                        f"{hint}") from e
 
 

@@ -6,7 +6,7 @@ import errno
 import os
 
 from pyoci.linux import cdata as ctypes   # ctypes' types and CDLL, on _ctypes alone
-from pyoci.errors import ConfigError, SysError
+from pyoci.errors import ConfigError, SysError, why
 from pyoci.linux import syscalls
 
 from pyoci import TYPE_CHECKING
@@ -103,4 +103,4 @@ def apply(rlimits: list[Rlimit], pid: int = 0) -> None:
                 raise SysError(f"{f}: {t} {_fmt(hard)} is above the kernel's fs.nr_open "
                                "limit") from e
             raise SysError(f"{f}: setting {t} soft={_fmt(soft)} hard={_fmt(hard)}: "
-                           f"{os.strerror(e.errno)}") from e
+                           f"{why(e)}") from e

@@ -318,9 +318,9 @@ def _start(st: st_mod.State, linux: config.Linux, proc: config.Process,
     if st_mod.FAULT:
         st_mod.fault("exec:joined")
     parent.send(ch.Ok())
-    msg = parent.expect(ch.Pid, 4)
-    msg.close_fds()
-    res.pid = msg.pid
+    forked = parent.expect(ch.Pid, 4)
+    forked.close_fds()
+    res.pid = forked.pid
     if cg is not None and not cg.owned():   # kill --all finds it by this record only
         from pyoci import container
 

@@ -144,6 +144,8 @@ class BuildScripts(build_scripts):
         for name, entry in COMMANDS.items():
             path = os.path.join(self.build_dir, name)
             script = path + SCRIPT_SUFFIX if built else path
+            if not built and os.path.exists(path + SCRIPT_SUFFIX):
+                os.unlink(path + SCRIPT_SUFFIX)     # of an earlier build in this directory
             with open(script, "w") as f:
                 f.write(script_text(entry, source_dir))
             os.chmod(script, 0o755)

@@ -127,6 +127,25 @@ def test_wheel_holds_the_commands_and_the_waiter(built):
         assert "Root-Is-Purelib: false" in z.read("pyoci-0.1.0.dist-info/WHEEL").decode()
 
 
+def test_a_wheel_from_the_sdist_has_them_too(tmp_path):
+    """The sdist (as `python -m build` makes it first) has the programs' sources: a wheel
+    built from it has the commands and the waiter."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=_NOT_SOURCE)
+    _run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+          "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path / "sdist")], cwd=src)
+    (sdist,) = os.listdir(tmp_path / "sdist")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+          "--no-index", "-q", "-w", str(tmp_path / "dist"), str(tmp_path / "sdist" / sdist)])
+    (wheel,) = os.listdir(tmp_path / "dist")
+    with zipfile.ZipFile(tmp_path / "dist" / wheel) as z:
+        names = set(z.namelist())
+    assert "pyoci/linux/waiter.py" in names
+    if NATIVE:
+        assert {"pyoci-0.1.0.data/scripts/pyoci", "pyoci-0.1.0.data/scripts/pyoci-script.py",
+                "pyoci/linux/pyoci-waiter"} <= names
+
+
 # --- the installed commands -------------------------------------------------------------
 
 @needs_cc

@@ -141,7 +141,7 @@ class Rollback:
 
     bootstrap: int = 0                 # pid of the bootstrap child, until it exited
     init: int = 0                      # pid of the container's init, once known
-    joiner: object = None              # a _Joiner still adding to the cgroup
+    joiner: _Joiner | None = None      # a _Joiner still adding to the cgroup
     cgroup_made: bool = False          # the cgroup is (being) created: destroy it
     hooks_ran: bool = False            # prestart/createRuntime ran: poststop runs
     dir_made: bool = False             # the state directory is this create's
@@ -473,7 +473,8 @@ class _Joiner:
     def __init__(self, cg, bootstrap: int) -> None:
         import _thread
 
-        self.cg, self.error = cg, None
+        self.cg = cg
+        self.error: BaseException | None = None
         self.done = _thread.allocate_lock()
         self.done.acquire()
         _thread.start_new_thread(self._run, (bootstrap,))
@@ -522,7 +523,7 @@ def _await_exec(chan) -> None:
     """The init's last word: EOF when it executed the waiter (the socket is close-on-exec)
     or closed it to wait itself, or an error (loading the seccomp filter after "ready").
     Once create returns, the init is what waits for `start`."""
-    msg = chan.recv(eof_ok=True)
+    msg = chan.recv_or_eof()
     if msg is not None:
         msg.close_fds()
         raise SysError(f"unexpected message {msg.tag!r} from container init")

@@ -139,6 +139,7 @@ def container_init(ctx: InitContext) -> None:
 def _container_init(ctx: InitContext) -> None:
     spec = ctx.spec
     proc = spec.process
+    assert proc is not None                       # create refuses a config without one
     linux = spec.linux
     setup = ctx.chan.expect(ch.InitSetup, 253)    # the parent recorded our pid
     # idmapped mounts and bind sources the parent opened on the host side (index in
@@ -200,7 +201,7 @@ def _container_init(ctx: InitContext) -> None:
         console_fd=ctx.console_fd, preserve=ctx.extra_fds, extra_env=ctx.extra_env,
         seccomp=seccomp_prog, rootless=ctx.rootless)
     ctx.console_fd = -1                           # execute() closes it
-    if seccomp_prog and seccomp.listener_path:
+    if seccomp_prog and seccomp is not None and seccomp.listener_path:
         launch.notify = lambda fd: _send_listener(ctx, fd)
     # The filter applies to what pyoci does after loading it too: it is the last thing
     # before the program's execve (the waiter's with the waiter).
@@ -246,7 +247,8 @@ def _wait_for_start(ctx: InitContext, launch, path: str, env: dict[str, str]) ->
     load_here = waiter_argv is not None and bool(prog) and not nnp
     if prog and not nnp and not load_here:
         _probe_filter(prog)             # loaded after `start`: its errors belong to create
-    if prog and ctx.spec.linux.seccomp.listener_path:
+    seccomp = ctx.spec.linux.seccomp
+    if prog and seccomp is not None and seccomp.listener_path:
         ctx.listener_sock = _receive_listener(ctx)
     ctx.chan.send(ch.Ready())
     if waiter_argv is not None:
@@ -275,10 +277,11 @@ def _send_listener(ctx: InitContext, notify_fd: int) -> None:
     """The filter's notify fd to the seccomp agent, over the connection the runtime made."""
     from pyoci.linux import seccomp as seccomp_mod
 
-    if ctx.listener_sock is None:
+    seccomp = ctx.spec.linux.seccomp
+    if ctx.listener_sock is None or seccomp is None:
         return
     seccomp_mod.send_listener(ctx.listener_sock, notify_fd, ctx.state,
-                              ctx.spec.linux.seccomp.listener_metadata)
+                              seccomp.listener_metadata)
     ctx.listener_sock.close()
 
 

@@ -67,12 +67,12 @@ class CDLL:
             _restype_ = c_int
 
         self._FuncPtr = _FuncPtr
-        self._handle = _ctypes.dlopen(name, _ctypes.RTLD_LOCAL)
+        self._handle = _ctypes.dlopen(name, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        func = self._FuncPtr((name, self))
-        func.__name__ = name
+        func = self._FuncPtr((name, self))  # type: ignore[arg-type]  # any object with _handle
+        func.__name__ = name  # type: ignore[attr-defined]
         setattr(self, name, func)
         return func

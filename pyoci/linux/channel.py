@@ -42,24 +42,22 @@ import os
 from pyoci import jsonio
 from pyoci.errors import SysError
 from pyoci.linux import sock as unix
-from pyoci.record import dataclass, dataclass_transform, field, fields
+from pyoci.record import dataclass, field, fields
 
 from pyoci import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Callable
-    from typing import TypeVar
+    from typing import ClassVar, NoReturn, TypeVar
 
     _M = TypeVar("_M", bound="Message")
 
-_KINDS: dict[str, type] = {}     # wire tag -> message record
-
 
 class Message:
-    """A message record. `fds`: the descriptors that arrived with it (received messages)."""
+    """A message record (each kind is a record class with its wire `tag`). `fds`: the
+    descriptors that arrived with it (received messages)."""
 
-    tag = ""
+    tag: ClassVar[str] = ""
     fds: list[int] | tuple = ()
 
     def close_fds(self) -> None:
@@ -75,55 +73,56 @@ def _close(fds: list[int] | tuple) -> None:
             pass
 
 
-@dataclass_transform(eq_default=True, field_specifiers=(field,))
-def _message(tag: str) -> Callable[[type[_M]], type[_M]]:
-    """A message record (record.dataclass) with its wire tag."""
-    def register(cls: type[_M]) -> type[_M]:
-        cls = dataclass(cls)
-        cls.tag = tag
-        _KINDS[tag] = cls
-        return cls
-    return register
-
-
-@_message("ok")
+@dataclass
 class Ok(Message):
     """The runtime's go-ahead (an answer to the child's last message)."""
 
+    tag = "ok"
 
-@_message("error")
+
+@dataclass
 class Error(Message):
     """What made the child fail, in one line; the child exits after sending it."""
+
+    tag = "error"
 
     msg: str
 
 
-@_message("setup")
+@dataclass
 class BootstrapSetup(Message):
     """runtime -> bootstrap: the fds made after the fork, named (fds[i] is names[i]: "fifo",
     "console"), and whether the init joins its cgroup late (it then waits for Cgroup)."""
+
+    tag = "setup"
 
     names: list[str] = field(default_factory=list)
     cgroup_later: bool = False
 
 
-@_message("userns")
+@dataclass
 class UserNs(Message):
     """bootstrap -> runtime: the new user namespace waits for its uid/gid maps."""
 
+    tag = "userns"
 
-@_message("pid")
+
+@dataclass
 class Pid(Message):
     """bootstrap/joiner -> runtime: the pid of the child it forked (as the runtime sees it)."""
+
+    tag = "pid"
 
     pid: int
 
 
-@_message("init")
+@dataclass
 class InitSetup(Message):
     """runtime -> init: its pid on the host, the addresses of the network devices moved into
     its namespace, and fds made on the host side: idmapped mounts (their indexes in mounts[],
     fds first) and bind sources (their indexes, fds after)."""
+
+    tag = "init"
 
     pid: int
     netdev: dict | None = None
@@ -131,43 +130,62 @@ class InitSetup(Message):
     sources: list[int] = field(default_factory=list)
 
 
-@_message("cgroup")
+@dataclass
 class Cgroup(Message):
     """runtime -> init: the init is in the container's cgroup (BootstrapSetup.cgroup_later)."""
 
+    tag = "cgroup"
 
-@_message("hooks")
+
+@dataclass
 class Hooks(Message):
     """init -> runtime: the rootfs is ready, run the prestart and createRuntime hooks."""
 
+    tag = "hooks"
 
-@_message("listener")
+
+@dataclass
 class Listener(Message):
     """init -> runtime: connect to the seccomp agent (linux.seccomp.listenerPath)."""
 
+    tag = "listener"
 
-@_message("ready")
+
+@dataclass
 class Ready(Message):
     """init -> runtime: set up; what follows is EOF or an Error (loading a filter)."""
 
+    tag = "ready"
 
-@_message("join")
+
+@dataclass
 class Join(Message):
     """joiner -> runtime: put me into the container's cgroup."""
 
+    tag = "join"
 
-@_message("go")
+
+@dataclass
 class Go(Message):
     """runtime -> process: its pid is recorded, it may set itself up and execute."""
 
+    tag = "go"
 
-@_message("seccomp")
+
+@dataclass
 class Notify(Message):
     """process -> runtime: the seccomp notify fd (attached), for the agent."""
 
+    tag = "seccomp"
+
+
+_KINDS: dict[str, type[Message]] = {kind.tag: kind for kind in (
+    Ok, Error, BootstrapSetup, UserNs, Pid, InitSetup, Cgroup, Hooks, Listener, Ready, Join,
+    Go, Notify)}     # wire tag -> message record
+
 
 def encode(msg: Message) -> bytes:
-    doc = {"t": msg.tag}
+    doc: dict[str, object] = {"t": msg.tag}
     for name in fields(msg):
         doc[name] = getattr(msg, name)
     return jsonio.dumps(doc).encode()
@@ -212,15 +230,20 @@ class Channel:
     def send(self, msg: Message, fds: list[int] | tuple = ()) -> None:
         unix.send_msg(self.sock, encode(msg), fds)
 
-    def recv(self, maxfds: int = 0, eof_ok: bool = False) -> Message | None:
+    def recv(self, maxfds: int = 0) -> Message:
         """The next message (with the fds it carried, up to maxfds); an Error raises its text
-        as a SysError, EOF too (self.gone) unless eof_ok (then None)."""
+        as a SysError, EOF too (self.gone)."""
+        msg = self.recv_or_eof(maxfds)
+        if msg is None:
+            raise SysError(self.gone)
+        return msg
+
+    def recv_or_eof(self, maxfds: int = 0) -> Message | None:
+        """recv, but None at EOF (the peer closed its end: exited, or executed)."""
         data, fds = unix.recv_msg(self.sock, maxfds)
         if not data:
             _close(fds)
-            if eof_ok:
-                return None
-            raise SysError(self.gone)
+            return None
         try:
             msg = decode(data)
         except ValueError as e:
@@ -235,13 +258,12 @@ class Channel:
     def expect(self, kind: type[_M], maxfds: int = 0) -> _M:
         """The next message, which must be a `kind` (else a SysError, see recv)."""
         msg = self.recv(maxfds)
-        assert msg is not None      # recv returns None only when eof_ok
         if not isinstance(msg, kind):
             msg.close_fds()
             raise SysError(f"unexpected message {msg.tag!r} from {self.peer}")
         return msg
 
-    def fail(self, e: BaseException) -> None:
+    def fail(self, e: BaseException) -> NoReturn:
         """In a child: report e to the runtime and exit (a child never returns into the
         runtime's code). Once the channel is closed (the init after Ready), the message goes
         to stderr: the program's, as the waiter's would."""

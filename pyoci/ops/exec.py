@@ -333,11 +333,11 @@ def _start(st: st_mod.State, linux: config.Linux, proc: config.Process,
     if st_mod.FAULT:
         st_mod.fault("exec:go")
     while True:
-        msg = parent.recv(4, eof_ok=True)
-        if msg is None:
+        last = parent.recv_or_eof(4)
+        if last is None:
             break
-        fds = msg.fds
-        if isinstance(msg, ch.Notify) and fds:
+        fds = last.fds
+        if isinstance(last, ch.Notify) and fds and seccomp is not None:
             from pyoci.linux import seccomp as seccomp_mod
 
             public = st_mod.public_state(st, "running")
@@ -348,11 +348,11 @@ def _start(st: st_mod.State, linux: config.Linux, proc: config.Process,
                 seccomp_mod.send_listener(listener, fds[0], public,
                                           seccomp.listener_metadata, pid=res.pid)
             finally:
-                msg.close_fds()
+                last.close_fds()
             parent.send(ch.Ok())
         else:
-            msg.close_fds()
-            raise SysError(f"unexpected message {msg.tag!r} from the process")
+            last.close_fds()
+            raise SysError(f"unexpected message {last.tag!r} from the process")
     if console_parent is not None:
         from pyoci.linux import terminal
 

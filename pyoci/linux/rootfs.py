@@ -23,7 +23,6 @@ import errno
 import os
 import stat
 
-from pyoci.linux import cdata as ctypes   # ctypes' types and CDLL, on _ctypes alone
 from pyoci.errors import ConfigError, SysError, why
 from pyoci.linux import devices, syscalls as sc
 from pyoci.linux.mountinfo import mount_of, parse_mountinfo
@@ -180,34 +179,18 @@ def _move_root(rootfs: str) -> None:
     os.chdir("/")
 
 
-_libc = sc.libc                 # its syscall's restype is c_long (syscalls)
-FSOPEN_CLOEXEC = 1
-FSCONFIG_SET_STRING = 1
-FSCONFIG_CMD_CREATE = 6
-FSMOUNT_CLOEXEC = 1
-
-
 def fsmount_new(fstype: str, attrs: int = 0) -> int:
     """A new, detached filesystem of fstype (fsopen, fsconfig CREATE, fsmount) with
     MOUNT_ATTR_* attrs; returns the mount's fd."""
-    fs = _libc.syscall(sc.SYS_fsopen, fstype.encode(), ctypes.c_uint(FSOPEN_CLOEXEC))
-    if fs < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"fsopen {fstype}: {os.strerror(e)}")
+    fs = sc.fsopen(fstype)
     try:
-        # name the source like mount(2) would ("tmpfs", not "none") for mountinfo readers
-        _libc.syscall(sc.SYS_fsconfig, fs, ctypes.c_uint(FSCONFIG_SET_STRING), b"source",
-                      fstype.encode(), 0)
-        if _libc.syscall(sc.SYS_fsconfig, fs, ctypes.c_uint(FSCONFIG_CMD_CREATE), None, None,
-                         0) < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"fsconfig {fstype}: {os.strerror(e)}")
-        m = _libc.syscall(sc.SYS_fsmount, fs, ctypes.c_uint(FSMOUNT_CLOEXEC),
-                          ctypes.c_uint(attrs))
-        if m < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"fsmount {fstype}: {os.strerror(e)}")
-        return m
+        try:
+            # name the source like mount(2) would ("tmpfs", not "none") for mountinfo readers
+            sc.fsconfig(fs, sc.FSCONFIG_SET_STRING, "source", fstype)
+        except OSError:
+            pass
+        sc.fsconfig(fs, sc.FSCONFIG_CMD_CREATE)
+        return sc.fsmount(fs, sc.FSMOUNT_CLOEXEC, attrs)
     finally:
         os.close(fs)
 

@@ -264,6 +264,32 @@ def move_mount(from_dirfd: int, from_path: str | bytes, to_dirfd: int, to_path: 
         raise _err("move_mount", to_path)
 
 
+FSOPEN_CLOEXEC = 1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+
+
+def fsopen(fstype: str, flags: int = FSOPEN_CLOEXEC) -> int:
+    r = _syscall(SYS_fsopen, _b(fstype), ctypes.c_uint(flags))
+    if r < 0:
+        raise _err("fsopen", fstype)
+    return r
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | None = None,
+             aux: int = 0) -> None:
+    if _syscall(SYS_fsconfig, fd, ctypes.c_uint(cmd), _b(key), _b(value), aux) < 0:
+        raise _err("fsconfig", key)
+
+
+def fsmount(fd: int, flags: int = FSMOUNT_CLOEXEC, attrs: int = 0) -> int:
+    r = _syscall(SYS_fsmount, fd, ctypes.c_uint(flags), ctypes.c_uint(attrs))
+    if r < 0:
+        raise _err("fsmount")
+    return r
+
+
 class MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]

@@ -228,6 +228,27 @@ def test_delete_action_prints_a_delete_response(tmp_path):
     assert resp.exit_status == 137 and resp.exited_at.seconds > 0
 
 
+@needs_root
+def test_delete_action_unmounts_a_rootfs_whose_path_mountinfo_escapes(tmp_path):
+    """The bundle's path may hold a space (mountinfo writes it \\040): the delete action
+    still finds the rootfs mounted and unmounts it (it compared the escaped text)."""
+    from pyoci.linux import mountinfo, syscalls as sc
+
+    bundle = tmp_path / "a bundle"
+    rootfs = bundle / "rootfs"
+    rootfs.mkdir(parents=True)
+    sc.mount("tmpfs", str(rootfs), "tmpfs", 0, None)
+    try:
+        r = subprocess.run([SHIM, "-namespace", "t-del", "-address", "/x", "-id", "gone",
+                            "-bundle", str(bundle), "delete"], capture_output=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert str(rootfs) not in mountinfo.mounts_under(str(bundle)).values()
+    finally:
+        while str(rootfs) in mountinfo.mounts_under(str(bundle)).values():
+            sc.umount2(str(rootfs), sc.MNT_DETACH)
+
+
 def test_usage_errors():
     r = subprocess.run([SHIM, "-id", "x", "start"], capture_output=True, text=True)
     assert (r.returncode, r.stderr) == (1, "containerd-shim-pyoci-v2: shim namespace cannot "

@@ -170,9 +170,9 @@ def delete(opts: dict, bundle: str) -> int:
             (os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)])
         os.waitpid(pid, 0)
     rootfs = os.path.join(bundle, "rootfs")
-    with open("/proc/self/mountinfo") as f:
-        mounted = any(line.split()[4] == rootfs for line in f)
-    if mounted:
+    from pyoci.linux.mountinfo import parse_mountinfo
+
+    if any(mi["mountpoint"] == rootfs for mi in parse_mountinfo()):
         from pyoci.shim.service import unmount_rootfs
         unmount_rootfs(bundle)
     sys.stdout.buffer.write(delete_response(128 + 9, time.time()))

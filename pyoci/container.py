@@ -514,7 +514,7 @@ def _idmapped_mounts(spec: config.Spec, pid: int, bundle: str,
 
     nsfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return mounts.prepare_idmapped_mounts(spec.raw, nsfd, bundle)
+        return mounts.prepare_idmapped_mounts(spec, nsfd, bundle)
     finally:
         os.close(nsfd)
 
@@ -541,7 +541,7 @@ def _bind_sources(spec: config.Spec, pid: int, bundle: str, ns: dict) -> dict[in
         return {}
     from pyoci.linux import mounts
 
-    return mounts.open_bind_sources(spec.raw, pid, bundle)
+    return mounts.open_bind_sources(spec, pid, bundle)
 
 
 def _abort_create(st: st_mod.State, spec: config.Spec, cg, rs: Rollback) -> None:

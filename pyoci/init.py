@@ -166,7 +166,7 @@ def _container_init(ctx: InitContext) -> None:
     own_ns = "mount" in ctx.ns          # else the runtime's (see mountinfo.mounts_under)
     if any(m.type == "cgroup" for m in spec.mounts):
         _await_cgroup(ctx)               # a cgroup mount shows the init's cgroup
-    rootfs.prepare_rootfs(spec.raw, ctx.rootfs, userns="user" in ctx.ns, mount_fds=mount_fds,
+    rootfs.prepare_rootfs(spec, ctx.rootfs, userns="user" in ctx.ns, mount_fds=mount_fds,
                           bundle=ctx.bundle, source_fds=source_fds, own_ns=own_ns)
     for fd in fds:
         os.close(fd)
@@ -191,7 +191,7 @@ def _container_init(ctx: InitContext) -> None:
         seccomp_prog = seccomp_mod.build(seccomp)
     if own_ns:
         rootfs.enter_rootfs(ctx.rootfs, ctx.no_pivot)
-        if rootfs.needs_dev_setup(mounts.parse_mounts(spec.raw)):
+        if rootfs.needs_dev_setup(mounts.parse_mounts(spec)):
             child.reopen_dev_null()
     else:                               # as runc: no pivot_root without a mount namespace
         os.chroot(os.path.realpath(ctx.rootfs))
@@ -223,7 +223,7 @@ def _finish_container(ctx: InitContext, own_ns: bool) -> None:
         sc.setdomainname(spec.domainname)
     for key, value in linux.sysctl.items():
         _write_sysctl(key, value)
-    rootfs.finish_rootfs(spec.raw, own_ns)
+    rootfs.finish_rootfs(spec, own_ns)
     if not ctx.no_new_keyring:
         from pyoci.linux import keyring
 

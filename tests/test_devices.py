@@ -10,6 +10,7 @@ import pytest
 
 from pyoci.errors import ConfigError
 from pyoci.linux import devices, mountinfo
+from pyoci.spec import config
 from test_mounts import minimal_spec, run_in_child, setup_all
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -52,17 +53,17 @@ def test_default_devices_and_links(rootfs):
 
     def child():
         setup_all(spec, rootfs)
-        out = {d["path"]: _stat(d["path"]) for d in devices.DEFAULT_DEVICES}
+        out = {d.path: _stat(d.path) for d in devices.DEFAULT_DEVICES}
         out["links"] = {n: os.readlink(f"/dev/{n}") for n in os.listdir("/dev")
                         if os.path.islink(f"/dev/{n}")}
         return out
 
     out = run_in_child(child)
     for d in devices.DEFAULT_DEVICES:
-        st = out[d["path"]]
-        assert stat.S_ISCHR(st["mode"]), d["path"]
-        assert stat.S_IMODE(st["mode"]) == 0o666, d["path"]
-        assert st["rdev"] == os.makedev(d["major"], d["minor"]), d["path"]
+        st = out[d.path]
+        assert stat.S_ISCHR(st["mode"]), d.path
+        assert stat.S_IMODE(st["mode"]) == 0o666, d.path
+        assert st["rdev"] == os.makedev(d.major, d.minor), d.path
         assert (st["uid"], st["gid"]) == (0, 0)
     links = out["links"]
     assert links["ptmx"] == "pts/ptmx"
@@ -231,6 +232,6 @@ def test_check_devices_accepts_valid():
 def test_device_list_merges_defaults():
     spec = {"linux": {"devices": [{"path": "/dev/null", "type": "c", "major": 1,
                                    "minor": 3, "fileMode": 0o600}]}}
-    paths = [d["path"] for d in devices.device_list(spec)]
+    paths = [d.path for d in devices.device_list(config.parse(spec))]
     assert paths.count("/dev/null") == 1
-    assert set(paths) == {d["path"] for d in devices.DEFAULT_DEVICES}
+    assert set(paths) == {d.path for d in devices.DEFAULT_DEVICES}

@@ -18,6 +18,7 @@ from pyoci.cgroups import paths as cgpaths
 from pyoci.linux import mountinfo, mounts
 from pyoci.linux import rootfs as rootfs_mod
 from pyoci.linux import syscalls as sc
+from pyoci.spec import config
 from support.child import ChildError, in_child
 from support.rootfs import base_config
 
@@ -69,9 +70,9 @@ def minimal_spec(extra_mounts=(), **linux) -> dict:
 
 
 def setup_all(spec, rootfs, userns=False, no_pivot=False, mount_fds=None):
-    rootfs_mod.prepare_rootfs(spec, rootfs, userns=userns, mount_fds=mount_fds)
+    rootfs_mod.prepare_rootfs(config.parse(spec), rootfs, userns=userns, mount_fds=mount_fds)
     rootfs_mod.enter_rootfs(rootfs, no_pivot=no_pivot)
-    rootfs_mod.finish_rootfs(spec)
+    rootfs_mod.finish_rootfs(config.parse(spec))
 
 
 def mountinfo_at(path: str) -> dict:
@@ -319,7 +320,7 @@ def test_slave_of_shared_source(rootfs, tmp_path):
         sc.mount(None, str(src), None, sc.MS_SHARED)
         spec2 = copy.deepcopy(spec)
         spec2["linux"]["rootfsPropagation"] = "rshared"
-        rootfs_mod.prepare_rootfs(spec2, rootfs, userns=False)
+        rootfs_mod.prepare_rootfs(config.parse(spec2), rootfs, userns=False)
         mi = [m for m in mountinfo.parse_mountinfo()
               if m["mountpoint"] == os.path.join(os.path.realpath(rootfs), "mnt/p")][-1]
         return mi["optional"]
@@ -405,9 +406,9 @@ def test_relative_bind_source_uses_bundle(rootfs, tmp_path):
 
     def child():
         os.chdir("/")
-        rootfs_mod.prepare_rootfs(spec, rootfs, userns=False, bundle=str(tmp_path))
+        rootfs_mod.prepare_rootfs(config.parse(spec), rootfs, userns=False, bundle=str(tmp_path))
         rootfs_mod.enter_rootfs(rootfs)
-        rootfs_mod.finish_rootfs(spec)
+        rootfs_mod.finish_rootfs(config.parse(spec))
         return open("/data/x").read()
 
     assert run_in_child(child) == "bundle"
@@ -478,7 +479,7 @@ def test_symlink_in_destination_stays_inside(rootfs, tmp_path, link):
     ])
 
     def child():
-        rootfs_mod.prepare_rootfs(spec, rootfs, userns=False)
+        rootfs_mod.prepare_rootfs(config.parse(spec), rootfs, userns=False)
         real = os.path.realpath(rootfs)
         mps = [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()]
         return {"outside": [m for m in mps if m.startswith(str(outside))],
@@ -511,17 +512,17 @@ def test_symlink_loop_in_destination_fails(rootfs):
     os.symlink("loop2", os.path.join(rootfs, "loop1"))
     os.symlink("loop1", os.path.join(rootfs, "loop2"))
     spec = minimal_spec([{"destination": "/loop1/x", "type": "tmpfs", "source": "t"}])
-    err = child_error(lambda: rootfs_mod.prepare_rootfs(spec, rootfs, userns=False))
+    err = child_error(lambda: rootfs_mod.prepare_rootfs(config.parse(spec), rootfs, userns=False))
     assert err["type"] == "SysError" and err["error"].startswith("SysError: mounts[2]")
 
 
 def test_mount_inside_proc_refused(rootfs):
     spec = minimal_spec([{"destination": "/proc/sys", "type": "tmpfs", "source": "tmpfs"}])
-    err = child_error(lambda: rootfs_mod.prepare_rootfs(spec, rootfs, userns=False))
+    err = child_error(lambda: rootfs_mod.prepare_rootfs(config.parse(spec), rootfs, userns=False))
     assert err["type"] == "ConfigError" and "inside /proc" in err["error"]
     spec = minimal_spec()
     spec["mounts"][0] = {"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}
-    err = child_error(lambda: rootfs_mod.prepare_rootfs(spec, rootfs, userns=False))
+    err = child_error(lambda: rootfs_mod.prepare_rootfs(config.parse(spec), rootfs, userns=False))
     assert "not of type proc" in err["error"]
 
 
@@ -697,12 +698,12 @@ def test_mask_refuses_fake_dev_null(rootfs):
     spec["mounts"] = [spec["mounts"][0]]  # no /dev mount: devices go into the rootfs' /dev
 
     def child():
-        rootfs_mod.prepare_rootfs(spec, rootfs, userns=False)
+        rootfs_mod.prepare_rootfs(config.parse(spec), rootfs, userns=False)
         os.unlink(os.path.join(rootfs, "dev/null"))
         with open(os.path.join(rootfs, "dev/null"), "w") as f:
             f.write("not a device")
         rootfs_mod.enter_rootfs(rootfs)
-        rootfs_mod.finish_rootfs(spec)
+        rootfs_mod.finish_rootfs(config.parse(spec))
 
     err = child_error(child)
     assert err["type"] == "SysError" and "null device" in err["error"]
@@ -800,7 +801,7 @@ def test_idmap_tree_prepared_on_host_for_userns_init(rootfs, tmp_path):
     def host_side(pid):
         ufd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
         try:
-            fds = mounts.prepare_idmapped_mounts(spec, ufd)
+            fds = mounts.prepare_idmapped_mounts(config.parse(spec), ufd)
         finally:
             os.close(ufd)
         return [fds[1]]
@@ -947,7 +948,7 @@ def test_check_accepts_runc_config_and_known_options(tmp_path):
     spec["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229},
                                 {"path": "/dev/fifo", "type": "p"}]
     rootfs_mod.check(spec, str(tmp_path))
-    parsed = mounts.parse_mounts(spec)
+    parsed = mounts.parse_mounts(config.parse(spec))
     assert parsed[-2].data == "size=1m,uid=5,whatever=1" and parsed[-2].copyup
 
 
@@ -1048,7 +1049,7 @@ def test_target_swapped_during_setup_stays_inside(rootfs, tmp_path):
 
     def child():
         try:
-            rootfs_mod.prepare_rootfs(spec, rootfs, userns=False)
+            rootfs_mod.prepare_rootfs(config.parse(spec), rootfs, userns=False)
         except (ConfigError, SysError, OSError):
             pass     # a destination found mid-swap may be refused: that is fine too
         return [mi["mountpoint"] for mi in mountinfo.parse_mountinfo()

@@ -13,17 +13,22 @@ import errno
 import os
 import stat
 
+from pyoci import TYPE_CHECKING
 from pyoci.errors import ConfigError, SysError, why
 from pyoci.linux.resolve import clean_path, fd_path, mkdir_all_in_root
 from pyoci.linux import syscalls as sc
+from pyoci.spec.config import Device
 
-DEFAULT_DEVICES: list[dict] = [
-    {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666},
-    {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5, "fileMode": 0o666},
-    {"path": "/dev/full", "type": "c", "major": 1, "minor": 7, "fileMode": 0o666},
-    {"path": "/dev/random", "type": "c", "major": 1, "minor": 8, "fileMode": 0o666},
-    {"path": "/dev/urandom", "type": "c", "major": 1, "minor": 9, "fileMode": 0o666},
-    {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0, "fileMode": 0o666},
+if TYPE_CHECKING:
+    from pyoci.spec.config import Spec
+
+DEFAULT_DEVICES: list[Device] = [
+    Device("/dev/null", "c", 1, 3, 0o666),
+    Device("/dev/zero", "c", 1, 5, 0o666),
+    Device("/dev/full", "c", 1, 7, 0o666),
+    Device("/dev/random", "c", 1, 8, 0o666),
+    Device("/dev/urandom", "c", 1, 9, 0o666),
+    Device("/dev/tty", "c", 5, 0, 0o666),
 ]
 
 DEV_SYMLINKS: list[tuple[str, str]] = [
@@ -72,11 +77,11 @@ def check_devices(spec: dict) -> None:
                 raise ConfigError(f"{where}.{k}: must be an unsigned 32-bit integer")
 
 
-def device_list(spec: dict) -> list[dict]:
+def device_list(spec: Spec) -> list[Device]:
     """The default devices (unless linux.devices names the same path) plus linux.devices."""
-    devs = (spec.get("linux") or {}).get("devices") or []
-    given = {clean_path(d["path"]) for d in devs}
-    return [d for d in DEFAULT_DEVICES if d["path"] not in given] + list(devs)
+    devs = spec.linux.devices
+    given = {clean_path(d.path) for d in devs}
+    return [d for d in DEFAULT_DEVICES if d.path not in given] + list(devs)
 
 
 def _open_parent(root_fd: int, path: str) -> tuple[int, str]:
@@ -84,13 +89,14 @@ def _open_parent(root_fd: int, path: str) -> tuple[int, str]:
     return mkdir_all_in_root(root_fd, os.path.dirname(path)), os.path.basename(path)
 
 
-def mknod_device(root_fd: int, dev: dict) -> None:
+def mknod_device(root_fd: int, dev: Device) -> None:
     """mknod the device inside the rootfs with its mode and owner; an existing node is
     left alone (runc)."""
-    parent, name = _open_parent(root_fd, dev["path"])
+    parent, name = _open_parent(root_fd, dev.path)
     try:
-        mode = stat.S_IMODE(dev.get("fileMode", 0o666)) | _TYPE_BITS[dev["type"]]
-        rdev = 0 if dev["type"] == "p" else os.makedev(dev["major"], dev["minor"])
+        mode = (stat.S_IMODE(0o666 if dev.file_mode is None else dev.file_mode)
+                | _TYPE_BITS[dev.type])
+        rdev = 0 if dev.type == "p" else os.makedev(dev.major, dev.minor)
         old = os.umask(0)
         try:
             os.mknod(name, mode, rdev, dir_fd=parent)
@@ -98,15 +104,15 @@ def mknod_device(root_fd: int, dev: dict) -> None:
             return
         finally:
             os.umask(old)
-        os.chown(name, dev.get("uid", 0), dev.get("gid", 0), dir_fd=parent,
-                 follow_symlinks=False)
+        os.chown(name, 0 if dev.uid is None else dev.uid, 0 if dev.gid is None else dev.gid,
+                 dir_fd=parent, follow_symlinks=False)
     finally:
         os.close(parent)
 
 
-def bind_device(root_fd: int, dev: dict) -> None:
+def bind_device(root_fd: int, dev: Device) -> None:
     """In a user namespace: create an empty file and bind the host's node onto it."""
-    parent, name = _open_parent(root_fd, dev["path"])
+    parent, name = _open_parent(root_fd, dev.path)
     try:
         try:
             os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
@@ -118,45 +124,45 @@ def bind_device(root_fd: int, dev: dict) -> None:
     finally:
         os.close(parent)
     try:
-        sc.mount(dev["path"], fd_path(target), None, sc.MS_BIND, None)
+        sc.mount(dev.path, fd_path(target), None, sc.MS_BIND, None)
     finally:
         os.close(target)
 
 
-def create_device(root_fd: int, dev: dict, *, userns: bool, where: str) -> None:
+def create_device(root_fd: int, dev: Device, *, userns: bool, where: str) -> None:
     try:
-        if userns and dev["type"] != "p":
+        if userns and dev.type != "p":
             bind_device(root_fd, dev)
             return
         try:
             mknod_device(root_fd, dev)
         except PermissionError:
-            if dev["type"] == "p":
+            if dev.type == "p":
                 raise
             bind_device(root_fd, dev)
     except OSError as e:
-        raise SysError(f"{where}: {dev['path']}: {why(e)}") from e
+        raise SysError(f"{where}: {dev.path}: {why(e)}") from e
 
 
-def check_existing(root_fd: int, dev: dict, where: str) -> None:
+def check_existing(root_fd: int, dev: Device, where: str) -> None:
     """A file already at a configured device's path must be that very device
     (config-linux.md#devices: otherwise the runtime MUST generate an error)."""
-    parent, name = _open_parent(root_fd, dev["path"])
+    parent, name = _open_parent(root_fd, dev.path)
     try:
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
         return
     finally:
         os.close(parent)
-    same = stat.S_IFMT(st.st_mode) == _TYPE_BITS[dev["type"]] and (
-        dev["type"] == "p" or st.st_rdev == os.makedev(dev["major"], dev["minor"]))
+    same = stat.S_IFMT(st.st_mode) == _TYPE_BITS[dev.type] and (
+        dev.type == "p" or st.st_rdev == os.makedev(dev.major, dev.minor))
     if not same:
-        raise ConfigError(f"{where}.path: {dev['path']} already exists and is not the "
+        raise ConfigError(f"{where}.path: {dev.path} already exists and is not the "
                           "requested device")
 
 
-def create_devices(spec: dict, root_fd: int, *, userns: bool) -> None:
-    given = (spec.get("linux") or {}).get("devices") or []
+def create_devices(spec: Spec, root_fd: int, *, userns: bool) -> None:
+    given = spec.linux.devices
     index = {id(d): i for i, d in enumerate(given)}
     for dev in device_list(spec):
         where = f"linux.devices[{index[id(dev)]}]" if id(dev) in index else "default devices"
@@ -195,7 +201,7 @@ def setup_ptmx(root_fd: int) -> None:
         os.close(dev)
 
 
-def setup_dev(spec: dict, root_fd: int, *, userns: bool) -> None:
+def setup_dev(spec: Spec, root_fd: int, *, userns: bool) -> None:
     """Devices, ptmx and /dev symlinks in the rootfs (when /dev is not a host bind)."""
     create_devices(spec, root_fd, userns=userns)
     try:

@@ -12,13 +12,10 @@ from pyoci.linux import syscalls as sc
 
 if TYPE_CHECKING:
     from pyoci.linux.mounts import Mount
+    from pyoci.spec.config import IDMapping
 
 
-def _mapping_text(maps: list[dict]) -> str:
-    return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
-
-
-def userns_fd(uid_mappings: list[dict], gid_mappings: list[dict]) -> int:
+def userns_fd(uid_mappings: list[IDMapping], gid_mappings: list[IDMapping]) -> int:
     """An fd of a new, empty user namespace with these mappings (for MOUNT_ATTR_IDMAP): a
     short-lived child unshares CLONE_NEWUSER, we write its maps, open its ns and let it go."""
     ready_r, ready_w = os.pipe()
@@ -40,10 +37,12 @@ def userns_fd(uid_mappings: list[dict], gid_mappings: list[dict]) -> int:
     try:
         if os.read(ready_r, 1) != b"1":
             raise SysError("idmap: helper could not create a user namespace")
-        with open(f"/proc/{pid}/uid_map", "w") as f:
-            f.write(_mapping_text(uid_mappings))
-        with open(f"/proc/{pid}/gid_map", "w") as f:
-            f.write(_mapping_text(gid_mappings))
+        from pyoci.linux.namespaces import format_id_map
+
+        with open(f"/proc/{pid}/uid_map", "wb", buffering=0) as f:
+            f.write(format_id_map(uid_mappings))
+        with open(f"/proc/{pid}/gid_map", "wb", buffering=0) as f:
+            f.write(format_id_map(gid_mappings))
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise SysError(f"idmap: user namespace for mappings: {why(e)}") from e

@@ -16,6 +16,7 @@ from pyoci.record import dataclass, field
 from pyoci.cgroups import paths as cgpaths
 from pyoci.errors import ConfigError, SysError, why
 from pyoci.linux import idmap, mountinfo, syscalls as sc
+from pyoci.spec import config
 from pyoci.linux.resolve import (clean_path, create_target, fd_path, mkdir_all_in_root,
                                  open_in_root, open_mounted, real_path_in_root)
 
@@ -99,8 +100,8 @@ class Mount:
     idmap: bool = False
     ridmap: bool = False
     copyup: bool = False
-    uid_mappings: list[dict] = field(default_factory=list)
-    gid_mappings: list[dict] = field(default_factory=list)
+    uid_mappings: list[config.IDMapping] = field(default_factory=list)
+    gid_mappings: list[config.IDMapping] = field(default_factory=list)
 
     @property
     def bind(self) -> bool:
@@ -115,7 +116,8 @@ class Mount:
 
 
 def parse_mount(m: dict, index: int) -> Mount:
-    """Parse mounts[index] the way runc does; ConfigError names the offending field."""
+    """Check the config.json object mounts[index] (ConfigError names the offending field)
+    and parse it (entry)."""
     where = f"mounts[{index}]"
     if not isinstance(m, dict):
         raise ConfigError(f"{where}: must be an object")
@@ -128,13 +130,22 @@ def parse_mount(m: dict, index: int) -> Mount:
     opts = m.get("options") or []
     if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
         raise ConfigError(f"{where}.options: must be an array of strings")
-    mnt = Mount(index=index, destination=clean_path(dest), type=m.get("type") or None,
-                source=m.get("source"))
+    for key in ("uidMappings", "gidMappings"):
+        _check_mappings(m, key, where)
+    return entry(config.Mount.parse(m), index)
+
+
+def entry(m: config.Mount, index: int) -> Mount:
+    """mounts[index] parsed the way runc does: options into flags, propagation, recursive
+    attributes, data."""
+    where = f"mounts[{index}]"
+    mnt = Mount(index=index, destination=clean_path(m.destination), type=m.type or None,
+                source=m.source or None)
     if mnt.type == "bind":
         mnt.flags |= sc.MS_BIND
     data: list[str] = []
     unknown: list[str] = []
-    for o in opts:
+    for o in m.options:
         if o in FLAG_OPTIONS:
             clear, flag = FLAG_OPTIONS[o]
             mnt.flags = mnt.flags & ~flag if clear else mnt.flags | flag
@@ -174,8 +185,8 @@ def parse_mount(m: dict, index: int) -> Mount:
             log.debug("%s.options: ignoring %s for a bind mount", where, ",".join(unknown))
             data = []
     mnt.data = ",".join(data)
-    mnt.uid_mappings = _parse_mappings(m, "uidMappings", where)
-    mnt.gid_mappings = _parse_mappings(m, "gidMappings", where)
+    mnt.uid_mappings = m.uid_mappings
+    mnt.gid_mappings = m.gid_mappings
     if (mnt.uid_mappings or mnt.gid_mappings) and not mnt.idmap:
         # mappings without the option: runc treats the mount as id-mapped anyway
         mnt.idmap = True
@@ -183,10 +194,10 @@ def parse_mount(m: dict, index: int) -> Mount:
     return mnt
 
 
-def _parse_mappings(m: dict, key: str, where: str) -> list[dict]:
+def _check_mappings(m: dict, key: str, where: str) -> None:
     maps = m.get(key)
     if maps is None:
-        return []
+        return
     if not isinstance(maps, list):
         raise ConfigError(f"{where}.{key}: must be an array")
     for j, e in enumerate(maps):
@@ -198,26 +209,22 @@ def _parse_mappings(m: dict, key: str, where: str) -> list[dict]:
                 raise ConfigError(f"{where}.{key}[{j}].{k}: must be an unsigned 32-bit integer")
         if e["size"] == 0:
             raise ConfigError(f"{where}.{key}[{j}].size: must be greater than 0")
-    return maps
 
 
-def parse_mounts(spec: dict) -> list[Mount]:
-    mounts = spec.get("mounts") or []
+def parse_mounts(spec: config.Spec) -> list[Mount]:
+    """The parsed config's mounts[], parsed for mounting (entry)."""
+    return [entry(m, i) for i, m in enumerate(spec.mounts)]
+
+
+def check(doc: dict, bundle: str) -> None:
+    """Create-time validation of config.json's mounts[] (rootfs.check does the whole
+    rootfs). Raises ConfigError naming the field."""
+    mounts = doc.get("mounts") or []
     if not isinstance(mounts, list):
         raise ConfigError("mounts: must be an array")
-    return [parse_mount(m, i) for i, m in enumerate(mounts)]
-
-
-def _namespaces(spec: dict) -> set[str]:
-    nss = (spec.get("linux") or {}).get("namespaces") or []
-    return {n.get("type") for n in nss if isinstance(n, dict)}
-
-
-def check(spec: dict, bundle: str) -> None:
-    """Create-time validation of mounts[] (rootfs.check does the whole rootfs). Raises
-    ConfigError naming the field."""
-    userns = "user" in _namespaces(spec)
-    for mnt in parse_mounts(spec):
+    nss = (doc.get("linux") or {}).get("namespaces") or []
+    userns = any(isinstance(n, dict) and n.get("type") == "user" for n in nss)
+    for mnt in (parse_mount(m, i) for i, m in enumerate(mounts)):
         if mnt.idmap:
             if not mnt.bind:
                 raise ConfigError(f"{mnt.where}.options: idmap/ridmap needs a bind mount")
@@ -325,7 +332,7 @@ def resolve_sources(mnts: list[Mount], bundle: str | None) -> list[Mount]:
 # --- host side: id-mapped trees and bind sources ------------------------------------------
 
 
-def prepare_idmapped_mounts(spec: dict, container_userns_fd: int | None = None,
+def prepare_idmapped_mounts(spec: config.Spec, container_userns_fd: int | None = None,
                             bundle: str | None = None) -> dict[int, int]:
     """Host side (outside the container's user namespace, where the kernel allows id-mapping
     the source filesystem): detached id-mapped trees for every idmap/ridmap mount, keyed by
@@ -353,7 +360,7 @@ def prepare_idmapped_mounts(spec: dict, container_userns_fd: int | None = None,
     return out
 
 
-def open_bind_sources(spec: dict, pid: int, bundle: str | None = None) -> dict[int, int]:
+def open_bind_sources(spec: config.Spec, pid: int, bundle: str | None = None) -> dict[int, int]:
     """Host side, for a container in a user namespace of its own (runc's mount sources): an
     O_PATH fd of the source of every bind mount that is not id-mapped, keyed by mount index,
     for prepare_rootfs(source_fds=...). They are opened by a helper that keeps the host's
@@ -420,7 +427,7 @@ def open_bind_sources(spec: dict, pid: int, bundle: str | None = None) -> dict[i
 # --- one mounts[] entry -------------------------------------------------------------------
 
 
-def mount_entry(root_fd: int, rootfs: str, mnt: Mount, spec: dict, *, userns: bool,
+def mount_entry(root_fd: int, rootfs: str, mnt: Mount, spec: config.Spec, *, userns: bool,
                 tree_fd: int | None = None, source_fd: int | None = None) -> None:
     """Mount one parsed entry under the rootfs (before pivot_root)."""
     try:
@@ -599,11 +606,11 @@ def copy_tree(src_fd: int, dst_fd: int) -> None:
 # --- cgroup mounts ------------------------------------------------------------------------
 
 
-def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: dict) -> None:
+def mount_cgroup(root_fd: int, rootfs: str, mnt: Mount, spec: config.Spec) -> None:
     """A `cgroup` mount: cgroup2 on a unified host; on v1/hybrid hosts a tmpfs with every
     hierarchy under it. With a cgroup namespace fresh cgroup filesystems are mounted, without
     one the container's own cgroup directories are bind-mounted (runc)."""
-    cgroupns = "cgroup" in _namespaces(spec)
+    cgroupns = "cgroup" in spec.linux.namespace_paths()
     infos = mountinfo.parse_mountinfo()
     hier = cgpaths.cgroup_hierarchies(infos, rootfs)
     ro = mnt.flags & sc.MS_RDONLY

@@ -23,6 +23,7 @@ import errno
 import os
 import stat
 
+from pyoci import TYPE_CHECKING
 from pyoci.errors import ConfigError, SysError, why
 from pyoci.linux import devices, syscalls as sc
 from pyoci.linux.mountinfo import mount_of, parse_mountinfo
@@ -30,9 +31,12 @@ from pyoci.linux.mounts import (PROPAGATION_OPTIONS, Mount, check as check_mount
                                 mount_entry, parse_mounts, resolve_sources)
 from pyoci.linux.resolve import mkdir_all_in_root, open_in_root, open_nofollow
 
+if TYPE_CHECKING:
+    from pyoci.spec.config import Spec
 
-def _propagation_flag(spec: dict) -> int:
-    prop = (spec.get("linux") or {}).get("rootfsPropagation") or ""
+
+def _propagation_flag(prop: str) -> int:
+    """linux.rootfsPropagation's MS_* flags."""
     if prop not in PROPAGATION_OPTIONS:
         raise ConfigError(f"linux.rootfsPropagation: unknown propagation {prop!r}")
     return PROPAGATION_OPTIONS[prop]
@@ -49,11 +53,11 @@ def _check_path_list(spec: dict, key: str) -> list[str]:
 
 
 def check(spec: dict, bundle: str) -> None:
-    """Create-time validation of rootfsPropagation, masked/readonly paths, mounts[] and
-    devices. Raises ConfigError naming the field."""
+    """Create-time validation of config.json's rootfsPropagation, masked/readonly paths,
+    mounts[] and devices. Raises ConfigError naming the field."""
     linux = spec.get("linux") or {}
     if "rootfsPropagation" in linux:
-        _propagation_flag(spec)
+        _propagation_flag(linux["rootfsPropagation"] or "")
     _check_path_list(spec, "maskedPaths")
     _check_path_list(spec, "readonlyPaths")
     check_mounts(spec, bundle)
@@ -74,7 +78,7 @@ def needs_dev_setup(mounts: list[Mount]) -> bool:
     return not any(m.bind and m.destination == "/dev" for m in mounts)
 
 
-def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
+def prepare_rootfs(spec: Spec, rootfs: str, *, userns: bool,
                    mount_fds: dict[int, int] | None = None,
                    bundle: str | None = None,
                    source_fds: dict[int, int] | None = None,
@@ -88,8 +92,8 @@ def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
     / and of the rootfs' parent mount is left alone (see mounts_under)."""
     mounts = resolve_sources(parse_mounts(spec), bundle)
     rootfs = os.path.realpath(rootfs)
-    prop = (spec.get("linux") or {}).get("rootfsPropagation")
-    flag = _propagation_flag(spec) if prop else sc.MS_SLAVE | sc.MS_REC
+    prop = spec.linux.rootfs_propagation
+    flag = _propagation_flag(prop) if prop else sc.MS_SLAVE | sc.MS_REC
     if flag & sc.MS_UNBINDABLE:
         # an unbindable / could not be bound below; finish_rootfs applies it to the new /
         flag = sc.MS_SLAVE | sc.MS_REC
@@ -115,10 +119,10 @@ def prepare_rootfs(spec: dict, rootfs: str, *, userns: bool,
         os.close(root_fd)
 
 
-def _make_cwd(root_fd: int, spec: dict) -> None:
+def _make_cwd(root_fd: int, spec: Spec) -> None:
     """Create a missing process.cwd (mode 0755, as root), as runc does, inside the rootfs
     and on top of the mounts, before root.readonly and the user switch."""
-    cwd = (spec.get("process") or {}).get("cwd")
+    cwd = spec.process.cwd if spec.process is not None else ""
     if not cwd:
         return
     try:
@@ -289,7 +293,7 @@ def set_root_readonly() -> None:
         os.close(fd)
 
 
-def finish_rootfs(spec: dict, own_ns: bool = True) -> None:
+def finish_rootfs(spec: Spec, own_ns: bool = True) -> None:
     """After enter_rootfs (or the chroot without a mount namespace, where / is the rootfs
     bind): read-only tmpfs and /dev mounts, readonlyPaths, maskedPaths, root.readonly and
     the final rootfsPropagation of /."""
@@ -307,14 +311,14 @@ def finish_rootfs(spec: dict, own_ns: bool = True) -> None:
                     raise SysError(f"{mnt.where}: read-only: {why(e)}") from e
     finally:
         os.close(root)
-    linux = spec.get("linux") or {}
-    for i, p in enumerate(_check_path_list(spec, "readonlyPaths")):
+    linux = spec.linux
+    for i, p in enumerate(linux.readonly_paths):
         readonly_path(p, f"linux.readonlyPaths[{i}]")
-    for i, p in enumerate(_check_path_list(spec, "maskedPaths")):
+    for i, p in enumerate(linux.masked_paths):
         mask_path(p, f"linux.maskedPaths[{i}]")
-    if (spec.get("root") or {}).get("readonly"):
+    if spec.root.readonly:
         set_root_readonly()
-    if linux.get("rootfsPropagation"):
-        flag = _propagation_flag(spec)
+    if linux.rootfs_propagation:
+        flag = _propagation_flag(linux.rootfs_propagation)
         if not flag & sc.MS_PRIVATE or not own_ns:  # private: done on the parent before pivot
             do_mount(None, "/", None, flag, None, "linux.rootfsPropagation")

@@ -11,7 +11,7 @@ parse() trusts the schema: it takes the types as validated and converts nothing.
 The records are plain objects (pyoci.record): the init, a fork of the runtime, inherits
 them as they are. `Spec.raw` is the validated document itself, which the runtime stores in
 the container's state directory (config.json, read back by start, exec and delete) and
-which the rootfs code (pyoci.linux.mounts) still reads.
+which the waiter's rule (pyoci.linux.waiter.uses, asked before validation too) reads.
 """
 
 from __future__ import annotations

@@ -454,7 +454,7 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
 
 
 def _create(cmd: str, g: dict, o: dict, pos: list[str], root: str) -> int:
-    from pyoci import container
+    from pyoci.ops import create
 
     try:
         preserve = int(o.get("preserve_fds", 0))
@@ -463,7 +463,7 @@ def _create(cmd: str, g: dict, o: dict, pos: list[str], root: str) -> int:
     except ValueError:
         raise UsageError(f"--preserve-fds: invalid value {o.get('preserve_fds')!r}") \
             from None
-    opts = container.CreateOptions(
+    opts = create.CreateOptions(
         root=root, cid=_one_id(cmd, pos), bundle=o.get("bundle") or ".",
         pid_file=o.get("pid_file"), console_socket=o.get("console_socket"),
         no_pivot=bool(o.get("no_pivot")), no_new_keyring=bool(o.get("no_new_keyring")),
@@ -472,6 +472,8 @@ def _create(cmd: str, g: dict, o: dict, pos: list[str], root: str) -> int:
         detach=True if cmd == "create" else bool(o.get("detach")),
         keep=cmd == "run" and bool(o.get("keep")))
     if cmd == "create":
-        container.create(opts)
+        create.create(opts)
         return 0
-    return container.run(opts)
+    from pyoci.ops import run
+
+    return run.run(opts)

@@ -499,9 +499,9 @@ def checkpoint(root: str, cid: str, gopts: dict, o: dict) -> None:
             os.close(images_fd)
             os.close(work_fd)
     if not pre and not o.get("leave_running"):
-        from pyoci import container
+        from pyoci.ops.delete import delete
 
-        container.delete(root, cid, force=True)
+        delete(root, cid, force=True)
 
 
 def _freezer_path(cg: dict) -> str | None:
@@ -526,19 +526,19 @@ def _write_descriptors(pid: int, image_path: str) -> None:
 def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
     """Restore the container cid from the images; returns the exit code (foreground: the
     restored process's, as `run`)."""
-    from pyoci import container
+    from pyoci.ops import create
     from pyoci.spec import config, load as spec_load
 
     st_mod.check_id(cid)
     bundle = os.path.abspath(o.get("bundle") or ".")
     doc = spec_load.read_config(bundle)
     detach = bool(o.get("detach"))
-    copts = container.CreateOptions(root=root, cid=cid, bundle=bundle,
+    copts = create.CreateOptions(root=root, cid=cid, bundle=bundle,
                                     pid_file=o.get("pid_file"),
                                     console_socket=o.get("console_socket"),
                                     no_pivot=bool(o.get("no_pivot")), detach=detach,
                                     systemd_cgroup=bool(gopts.get("systemd_cgroup")))
-    rootfs = container._check_config(doc, bundle, copts)
+    rootfs = create.check_config(doc, bundle, copts)
     spec = config.parse(doc)
     image_path = os.path.abspath(o.get("image_path") or os.path.join(os.getcwd(),
                                                                       "checkpoint"))
@@ -560,10 +560,10 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
         sc.set_child_subreaper()
     root = st_mod.ensure_root(root)
     cdir = st_mod.container_dir(root, cid)
-    st = st_mod.State(id=cid, bundle=bundle, rootfs=rootfs, created=container._rfc3339_now(),
+    st = st_mod.State(id=cid, bundle=bundle, rootfs=rootfs, created=create.rfc3339_now(),
                       annotations=spec.annotations, oci_version=spec.oci_version, dir=cdir)
     linux = spec.linux
-    rs = container.Rollback()
+    rs = create.Rollback()
     criu_root: list[str] = []           # the bind mount CRIU pivots into, while it exists
     cg = None
     console = {"master": -1}
@@ -671,12 +671,12 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
             st.started = True
             st_mod.save(st)
             if copts.pid_file:
-                container._write_pid_file(copts.pid_file, pid)
+                create.write_pid_file(copts.pid_file, pid)
     except BaseException as e:
         if console["master"] >= 0:
             os.close(console["master"])
         _unmount_criu_root(criu_root)
-        container._abort_create(st, spec, cg, rs)
+        create.abort_create(st, spec, cg, rs)
         if isinstance(e, KeyboardInterrupt):
             raise PyociError("interrupted") from None
         raise
@@ -728,8 +728,8 @@ def _cgroup_roots(pid: int, v1: bool) -> list[dict]:
 def _foreground(root: str, cid: str, st, master: int) -> int:
     """As `run` in the foreground: forward signals, proxy the terminal, wait for the
     restored init, delete the container, its exit code."""
-    from pyoci import container
     from pyoci.foreground import Forwarder, wait_exit
+    from pyoci.ops.delete import delete
 
     forward = Forwarder()
     forward.to(st.pid)
@@ -744,7 +744,7 @@ def _foreground(root: str, cid: str, st, master: int) -> int:
         if master >= 0:
             os.close(master)
         try:
-            container.delete(root, cid, force=True)
+            delete(root, cid, force=True)
         except PyociError:
             pass
     return code

@@ -72,7 +72,7 @@ def test_create_and_run_import_no_slow_module(pyoci, bundle_factory, config, tmp
         pyoci("delete", "--force", "c1")
     assert p.returncode == 0, text[-2000:]
     mods = imported_modules(text)
-    assert {"pyoci.container", "pyoci.init", "pyoci.linux.process"} <= mods  # it did the work
+    assert {"pyoci.ops.create", "pyoci.init", "pyoci.linux.process"} <= mods  # it did the work
     slow = sorted(m for m in mods if m.split(".")[0] in SLOW or m in SLOW)
     assert not slow, f"{command} imported {slow}"
 

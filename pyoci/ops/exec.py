@@ -322,9 +322,7 @@ def _start(st: st_mod.State, linux: config.Linux, proc: config.Process,
     forked.close_fds()
     res.pid = forked.pid
     if cg is not None and not cg.owned():   # kill --all finds it by this record only
-        from pyoci import container
-
-        container.record_process(st, res.pid)
+        record_process(st, res.pid)
     if st_mod.FAULT:
         st_mod.fault("exec:pid")
     os.waitpid(pid, 0)
@@ -358,6 +356,19 @@ def _start(st: st_mod.State, linux: config.Linux, proc: config.Process,
 
         return terminal.recv_master(console_parent)
     return None
+
+
+def record_process(st: st_mod.State, pid: int) -> None:
+    """Note a process `exec` started in a container whose cgroup is not its own."""
+    ps = st_mod.proc_stat(pid)
+    if ps is None:
+        return
+    fd = os.open(os.path.join(st.dir, st_mod.PROCS_FILE),
+                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{pid} {ps[1]}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def _above(s, floor: int, res: _Held):

@@ -1,6 +1,15 @@
-"""Creating containers: create and run (create + start, in the foreground: wait, forward
-signals, proxy the terminal, delete). state, start, kill, delete, pause... are in
-pyoci/ops, one module per operation."""
+"""`pyoci create`: the container made, its init waiting for `start` (runc's `create`).
+
+The config is read and checked (nothing is made for a config that is refused), the
+bootstrap child forked (pyoci.init: it enters the namespaces and forks the container's
+init) while this process makes the cgroup, the state directory and exec.fifo; then the
+children's requests over pyoci.linux.channel are served (id maps, the init's pid, fds made
+on the host, the runtime-namespace hooks, the seccomp agent's connection) until the init is
+ready. Whatever fails, nothing is left behind (abort_create, with the Rollback record);
+whatever kills this process midway, `delete --force` finds what was made (state.json's
+"creating" record). `pyoci run` is create and start (pyoci.ops.run); `restore`
+(pyoci.criu) shares the checks and the rollback.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +21,6 @@ from pyoci.record import dataclass
 from pyoci import TYPE_CHECKING, jsonio
 from pyoci import state as st_mod
 from pyoci.errors import ContainerExists, PyociError, SysError
-from pyoci.ops.delete import delete     # run's: lean modules (pyoci.state), cheap to import
-from pyoci.ops.start import start
 
 if TYPE_CHECKING:
     from pyoci.spec import config
@@ -37,12 +44,12 @@ class CreateOptions:
 
 # --- helpers --------------------------------------------------------------------------------
 
-def _rfc3339_now() -> str:
+def rfc3339_now() -> str:
     ns = time.time_ns()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
-def _write_pid_file(path: str, pid: int) -> None:
+def write_pid_file(path: str, pid: int) -> None:
     path = os.path.abspath(path)
     st_mod.write_atomic(path, str(pid).encode(), 0o644)
 
@@ -58,7 +65,7 @@ def _listen_fds() -> int:
     return int(n)
 
 
-def _check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
+def check_config(spec: dict, bundle: str, opts: CreateOptions) -> str:
     """Everything that can be refused before anything is created; returns the rootfs path."""
     from pyoci.spec import load as spec_load
 
@@ -160,12 +167,12 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
     bundle = os.path.abspath(opts.bundle)
     doc = spec_load.read_config(bundle)
     _seal(doc)                        # before the checks: they would be done twice
-    rootfs = _check_config(doc, bundle, opts)
+    rootfs = check_config(doc, bundle, opts)
     spec = config.parse(doc)          # what everything from here on reads
     ns = spec.linux.namespace_paths()
     root = st_mod.ensure_root(opts.root)
     cdir = st_mod.container_dir(root, opts.cid)
-    st = st_mod.State(id=opts.cid, bundle=bundle, rootfs=rootfs, created=_rfc3339_now(),
+    st = st_mod.State(id=opts.cid, bundle=bundle, rootfs=rootfs, created=rfc3339_now(),
                       annotations=spec.annotations, oci_version=spec.oci_version, dir=cdir)
 
     # The bootstrap child is forked as soon as the config is known to be valid: it loads
@@ -224,7 +231,7 @@ def create(opts: CreateOptions, *, foreground_console=None) -> st_mod.State:
         with st_mod.Lock(cdir):
             _create_in(opts, spec, st, cg, ctx_sockets, rs, chan, public, ctx.ns)
     except BaseException as e:
-        _abort_create(st, spec, cg, rs)
+        abort_create(st, spec, cg, rs)
         for s in ctx_sockets:
             s.close()
         if isinstance(e, KeyboardInterrupt):
@@ -425,7 +432,7 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
     if st_mod.FAULT:
         st_mod.fault("create:saved")
     if opts.pid_file:
-        _write_pid_file(opts.pid_file, st.pid)
+        write_pid_file(opts.pid_file, st.pid)
 
 
 def _planned_cgroup(cg) -> dict:
@@ -544,7 +551,7 @@ def _bind_sources(spec: config.Spec, pid: int, bundle: str, ns: dict) -> dict[in
     return mounts.open_bind_sources(spec, pid, bundle)
 
 
-def _abort_create(st: st_mod.State, spec: config.Spec, cg, rs: Rollback) -> None:
+def abort_create(st: st_mod.State, spec: config.Spec, cg, rs: Rollback) -> None:
     """Undo a failed create: kill what was started, remove cgroup and state dir."""
     if rs.joiner is not None:
         rs.joiner.wait()               # no cgroup.procs write may race the rmdir
@@ -577,88 +584,3 @@ def _abort_create(st: st_mod.State, spec: config.Spec, cg, rs: Rollback) -> None
                   warn_only=True)
     if rs.dir_made:                       # not another container's directory (EEXIST)
         st_mod.rmtree(st.dir)
-
-
-# --- exec's processes -----------------------------------------------------------------------
-
-def record_process(st, pid: int) -> None:
-    """Note a process `exec` started in a container whose cgroup is not its own."""
-    ps = st_mod.proc_stat(pid)
-    if ps is None:
-        return
-    fd = os.open(os.path.join(st.dir, st_mod.PROCS_FILE),
-                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, f"{pid} {ps[1]}\n".encode())
-    finally:
-        os.close(fd)
-
-
-# --- run ------------------------------------------------------------------------------------
-
-def run(opts: CreateOptions) -> int:
-    """create + start; in the foreground wait for the process, forward signals, proxy the
-    terminal, delete the container and return its exit code (128+N if killed by signal N).
-    With keep (--keep) the container is never deleted, as runc's (its shouldDestroy): it
-    stays, stopped or as `start` left it, for `state` and `delete`."""
-    if opts.detach:
-        st = create(opts)
-        if st_mod.FAULT:
-            st_mod.fault("run:created")
-        try:
-            start(opts.root, opts.cid)
-        except BaseException:
-            if not opts.keep:
-                delete(opts.root, opts.cid, force=True)
-            raise
-        return 0
-    from pyoci.linux import syscalls as sc
-
-    sc.set_child_subreaper()
-    console_parent = console_child = None
-    from pyoci.spec import load as spec_load
-
-    spec = spec_load.read_config(os.path.abspath(opts.bundle))
-    want_tty = bool((spec.get("process") or {}).get("terminal")) and not opts.console_socket
-    if want_tty:
-        from pyoci.linux import sock as unix
-
-        console_parent, console_child = unix.socketpair(unix.AF_UNIX, unix.SOCK_STREAM)
-    from pyoci.foreground import Forwarder, wait_exit
-
-    forward = Forwarder()
-    try:
-        st = create(opts, foreground_console=console_child)
-    except BaseException:
-        forward.restore()
-        raise
-    master = None
-    forward.to(st.pid)
-    try:
-        if console_child is not None:
-            console_child.close()
-            from pyoci.linux import terminal
-
-            master = terminal.recv_master(console_parent)
-        if st_mod.FAULT:
-            st_mod.fault("run:created")
-        start(opts.root, opts.cid)
-        if st_mod.FAULT:
-            st_mod.fault("run:started")
-        if master is not None:
-            from pyoci.linux import terminal
-
-            terminal.proxy(master, lambda: st_mod.init_alive(st))
-        code = wait_exit(st.pid)
-    finally:
-        forward.restore()
-        if master is not None:
-            os.close(master)
-        if console_parent is not None:
-            console_parent.close()
-        if not opts.keep:
-            try:
-                delete(opts.root, opts.cid, force=True)
-            except PyociError:
-                pass
-    return code

@@ -159,6 +159,23 @@ def test_installed_commands_start_isolated_without_site(built, tmp_path, command
 
 
 @needs_cc
+def test_a_command_without_its_script_says_so(built, tmp_path):
+    """The launcher's failures are one line and exit status 127 (a shell's for a command it
+    cannot execute)."""
+    _, bindir = built
+    shutil.copy(os.path.join(bindir, "pyoci"), tmp_path / "pyoci")
+    p = subprocess.run([str(tmp_path / "pyoci"), "--version"], capture_output=True, text=True,
+                       timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (
+        127, "", f"pyoci: cannot open {tmp_path}/pyoci-script.py: No such file or directory\n")
+    (tmp_path / "pyoci-script.py").write_text("#!/nonexistent/python\n")
+    p = subprocess.run([str(tmp_path / "pyoci"), "--version"], capture_output=True, text=True,
+                       timeout=60)
+    assert (p.returncode, p.stderr) == (
+        127, "pyoci: cannot execute /nonexistent/python: No such file or directory\n")
+
+
+@needs_cc
 def test_a_script_away_from_its_packages_finds_them_through_site(built, tmp_path):
     """Where the packages are not in PREFIX/lib/pythonX.Y/site-packages beside the script's
     PREFIX/bin (e.g. Debian's /usr/local/lib/python3/dist-packages), the script looks again

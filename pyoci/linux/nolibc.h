@@ -1,9 +1,10 @@
 /*
  * What pyoci's small static programs without libc share (pyoci/linux/waiter.c, the waiter;
  * pyoci/linux/trampoline.c, the console scripts' launcher): raw system calls on x86_64 and
- * aarch64, the entry point, and the two functions gcc may call even when freestanding.
+ * aarch64, the entry point, the two functions gcc may call even when freestanding, and the
+ * one-line error messages (fail3).
  * Each program defines nolibc_main(long *sp): sp points at argc, then argv, NULL, envp, NULL.
- * Built by setup.py (build_native: the one place for the compiler flags).
+ * Built by setup.py (compile_program, with FLAGS: the one place for the compiler flags).
  */
 
 #ifndef PYOCI_NOLIBC_H
@@ -135,6 +136,90 @@ void *memcpy(void *d, const void *s, size_t n)
 	while (n--)
 		*p++ = *q++;
 	return d;
+}
+
+#ifndef NOLIBC_FAIL_STATUS
+#define NOLIBC_FAIL_STATUS 1
+#endif
+
+static char line[4096];
+static size_t line_len;
+
+static inline void put(const char *s)
+{
+	while (*s && line_len < sizeof(line) - 2)
+		line[line_len++] = *s++;
+}
+
+/* v in base 10 or 16 into buf (24 bytes); returns where the digits start */
+static inline const char *utoa(unsigned long v, unsigned base, char *buf)
+{
+	int i = 23;
+
+	buf[i] = 0;
+	do {
+		buf[--i] = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v && i > 0);
+	return buf + i;
+}
+
+/* The strings Python's os.strerror gives (glibc's) for what these calls can return. */
+static inline void put_error(long err)
+{
+	static const struct { int n; const char *s; } tab[] = {
+		{1, "Operation not permitted"}, {2, "No such file or directory"},
+		{3, "No such process"}, {4, "Interrupted system call"}, {5, "Input/output error"},
+		{6, "No such device or address"}, {7, "Argument list too long"},
+		{8, "Exec format error"}, {9, "Bad file descriptor"},
+		{12, "Cannot allocate memory"}, {13, "Permission denied"}, {14, "Bad address"},
+		{16, "Device or resource busy"}, {19, "No such device"}, {20, "Not a directory"},
+		{21, "Is a directory"}, {22, "Invalid argument"},
+		{23, "Too many open files in system"}, {24, "Too many open files"},
+		{26, "Text file busy"}, {32, "Broken pipe"}, {36, "File name too long"},
+		{38, "Function not implemented"}, {40, "Too many levels of symbolic links"},
+		{80, "Accessing a corrupted shared library"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		if (tab[i].n == err) {
+			put(tab[i].s);
+			return;
+		}
+	}
+	char num[24];
+
+	put("Unknown error ");
+	put(utoa((unsigned long)err, 10, num));
+}
+
+static inline __attribute__((noreturn)) void exit_now(int code)
+{
+	for (;;)
+		sys1(SYS_exit_group, code);
+}
+
+/* One line, "pyoci: " like the runtime's own errors, in one write; then exit
+ * NOLIBC_FAIL_STATUS (1 unless the program defines it before including this file). The message
+ * is a, b, c (b and c may be NULL), then ": " and the error's text if neg_errno is set. */
+static inline __attribute__((noreturn)) void fail3(const char *a, const char *b, const char *c,
+					    long neg_errno)
+{
+	line_len = 0;
+	put("pyoci: ");
+	put(a);
+	if (b)
+		put(b);
+	if (c)
+		put(c);
+	if (neg_errno) {
+		put(": ");
+		put_error(-neg_errno);
+	}
+	line[line_len++] = '\n';
+	sys3(SYS_write, 2, line, line_len);
+	exit_now(NOLIBC_FAIL_STATUS);
 }
 
 #endif

@@ -12,10 +12,12 @@
  * sitecustomize, editable-install finders) and without PYTHON* variables the interpreter
  * starts in about half the time, and pyoci starts one for every command: see setup.py.
  *
- * No libc (nolibc.h): static, nothing to load; every failure is one line on stderr and
- * exit status 127, as a shell's for a command it cannot execute.
+ * No libc (nolibc.h): static, nothing to load; every failure is one line on stderr ("pyoci:
+ * cannot open DIR/NAME-script.py: No such file or directory") and exit status 127, as a
+ * shell's for a command it cannot execute.
  */
 
+#define NOLIBC_FAIL_STATUS 127
 #include "nolibc.h"
 
 #define PATH_MAX 4096
@@ -23,41 +25,6 @@
 
 static char script[PATH_MAX + sizeof(SUFFIX)];
 static char first[PATH_MAX + 3];
-
-static size_t len(const char *s)
-{
-	size_t n = 0;
-
-	while (s[n])
-		n++;
-	return n;
-}
-
-static void put(const char *s)
-{
-	sys3(SYS_write, 2, s, len(s));
-}
-
-static __attribute__((noreturn)) void fail(const char *what, const char *path, long neg_errno)
-{
-	char num[24], *p = num + sizeof(num) - 1;
-	unsigned long v = (unsigned long)-neg_errno;
-
-	*p = 0;
-	do
-		*--p = (char)('0' + v % 10);
-	while (v /= 10);
-	put("pyoci: ");
-	put(what);
-	put(" ");
-	put(path);
-	put(": errno ");
-	put(p);
-	put("\n");
-	sys1(SYS_exit_group, 127);
-	for (;;)
-		;
-}
 
 __attribute__((noreturn, used)) void nolibc_main(long *sp)
 {
@@ -70,23 +37,23 @@ __attribute__((noreturn, used)) void nolibc_main(long *sp)
 
 	n = sys4(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", script, PATH_MAX);
 	if (n < 0)
-		fail("cannot read", "/proc/self/exe", n);
+		fail3("cannot read /proc/self/exe", NULL, NULL, n);
 	if (n >= PATH_MAX)
-		fail("cannot read", "/proc/self/exe", -36);	/* ENAMETOOLONG */
+		fail3("cannot read /proc/self/exe", NULL, NULL, -36);	/* ENAMETOOLONG */
 	for (i = 0; i < (long)sizeof(SUFFIX); i++)
 		script[n + i] = SUFFIX[i];
 
 	fd = sys4(SYS_openat, AT_FDCWD, script, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
-		fail("cannot open", script, fd);
+		fail3("cannot open ", script, NULL, fd);
 	n = sys3(SYS_read, fd, first, sizeof(first) - 1);
 	sys1(SYS_close, fd);
 	if (n < 0)
-		fail("cannot read", script, n);
+		fail3("cannot read ", script, NULL, n);
 	first[n] = 0;
 	/* "#!" INTERPRETER [ARG]: as the kernel reads it, the interpreter ends at a blank */
 	if (n < 3 || first[0] != '#' || first[1] != '!')
-		fail("no #! line in", script, -8);		/* ENOEXEC */
+		fail3("no #! line in ", script, NULL, 0);
 	interp = first + 2;
 	while (*interp == ' ' || *interp == '\t')
 		interp++;
@@ -94,7 +61,7 @@ __attribute__((noreturn, used)) void nolibc_main(long *sp)
 	     interp[i] != '\r'; i++)
 		;
 	if (!interp[i] || !i)
-		fail("no interpreter on the #! line of", script, -8);
+		fail3("no interpreter on the #! line of ", script, NULL, 0);
 	interp[i] = 0;
 
 	args[0] = interp;
@@ -104,5 +71,5 @@ __attribute__((noreturn, used)) void nolibc_main(long *sp)
 		args[i + 2] = argv[i];
 	args[argc + 2] = NULL;
 	n = sys3(SYS_execve, interp, args, envp);
-	fail("cannot execute", interp, n);
+	fail3("cannot execute ", interp, NULL, n);
 }

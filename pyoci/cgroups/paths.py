@@ -8,6 +8,11 @@
 
 Paths are cleaned like runc's CleanPath, so a relative path can never climb above the
 caller's cgroup with "..".
+
+All of pyoci's cgroup path handling is here: the cgroup mounts (from pyoci.linux.mountinfo's
+parser), this process's own cgroups (/proc/self/cgroup), CleanPath (also under the
+container paths of pyoci.linux.resolve), and the hierarchies a `cgroup` mount shows inside a
+container (pyoci.linux.mounts).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ call the runtime several times per container.
 import sys
 
 from pyoci import SPEC_VERSION, __version__
-from pyoci.errors import PyociError, UsageError
 
 # --- the one flag table -----------------------------------------------------------------------
 # command -> (arguments, summary, flags); a flag is (names, key, takes, help): takes False (a
@@ -176,6 +175,14 @@ TABLE: dict[str, tuple[str, str, tuple]] = {
 _HELP = ((("help", "h"), "help", False, "show help"),)
 
 
+def _usage_error(msg: str) -> Exception:
+    """UsageError(msg): pyoci.errors is imported when an error is raised, not before (a
+    successful lifecycle command never loads it)."""
+    from pyoci.errors import UsageError
+
+    return UsageError(msg)
+
+
 def _lookup(flags: tuple) -> dict:
     """name -> (key, takes) of a flag list, as parse_flags reads them."""
     return {name: (key, takes) for names, key, takes, _help in flags for name in names}
@@ -250,13 +257,13 @@ def parse_flags(args: list[str], table: dict, *, stop_at_positional: bool,
         if a.startswith("-") and a != "-":
             name, eq, value = a.lstrip("-").partition("=")
             if name not in table:
-                raise UsageError(f"flag provided but not defined: {a.split('=')[0]}")
+                raise _usage_error(f"flag provided but not defined: {a.split('=')[0]}")
             key, takes = table[name]
             if takes:
                 if not eq:
                     i += 1
                     if i >= len(args):
-                        raise UsageError(f"flag needs an argument: {a}")
+                        raise _usage_error(f"flag needs an argument: {a}")
                     value = args[i]
                 if takes == "list":
                     opts.setdefault(key, []).append(value)
@@ -264,7 +271,7 @@ def parse_flags(args: list[str], table: dict, *, stop_at_positional: bool,
                     opts[key] = value
             else:
                 if eq and value.lower() not in _TRUE | {"false", "0", "no"}:
-                    raise UsageError(f"invalid boolean value {value!r} for {a}")
+                    raise _usage_error(f"invalid boolean value {value!r} for {a}")
                 opts[key] = (not eq) or value.lower() in _TRUE
             i += 1
             continue
@@ -278,7 +285,7 @@ def parse_flags(args: list[str], table: dict, *, stop_at_positional: bool,
 
 def _one_id(cmd: str, rest: list[str]) -> str:
     if len(rest) != 1:
-        raise UsageError(f"{cmd}: expected exactly one container id, got {len(rest)}")
+        raise _usage_error(f"{cmd}: expected exactly one container id, got {len(rest)}")
     return rest[0]
 
 
@@ -287,11 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     gopts: dict = {}
     try:
         gopts, rest = parse_flags(argv, GLOBAL_FLAGS, stop_at_positional=True)
-        from pyoci import log
+        if gopts.get("log") or gopts.get("log_format", "text") != "text" or gopts.get("debug"):
+            from pyoci import log   # (its defaults otherwise: imported by the first message)
 
-        log.setup(gopts.get("log"), gopts.get("log_format", "text"), bool(gopts.get("debug")))
+            log.setup(gopts.get("log"), gopts.get("log_format", "text"),
+                      bool(gopts.get("debug")))
         if gopts.get("log_format", "text") not in ("text", "json"):
-            raise UsageError(f"invalid log format {gopts['log_format']!r} (text or json)")
+            raise _usage_error(f"invalid log format {gopts['log_format']!r} (text or json)")
         if gopts.get("version"):
             print(f"pyoci version {__version__}\nspec: {SPEC_VERSION}")
             return 0
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if gopts.get("help") else 1
         cmd, cargs = rest[0], rest[1:]
         if cmd not in COMMANDS:
-            raise UsageError(f"unknown command {cmd!r}")
+            raise _usage_error(f"unknown command {cmd!r}")
         # exec and ps take the container's arguments after the id: stop at the 2nd positional
         opts, pos = parse_flags(cargs, COMMANDS[cmd], stop_at_positional=False,
                                 max_positionals=1 if cmd in ("exec", "ps") else None)
@@ -308,16 +317,15 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(command_usage(cmd))
             return 0
         return dispatch(cmd, gopts, opts, pos)
-    except PyociError as e:
-        from pyoci import log
-
-        log.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        return e.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - an internal error is still one line, exit 1
         from pyoci import log
+        from pyoci.errors import PyociError
 
+        if isinstance(e, PyociError):
+            log.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            return e.exit_code
         if gopts.get("debug"):
             import traceback
 
@@ -366,7 +374,7 @@ def rootless_cgroups(g: dict) -> bool:
     if value in ("false", "0", "f", "no"):
         return False
     if value != "auto":
-        raise UsageError(f"invalid --rootless value {g.get('rootless')!r} (true, false or "
+        raise _usage_error(f"invalid --rootless value {g.get('rootless')!r} (true, false or "
                          "auto)")
     if g.get("systemd_cgroup"):
         return False
@@ -381,7 +389,7 @@ def rootless_cgroups(g: dict) -> bool:
 
 def _exactly_one(cmd: str, pos: list[str]) -> str:
     if len(pos) != 1:
-        raise UsageError(f'"{cmd}" requires exactly 1 argument(s)')
+        raise _usage_error(f'"{cmd}" requires exactly 1 argument(s)')
     return pos[0]
 
 
@@ -399,7 +407,7 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
         return start.run(root, _one_id(cmd, pos))
     if cmd == "kill":
         if not pos or len(pos) > 2:
-            raise UsageError("kill: usage: pyoci kill [--all] <container-id> [signal]")
+            raise _usage_error("kill: usage: pyoci kill [--all] <container-id> [signal]")
         from pyoci.ops import kill
 
         return kill.run(root, pos[0], pos[1] if len(pos) > 1 else None, bool(o.get("all")))
@@ -422,7 +430,7 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
                           o.get("interval", "5s"))
     if cmd == "ps":
         if not pos:
-            raise UsageError('"ps" requires a minimum of 1 argument(s)')
+            raise _usage_error('"ps" requires a minimum of 1 argument(s)')
         from pyoci.ops import ps
 
         return ps.run(root, pos[0], o.get("format", "table"), pos[1:])
@@ -450,7 +458,7 @@ def dispatch(cmd: str, g: dict, o: dict, pos: list[str]) -> int:
 
         sys.stdout.write(jsonio.dumps(features.features(), indent=4) + "\n")
         return 0
-    raise UsageError(f"unknown command {cmd!r}")
+    raise _usage_error(f"unknown command {cmd!r}")
 
 
 def _create(cmd: str, g: dict, o: dict, pos: list[str], root: str) -> int:
@@ -461,7 +469,7 @@ def _create(cmd: str, g: dict, o: dict, pos: list[str], root: str) -> int:
         if preserve < 0:
             raise ValueError
     except ValueError:
-        raise UsageError(f"--preserve-fds: invalid value {o.get('preserve_fds')!r}") \
+        raise _usage_error(f"--preserve-fds: invalid value {o.get('preserve_fds')!r}") \
             from None
     opts = create.CreateOptions(
         root=root, cid=_one_id(cmd, pos), bundle=o.get("bundle") or ".",

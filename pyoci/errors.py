@@ -1,4 +1,7 @@
-"""One exception hierarchy; the CLI maps each to a one-line message and exit code 1."""
+"""One exception hierarchy; the CLI maps each to a one-line message and exit code 1.
+
+The lifecycle commands import this module only when they raise (pyoci.state, pyoci/ops): a
+successful `state` or `start` never loads it."""
 
 
 class PyociError(Exception):
@@ -23,6 +26,11 @@ class ContainerNotFound(PyociError):
 class ContainerExists(PyociError):
     def __init__(self, cid: str):
         super().__init__(f"container with id exists: {cid}")
+
+
+class StateFileError(PyociError, ValueError):
+    """A file in the state directory is unreadable or corrupt (a ValueError too: callers
+    that can do without the file catch it as they catch a JSON error)."""
 
 
 class StateError(PyociError):

@@ -16,7 +16,6 @@ import posix
 import sys
 
 from pyoci import cgstate, jsonio
-from pyoci.errors import ContainerNotFound, PyociError
 
 from pyoci import TYPE_CHECKING
 
@@ -32,6 +31,19 @@ def _env(name: str) -> str | None:
     """os.environ.get(name), without os."""
     v = posix.environ.get(name.encode())
     return None if v is None else v.decode(sys.getfilesystemencoding(), "surrogateescape")
+
+
+def _error(msg: str) -> Exception:
+    """PyociError(msg): pyoci.errors is imported when an error is raised, not before."""
+    from pyoci.errors import PyociError
+
+    return PyociError(msg)
+
+
+def _not_found(cid: str) -> Exception:
+    from pyoci.errors import ContainerNotFound
+
+    return ContainerNotFound(cid)
 
 
 # Fault points for tests (issue 11): PYOCI_FAULT="STAGE" makes pyoci SIGKILL itself when it
@@ -62,7 +74,7 @@ def check_id(cid: str) -> None:
     """Letters, digits (Unicode ones too, as `\\w`), "_", "+", "-" and ".", at most 1024."""
     if not cid or cid in (".", "..") or len(cid) > 1024 \
             or not all(c.isalnum() or c in "_+-." for c in cid):
-        raise PyociError(f"invalid container id format: {cid!r}")
+        raise _error(f"invalid container id format: {cid!r}")
 
 
 def in_user_namespace() -> bool:
@@ -99,14 +111,14 @@ def ensure_root(root: str) -> str:
     try:
         os.makedirs(root, mode=0o700, exist_ok=True)
     except OSError as e:
-        raise PyociError(f"cannot create state root {root}: {e.strerror}") from None
+        raise _error(f"cannot create state root {root}: {e.strerror}") from None
     if root == xdg_state_root():
         # as runc: anything in $XDG_RUNTIME_DIR gets the sticky bit, so that the session's
         # periodic clean-up leaves it alone
         try:
             os.chmod(root, 0o1700)
         except OSError as e:
-            raise PyociError(f"cannot chmod state root {root}: {e.strerror}") from None
+            raise _error(f"cannot chmod state root {root}: {e.strerror}") from None
     return root
 
 
@@ -279,27 +291,27 @@ def check_state_doc(doc: object, cid: str) -> dict:
     or hand-edited file must not reach the code that signals or removes things)."""
     bad = f"container {cid}: corrupt state.json"
     if not isinstance(doc, dict):
-        raise PyociError(f"{bad}: not an object")
+        raise _error(f"{bad}: not an object")
     for key in ("id", "bundle"):
         if key not in doc:
-            raise PyociError(f"{bad}: {key}: missing")
+            raise _error(f"{bad}: {key}: missing")
     for key, typ in _STATE_TYPES:
         v = doc.get(key)
         if (v is not None or key in _STATE_STRINGS and key in doc) and not isinstance(v, typ):
-            raise PyociError(f"{bad}: {key}: must be a {typ.__name__}")
+            raise _error(f"{bad}: {key}: must be a {typ.__name__}")
     for key in ("pid", "startTime"):
         v = doc.get(key, 0)
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 63:
-            raise PyociError(f"{bad}: {key}: must be a non-negative integer")
+            raise _error(f"{bad}: {key}: must be a non-negative integer")
     for key in ("annotations", "namespaces"):
         for k, v in (doc.get(key) or {}).items():
             if not isinstance(v, str):
-                raise PyociError(f"{bad}: {key}.{k}: must be a string")
+                raise _error(f"{bad}: {key}.{k}: must be a string")
     why = cgstate.problem(doc["cgroup"]) if doc.get("cgroup") is not None else None
     if why:
-        raise PyociError(f"{bad}: cgroup.{why}")
+        raise _error(f"{bad}: cgroup.{why}")
     if doc["id"] != cid:
-        raise PyociError(f"{bad}: id: {doc['id']!r} is not the directory's")
+        raise _error(f"{bad}: id: {doc['id']!r} is not the directory's")
     return doc
 
 
@@ -311,20 +323,15 @@ def load(root: str, cid: str) -> State:
     except FileNotFoundError:
         if _isdir(d):            # `create` made the directory, not yet its state.json
             return State(id=cid, bundle="", rootfs="", creating={}, dir=d)
-        raise ContainerNotFound(cid) from None
+        raise _not_found(cid) from None
     except PermissionError as e:
-        raise PyociError(denied(e.filename or d)) from None
+        raise _error(denied(e.filename or d)) from None
     except OSError as e:
-        raise PyociError(f"container {cid}: cannot read state.json: "
+        raise _error(f"container {cid}: cannot read state.json: "
                          f"{e.strerror or e}") from None
     except (ValueError, RecursionError):
-        raise PyociError(f"container {cid}: corrupt state.json") from None
+        raise _error(f"container {cid}: corrupt state.json") from None
     return State.from_json(check_state_doc(doc, cid), d)
-
-
-class StateFileError(PyociError, ValueError):
-    """A file in the state directory is unreadable or corrupt (a ValueError too: callers
-    that can do without the file catch it as they catch a JSON error)."""
 
 
 def denied(path: str) -> str:
@@ -341,6 +348,8 @@ def config_bytes(st: State) -> bytes:
     try:
         return read_file(f"{st.dir}/{CONFIG_FILE}")
     except OSError as e:
+        from pyoci.errors import StateFileError
+
         raise StateFileError(f"container {st.id}: cannot read its config.json: "
                              f"{e.strerror or e}") from None
 
@@ -351,10 +360,14 @@ def load_config(st: State, data: bytes | None = None) -> dict:
     try:
         doc = jsonio.loads(config_bytes(st) if data is None else data)
     except (ValueError, RecursionError) as e:
+        from pyoci.errors import StateFileError
+
         if isinstance(e, StateFileError):
             raise
         doc = None
     if not isinstance(doc, dict):
+        from pyoci.errors import StateFileError
+
         raise StateFileError(f"container {st.id}: corrupt config.json in its state directory")
     return doc
 
@@ -365,7 +378,7 @@ def config_hooks(st: State, name: bytes) -> dict | None:
     them (literally, or behind a \\u escape): start and delete must stay cheap."""
     try:
         data = config_bytes(st)
-    except StateFileError:
+    except ValueError:            # StateFileError: unreadable
         return None
     if name not in data and b"\\u" not in data:
         return None
@@ -387,11 +400,11 @@ class Lock:
         try:
             self.fd = posix.open(self.directory, _O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
         except FileNotFoundError:
-            raise ContainerNotFound(self.directory.rpartition("/")[2]) from None
+            raise _not_found(self.directory.rpartition("/")[2]) from None
         fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         if posix.fstat(self.fd).st_nlink == 0:   # deleted while we waited for the lock
             posix.close(self.fd)
-            raise ContainerNotFound(self.directory.rpartition("/")[2])
+            raise _not_found(self.directory.rpartition("/")[2])
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -537,6 +550,6 @@ def list_ids(root: str) -> list[str]:
     except FileNotFoundError:
         return []
     except PermissionError:
-        raise PyociError(denied(root)) from None
+        raise _error(denied(root)) from None
     # a directory without state.json: a create that has just begun, or was killed then
     return sorted(n for n in names if _isdir(container_dir(root, n)))

@@ -317,8 +317,9 @@ def test_runtime_messages(pyoci, bundle_factory, config):
 
 # --- lean by construction: what the commands import -----------------------------------------------
 
-LIFECYCLE_MODULES = {"pyoci", "pyoci.launcher", "pyoci.cli", "pyoci.errors", "pyoci.log",
-                     "pyoci.state", "pyoci.jsonio", "pyoci.cgstate", "pyoci.ops",
+# (not pyoci.errors nor pyoci.log: imported when there is something to report)
+LIFECYCLE_MODULES = {"pyoci", "pyoci.launcher", "pyoci.cli", "pyoci.state", "pyoci.jsonio",
+                     "pyoci.cgstate", "pyoci.ops",
                      "pyoci.ops.state", "pyoci.ops.start", "pyoci.ops.kill",
                      "pyoci.ops.delete", "pyoci.ops.pause"}
 

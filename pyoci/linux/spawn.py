@@ -17,17 +17,20 @@ def find(name: str, search: str, extra: tuple[str, ...] = ()) -> str | None:
     return None
 
 
-def output(path: str, argv: list[str], *, stdin_null: bool = False) -> tuple[int, bytes]:
+def output(path: str, argv: list[str], *, stdin_null: bool = False,
+           setsigdef: tuple[int, ...] = ()) -> tuple[int, bytes]:
     """Run path with argv, its stdout and stderr into one pipe (stdin /dev/null with
-    stdin_null, else ours): (exit code, everything it wrote). OSError when it cannot be
-    started."""
+    stdin_null, else ours; the signals in setsigdef back to their default action, as
+    subprocess's restore_signals): (exit code, everything it wrote). OSError when it cannot
+    be started."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         file_actions: list[tuple] = [(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
         if stdin_null:
             file_actions.insert(0, (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
         try:
-            pid = os.posix_spawn(path, argv, os.environ, file_actions=file_actions)
+            pid = os.posix_spawn(path, argv, os.environ, file_actions=file_actions,
+                                 setsigdef=setsigdef)
         finally:
             os.close(w)
         chunks = []

@@ -7,13 +7,16 @@ import _signal
 import posix
 
 from pyoci import cgstate, state
-from pyoci.errors import ContainerNotFound, PyociError, StateError, SysError
 
 
 def delete(root: str, cid: str, force: bool = False) -> None:
     try:
         st = state.load(root, cid)
-    except ContainerNotFound:
+    except Exception as e:
+        from pyoci.errors import ContainerNotFound
+
+        if not isinstance(e, ContainerNotFound):
+            raise
         if force:
             d = state.container_dir(root, cid)
             if state._isdir(d):          # a half-created leftover without state.json
@@ -25,16 +28,22 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         if st.creating is not None:       # its create may have ended while we waited
             try:
                 st = state.load(root, cid)
-            except ContainerNotFound:
-                if force:
+            except Exception as e:
+                from pyoci.errors import ContainerNotFound
+
+                if force and isinstance(e, ContainerNotFound):
                     return
                 raise
         if not state.stopped(st):
             status = state.status(st)
             if not force:
                 if status == "created":
+                    from pyoci.errors import StateError
+
                     raise StateError("cannot delete a container in the created state without "
                                      "--force (runtime-spec: delete needs a stopped container)")
+                from pyoci.errors import StateError
+
                 raise StateError(f"cannot delete container that is not stopped: {status}")
             _kill_all_and_wait(st)
         destroy(st)
@@ -64,11 +73,18 @@ def _kill_all_and_wait(st: state.State) -> None:
     if st.pid > 0:
         try:
             signal_init(st, _signal.SIGKILL)
-        except PyociError:
-            pass
+        except Exception as e:
+            from pyoci.errors import PyociError
+
+            if not isinstance(e, PyociError):
+                raise
         if not state.wait_dead(st.pid, st.start_time, timeout=10):
+            from pyoci.errors import SysError
+
             raise SysError(f"container init {st.pid} did not die after SIGKILL")
     if boot and not state.wait_dead(boot[0], boot[1], timeout=10):
+        from pyoci.errors import SysError
+
         raise SysError(f"container bootstrap {boot[0]} did not die after SIGKILL")
 
 

@@ -7,7 +7,6 @@ import _signal
 import posix
 
 from pyoci import state
-from pyoci.errors import PyociError, StateError, SysError
 
 
 def parse_signal(s: str | None) -> int:
@@ -19,6 +18,8 @@ def parse_signal(s: str | None) -> int:
         n = int(s)
         if 0 < n < _signal.NSIG:
             return n
+        from pyoci.errors import PyociError
+
         raise PyociError(f"invalid signal: {s}")
     name = s.upper()
     if not name.startswith("SIG"):
@@ -29,6 +30,8 @@ def parse_signal(s: str | None) -> int:
         return num
     if name.startswith("SIGRTMIN") or name.startswith("SIGRTMAX"):
         return _rt_signal(name)
+    from pyoci.errors import PyociError
+
     raise PyociError(f"unknown signal: {s}")
 
 
@@ -38,9 +41,13 @@ def _rt_signal(name: str) -> int:
     try:
         off = int(rest) if rest else 0
     except ValueError:
+        from pyoci.errors import PyociError
+
         raise PyociError(f"unknown signal: {name}") from None
     n = base + off
     if not _signal.SIGRTMIN <= n <= _signal.SIGRTMAX:
+        from pyoci.errors import PyociError
+
         raise PyociError(f"unknown signal: {name}")
     return n
 
@@ -49,6 +56,8 @@ def kill(root: str, cid: str, sig: int, all_: bool = False) -> None:
     st = state.load(root, cid)
     if state.stopped(st):
         if not all_:
+            from pyoci.errors import StateError
+
             raise StateError("container not running")
         if st.cgroup:
             _kill_leftovers(st, sig)
@@ -90,12 +99,18 @@ def signal_init(st: state.State, sig: int) -> None:
     try:
         pidfd = posix.pidfd_open(st.pid)
     except OSError:
+        from pyoci.errors import StateError
+
         raise StateError("container not running") from None
     try:
         if not state.init_alive(st):
+            from pyoci.errors import StateError
+
             raise StateError("container not running")
         _signal.pidfd_send_signal(pidfd, sig)
     except OSError as e:
+        from pyoci.errors import SysError
+
         raise SysError(f"kill: {e.strerror}") from None
     finally:
         posix.close(pidfd)

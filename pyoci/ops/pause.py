@@ -4,15 +4,18 @@ here on built-in modules; the driver (pyoci.cgroups) does the rest: systemd, a f
 still FREEZING after the write, a frozen parent, errors."""
 
 from pyoci import cgstate, state
-from pyoci.errors import StateError, UnsupportedError
 
 
 def manager(st: state.State, what: str):
     """The cgroup driver's manager of the container (`what`: the command, for errors)."""
     if not st.cgroup and st.creating is not None:
         # no state.json (yet or any more): a create under way, or a delete that raced us
+        from pyoci.errors import StateError
+
         raise StateError(f"{what}: container {st.id} is being created or deleted")
     if not st.cgroup:
+        from pyoci.errors import UnsupportedError
+
         raise UnsupportedError(f"{what}: container {st.id} has no cgroup (a rootless "
                                "container whose user could not create one: this needs "
                                "root or a delegated cgroup)")
@@ -39,8 +42,12 @@ def _set(root: str, cid: str, on: bool) -> None:
             return
         # runc's status: a frozen `created` container counts as paused
         if on and (frozen or not state.init_alive(st)):
+            from pyoci.errors import StateError
+
             raise StateError("container not running")
         if not on and not (frozen and state.init_alive(st)):
+            from pyoci.errors import StateError
+
             raise StateError("container not paused")
         kind, path = plain
         try:
@@ -68,10 +75,14 @@ def _with_driver(st: state.State, on: bool) -> None:
         s = "paused"
     if on:
         if s not in ("running", "created"):
+            from pyoci.errors import StateError
+
             raise StateError("container not running")
         cg.freeze()
     else:
         if s != "paused":
+            from pyoci.errors import StateError
+
             raise StateError("container not paused")
         cg.thaw()
 

@@ -55,33 +55,27 @@ def ps(root: str, cid: str, fmt: str, ps_args: list[str]) -> int:
 
 def _run_ps(args: list[str]) -> tuple[int, bytes]:
     """subprocess.run(["ps", *args], stdin=DEVNULL, stdout=PIPE, stderr=STDOUT): (exit
-    code, output), on posix_spawnp (subprocess costs milliseconds to import). SIGPIPE and
-    SIGXFSZ go back to their defaults in the child, as subprocess's restore_signals."""
+    code, output), through pyoci.linux.spawn (subprocess costs milliseconds to import).
+    SIGPIPE and SIGXFSZ go back to their defaults in the child, as subprocess's
+    restore_signals; ps is looked up on $PATH (unset: /bin:/usr/bin, as execvp)."""
     import _signal
 
-    r, w = posix.pipe()                # both close-on-exec; the dup2s below are not
+    from pyoci.linux import spawn
+
+    path = spawn.find("ps", _env_path())
+    if path is None:
+        raise PyociError("ps: No such file or directory")
     try:
-        try:
-            pid = posix.posix_spawnp("ps", ["ps", *args], posix.environ, file_actions=[
-                (posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
-                (posix.POSIX_SPAWN_DUP2, w, 1), (posix.POSIX_SPAWN_DUP2, w, 2)],
-                setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
-        except OSError as e:
-            raise PyociError(f"ps: {e.strerror}") from None
-        posix.close(w)
-        w = -1
-        chunks = []
-        while True:
-            b = posix.read(r, 65536)
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        posix.close(r)
-        if w >= 0:
-            posix.close(w)
-    _, status = posix.waitpid(pid, 0)
-    return posix.waitstatus_to_exitcode(status), b"".join(chunks)
+        return spawn.output(path, ["ps", *args], stdin_null=True,
+                            setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+    except OSError as e:
+        raise PyociError(f"ps: {e.strerror}") from None
+
+
+def _env_path() -> str:
+    v = posix.environ.get(b"PATH")
+    return "/bin:/usr/bin" if v is None else v.decode(sys.getfilesystemencoding(),
+                                                       "surrogateescape")
 
 
 def run(root: str, cid: str, fmt: str, ps_args: list[str]) -> int:

@@ -5,7 +5,6 @@ import posix
 import time
 
 from pyoci import state
-from pyoci.errors import HookError, StateError
 
 _O_RDONLY, _O_NONBLOCK, _O_CLOEXEC = 0, 0o4000, 0o2000000
 
@@ -17,8 +16,12 @@ def start(root: str, cid: str) -> None:
             st = state.load(root, cid)
         status = state.status(st)
         if status == "stopped":
+            from pyoci.errors import StateError
+
             raise StateError("cannot start a container that has stopped")
         if status != "created":
+            from pyoci.errors import StateError
+
             raise StateError(f"cannot start an already {status} container")
         release(st)
     hooks = state.config_hooks(st, b"poststart")
@@ -50,6 +53,8 @@ def release(st: state.State) -> None:
             if data:
                 break
             if not alive:
+                from pyoci.errors import StateError
+
                 raise StateError("container init exited before it could be started")
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
@@ -64,6 +69,8 @@ def release(st: state.State) -> None:
         posix.close(fd)
     posix.unlink(fifo)
     if data != b"0":
+        from pyoci.errors import HookError
+
         raise HookError(failure.decode(errors="replace") or "a startContainer hook failed")
 
 

@@ -42,7 +42,10 @@ class HookError(PyociError):
 
 
 class SysError(PyociError):
-    """A system call or kernel facility failed."""
+    """A system call or kernel facility failed; errno, where the cause was one (a rootless
+    create tells a denied cgroup write or mkdir apart by it)."""
+
+    errno: int | None = None
 
 
 class UnsupportedError(PyociError):

@@ -134,6 +134,7 @@ def emulate(rules: Iterable[Rule]) -> tuple[bool, dict[tuple[str, int, int], str
             exc[key] = _norm_access(exc.get(key, "") + r.access)
             continue
         # remove (part of) an exception
+        partial: tuple[str, int, int]
         for partial in ((r.type, WILDCARD, r.minor), (r.type, r.major, WILDCARD),
                         (r.type, WILDCARD, WILDCARD)):
             if partial == key:

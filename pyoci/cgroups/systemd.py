@@ -364,7 +364,7 @@ class SystemdManager(Manager):
                 paths.check_resolved(cgroups_path, mgr.fs.leaves()[0], m,
                                      paths.own_cgroups().get(""))
             return mgr
-        from pyoci.cgroups import v1  # type: ignore[attr-defined]
+        from pyoci.cgroups import v1
 
         return cls(cgroups_path, cid,
                    fs_factory=lambda cg: v1.V1Manager.for_container(cg, cid))
@@ -476,8 +476,8 @@ class SystemdManager(Manager):
 
             fs = V2Manager.from_state(fs_state)
         elif fs_state:
-            from pyoci.cgroups import v1  # type: ignore[attr-defined]
+            from pyoci.cgroups import v1
 
-            fs = v1.V1Manager.from_state(fs_state)  # type: ignore[attr-defined]
+            fs = v1.V1Manager.from_state(fs_state)
         return cls(d.get("cgroupsPath"), d["id"], d.get("mountpoint", "/sys/fs/cgroup"),
                    started=d.get("started", False), fs=fs)

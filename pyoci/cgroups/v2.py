@@ -187,9 +187,10 @@ class V2Manager(Manager):
 
         mounts = paths.cgroup_mounts()
         m = paths.unified_mount(mounts)
-        if m is None:
+        path = paths.unified_path(cgroups_path, cid, mounts)
+        if m is None or path is None:
             raise UnsupportedError("cgroup v2 driver: no cgroup2 hierarchy is mounted")
-        return cls(paths.unified_path(cgroups_path, cid, mounts), m.mountpoint)
+        return cls(path, m.mountpoint)
 
     # -- validation --------------------------------------------------------------------
 
@@ -486,7 +487,7 @@ class V2Manager(Manager):
         cmax = cpu_max_value(cpu.get("quota"), cpu.get("period"))
         if cmax is not None:
             self._write("cpu.max", cmax, f"{F}.cpu.quota")
-        if retry_burst:
+        if retry_burst and burst is not None:
             self._write("cpu.max.burst", burst, f"{F}.cpu.burst")
         if cpu.get("idle") is not None:
             self._write("cpu.idle", cpu["idle"], f"{F}.cpu.idle")
@@ -615,8 +616,8 @@ class V2Manager(Manager):
     # -- state -------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        d = {"driver": self.driver, "path": self.path, "mountpoint": self.mountpoint,
-             "created": list(self.created)}
+        d: dict[str, Any] = {"driver": self.driver, "path": self.path,
+                             "mountpoint": self.mountpoint, "created": list(self.created)}
         if self.rootless:
             d["rootless"] = True
         return d
@@ -696,7 +697,8 @@ def cgroup_v2_stats(path: str, mountpoint: str = DEFAULT_MOUNTPOINT) -> dict[str
     pids = _omit_zero({"current": current, "limit": limit})
 
     blkio: dict[str, Any] = {}
-    service_bytes, serviced = [], []
+    service_bytes: list[dict[str, Any]] = []
+    serviced: list[dict[str, Any]] = []
     for line in (common.read_opt(path, "io.stat") or "").splitlines():
         parts = line.split()
         if len(parts) < 2 or ":" not in parts[0]:

@@ -253,14 +253,17 @@ def libseccomp() -> Any:
     binding if installed, else PyPI's `pyseccomp`."""
     global _lib
     if _lib is None:
+        lib: Any
         try:
             lib = _Libseccomp()
         except OSError:
             try:
-                import seccomp as lib  # type: ignore[import-not-found]
+                import seccomp
+                lib = seccomp
             except ImportError:
                 try:
-                    import pyseccomp as lib  # type: ignore[import-not-found]
+                    import pyseccomp
+                    lib = pyseccomp
                 except (ImportError, RuntimeError) as e:
                     raise UnsupportedError(f"linux.seccomp: libseccomp is not available: "
                                            f"{e}") from None
@@ -353,7 +356,7 @@ class _Libseccomp:
                 if len(args) > 6:
                     raise ValueError("Too many arguments")
                 arr = (binding.ArgCmp * len(args))(
-                    *((a.arg, a.op, a.datum_a, a.datum_b) for a in args))
+                    *(binding.ArgCmp(a.arg, a.op, a.datum_a, a.datum_b) for a in args))
                 binding.check(binding.lib.seccomp_rule_add_array(self.ctx, action, syscall,
                                                                  len(args), arr))
 

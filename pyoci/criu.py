@@ -553,6 +553,7 @@ def restore(root: str, cid: str, gopts: dict, o: dict) -> int:
     check_criu(criu, "restore")
     if o.get("lazy_pages"):
         check_lazy_pages(criu, "restore")
+    assert spec.process is not None               # _check_config refuses a config without one
     terminal = spec.process.terminal
     if not detach and not o.get("no_subreaper"):
         from pyoci.linux import syscalls as sc

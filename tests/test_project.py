@@ -97,12 +97,14 @@ def test_type_checking_has_one_definition():
 
 
 def test_test_command_runs_the_linters():
-    """scripts/test.sh runs scripts/lint.sh (ruff, configured in pyproject.toml), whose tools the
-    `test` extra installs."""
+    """scripts/test.sh runs scripts/lint.sh (ruff and mypy, configured in pyproject.toml),
+    whose tools the `test` extra installs."""
     assert "bash scripts/lint.sh" in read("scripts/test.sh")
     lint = read("scripts/lint.sh")
-    assert ".venv/bin/ruff check" in lint
+    assert ".venv/bin/ruff check" in lint and ".venv/bin/mypy" in lint
     pyproject = read("pyproject.toml")
-    assert "[tool.ruff.lint]" in pyproject
+    assert "[tool.ruff.lint]" in pyproject and "[tool.mypy]" in pyproject
     test_extra = re.search(r"^test = \[(.*)\]$", pyproject, re.M)
-    assert test_extra and '"ruff' in test_extra.group(1), "ruff is not in the test extra"
+    assert test_extra, "no test extra"
+    for tool in ("ruff", "mypy"):
+        assert f'"{tool}' in test_extra.group(1), f"{tool} is not in the test extra"

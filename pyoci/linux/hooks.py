@@ -34,6 +34,7 @@ def run_hook(hook: Hook, state: dict, kind: str, index: int,
     """inherit: the environment of a hook without `env` (default: this process's)."""
     path = hook.path
     argv = hook.args or [path]
+    env: dict[bytes, bytes] | dict[str, str]     # execve takes either
     if hook.env is None:
         if inherit is None:
             from pyoci.linux.sealed import startup_environ

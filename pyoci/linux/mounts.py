@@ -457,7 +457,7 @@ def mount_bind(root_fd: int, rootfs: str, mnt: Mount, *, userns: bool = False,
         _check_proc_destination(mnt, real)
         if mnt.idmap:
             own = tree_fd is None
-            if own:
+            if tree_fd is None:
                 if mnt.uid_mappings:
                     ns = idmap.userns_fd(mnt.uid_mappings, mnt.gid_mappings)
                 else:

@@ -574,12 +574,16 @@ def check(process: dict, personality: dict | None = None) -> list[str]:
     check_env(process.get("env"))
     warnings = capabilities.check(process.get("capabilities"))
     rlimits.check(process.get("rlimits"))
-    for key, record, validate in (("scheduler", config.Scheduler, sched_attr),
-                                  ("ioPriority", config.IOPriority, ioprio_value)):
-        if process.get(key) is not None:
-            if not isinstance(process[key], dict):
-                raise ConfigError(f"process.{key}: must be an object")
-            validate(record.parse(process[key]))
+    for key in ("scheduler", "ioPriority"):
+        value = process.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"process.{key}: must be an object")
+        if key == "scheduler":
+            sched_attr(config.Scheduler.parse(value))
+        else:
+            ioprio_value(config.IOPriority.parse(value))
     aff = process.get("execCPUAffinity")
     if aff is not None:
         if not isinstance(aff, dict):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 
-from pyoci import jsonio
+from pyoci import TYPE_CHECKING, jsonio
 from pyoci.errors import ConfigError, PyociError
 from pyoci.spec.config import NAMESPACES
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def read_config(bundle: str) -> dict:
@@ -50,6 +53,7 @@ def clean_strings(doc, members: tuple[str, ...] | None = None, prefix: str = "")
     (JSON "\\ud800", not valid UTF-8) becomes U+FFFD, as Go's decoder in runc makes it; a NUL
     byte is refused, naming the field (runc's system calls fail on it: EINVAL). Iterative:
     a config may nest 10,000 levels deep."""
+    stack: list[tuple[Any, Any, str]]     # (container, key or index, the field's name)
     if isinstance(doc, dict):
         stack = [(doc, k, prefix + k) for k in doc if members is None or k in members]
     else:

@@ -149,8 +149,7 @@ def _container_init(ctx: InitContext) -> None:
     source_fds = dict(zip(setup.sources, fds[len(setup.idmap):])) or None
     ctx.state["pid"] = setup.pid                  # as seen by the host, for hooks
     netdev_addrs = setup.netdev
-    for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(s, _signal.SIG_DFL)
+    child.default_signals(also=(_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP))
     os.setsid()
     from pyoci.linux import process as procmod
 

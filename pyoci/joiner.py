@@ -17,7 +17,6 @@ preloaded them (pyoci.linux.process.preload).
 
 from __future__ import annotations
 
-import _signal   # not signal: it imports enum
 import os
 
 from pyoci import TYPE_CHECKING
@@ -55,7 +54,7 @@ def joiner(job: JoinJob) -> None:
         # Nothing in the container may ptrace us or open /proc/PID/exe (the host's
         # interpreter): non-dumpable before any setns, until the program's execve.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        _default_signals()
+        child.default_signals()
         keep = {job.chan.fileno(), job.console_fd, job.root_fd}
         keep.update(fd for _, fd in job.ns)
         child.close_fds_except(keep, job.preserve)   # the runtime's state files, its strays
@@ -105,17 +104,3 @@ def _notify(chan: ch.Channel, fd: int) -> None:
     chan.send(ch.Notify(), [fd])
     chan.expect(ch.Ok)
 
-
-def _default_signals() -> None:
-    """Drop the caller's forwarding handlers; SIGPIPE/SIGXFSZ back from Python's SIG_IGN
-    (ignored signals would stay ignored across execve)."""
-    from pyoci.foreground import _signals
-
-    for s in _signals():        # the numbers of signal.Signals
-        if s in (_signal.SIGKILL, _signal.SIGSTOP):
-            continue
-        try:
-            if s in (_signal.SIGPIPE, _signal.SIGXFSZ) or callable(_signal.getsignal(s)):
-                _signal.signal(s, _signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass

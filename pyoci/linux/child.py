@@ -16,6 +16,25 @@ if TYPE_CHECKING:
     from pyoci.spec.config import Process
 
 
+def default_signals(also: tuple[int, ...] = ()) -> None:
+    """Drop the runtime's handlers (a foreground run's or exec's forwarding, Python's
+    SIGINT), and SIGPIPE, SIGXFSZ (ignored by Python) and `also` back to SIG_DFL even when
+    ignored: an ignored signal stays ignored across execve."""
+    import _signal
+
+    from pyoci.foreground import _signals
+
+    force = {_signal.SIGPIPE, _signal.SIGXFSZ, *also}
+    for s in _signals():        # the numbers of signal.Signals
+        if s in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            if s in force or callable(_signal.getsignal(s)):
+                _signal.signal(s, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+
 def error_message(e: BaseException) -> str:
     """One line describing e, for the runtime to report."""
     if isinstance(e, PyociError):

@@ -6,7 +6,11 @@ from __future__ import annotations
 import ctypes
 import os
 
+from pyoci import TYPE_CHECKING
 from pyoci.errors import ConfigError, SysError
+
+if TYPE_CHECKING:
+    from pyoci.spec.config import MemoryPolicy
 
 SYS_set_mempolicy = 238
 MODES = {
@@ -51,11 +55,11 @@ def check(policy: dict) -> None:
         raise ConfigError(f"linux.memoryPolicy.nodes: required for {mode}")
 
 
-def apply(policy: dict) -> None:
-    mode = MODES[policy["mode"]]
-    for f in policy.get("flags") or []:
+def apply(policy: MemoryPolicy) -> None:
+    mode = MODES[policy.mode]
+    for f in policy.flags:
         mode |= FLAGS[f]
-    nodes = parse_nodes(policy.get("nodes") or "")
+    nodes = parse_nodes(policy.nodes)
     maxnode = (max(nodes) + 1 if nodes else 0)
     words = (maxnode + 63) // 64 or 1
     mask = (ctypes.c_ulong * words)()

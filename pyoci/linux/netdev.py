@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 
+from pyoci import TYPE_CHECKING
 from pyoci.errors import ConfigError, SysError
+
+if TYPE_CHECKING:
+    from pyoci.spec.config import NetDevice
 
 
 def check(netdevs: dict, ns: dict) -> None:
@@ -24,7 +28,7 @@ def check(netdevs: dict, ns: dict) -> None:
             raise ConfigError(f"linux.netDevices: host interface {host!r} does not exist")
 
 
-def move_devices(netdevs: dict, pid: int) -> dict[str, list[dict]]:
+def move_devices(netdevs: dict[str, NetDevice], pid: int) -> dict[str, list[dict]]:
     """Move every device into pid's network namespace under its new name; returns the
     addresses each had ({new name: [{"address", "prefixlen", "family"}]}) to restore inside."""
     from pyroute2 import IPRoute
@@ -34,7 +38,7 @@ def move_devices(netdevs: dict, pid: int) -> dict[str, list[dict]]:
     try:
         with IPRoute() as ip:
             for host, dev in netdevs.items():
-                name = (dev or {}).get("name") or host
+                name = dev.name or host
                 idx = ip.link_lookup(ifname=host)
                 if not idx:
                     raise SysError(f"linux.netDevices: host interface {host!r} not found")

@@ -340,6 +340,26 @@ class Device:
 
 
 @dataclass
+class MemoryPolicy:
+    mode: str
+    nodes: str = ""                           # a node list ("0-1,3"); "": none
+    flags: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, d: dict) -> MemoryPolicy:
+        return cls(d.get("mode", ""), d.get("nodes") or "", list(_list(d, "flags")))
+
+
+@dataclass
+class NetDevice:
+    name: str = ""                            # the name in the container; "": the host's
+
+    @classmethod
+    def parse(cls, d: dict | None) -> NetDevice:
+        return cls(d.get("name") or "") if d else cls()
+
+
+@dataclass
 class Linux:
     namespaces: list[Namespace] = field(default_factory=list)
     uid_mappings: list[IDMapping] = field(default_factory=list)
@@ -356,12 +376,12 @@ class Linux:
     mount_label: str = ""
     personality: Personality | None = None
     intel_rdt: dict | None = None
-    net_devices: dict[str, dict] = field(default_factory=dict)
-    memory_policy: dict | None = None
+    net_devices: dict[str, NetDevice] = field(default_factory=dict)   # by host name
+    memory_policy: MemoryPolicy | None = None
 
     @classmethod
     def parse(cls, d: dict) -> Linux:
-        sec, pers = d.get("seccomp"), d.get("personality")
+        sec, pers, mpol = d.get("seccomp"), d.get("personality"), d.get("memoryPolicy")
         return cls(
             namespaces=[Namespace.parse(n) for n in _list(d, "namespaces")],
             uid_mappings=[IDMapping.parse(m) for m in _list(d, "uidMappings")],
@@ -377,8 +397,9 @@ class Linux:
             readonly_paths=list(_list(d, "readonlyPaths")),
             mount_label=d.get("mountLabel") or "",
             personality=Personality.parse(pers) if pers else None,
-            intel_rdt=d.get("intelRdt") or None, net_devices=dict(_dict(d, "netDevices")),
-            memory_policy=d.get("memoryPolicy") or None)
+            intel_rdt=d.get("intelRdt") or None,
+            net_devices={k: NetDevice.parse(v) for k, v in _dict(d, "netDevices").items()},
+            memory_policy=MemoryPolicy.parse(mpol) if mpol else None)
 
     def namespace_paths(self) -> dict[str, str | None]:
         """{type: path, or None for a new namespace} for linux.namespaces."""

@@ -9,9 +9,9 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from pyoci import container
 from pyoci.errors import PyociError
 from pyoci.linux import namespaces
+from pyoci.ops import create as create_op
 from pyoci.ops import exec as exec_op
 from pyoci.spec import config, load
 from pyoci.spec.default import default_spec
@@ -103,7 +103,7 @@ def test_create_and_exec_refuse_a_process_alike(tmp_path, bad, message):
     doc = {"ociVersion": "1.3.0", "root": {"path": "rootfs"}, "process": proc,
            "linux": {"namespaces": [{"type": "mount"}]}}
     with pytest.raises(PyociError) as created:
-        container._check_config(doc, str(tmp_path), container.CreateOptions(
+        create_op.check_config(doc, str(tmp_path), create_op.CreateOptions(
             root=str(tmp_path / "state"), cid="c"))
     with pytest.raises(PyociError) as execd:
         exec_op.check_process(proc, doc, {})

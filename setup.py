@@ -6,7 +6,7 @@ installs must be the program the tests run, as fast:
 - The commands `pyoci` and `containerd-shim-pyoci-v2` (COMMANDS) start the interpreter
   isolated and without `site` (python -IS): no .pth files, sitecustomize or editable-install
   finder, no PYTHON* variables. pyoci starts an interpreter for every command, and `site`
-  adds ~1.6 ms to each, a fifth of `pyoci state` (tests/test_packaging.py's docstring). A console
+  adds ~2 ms to each, a fifth of `pyoci state` (tests/test_packaging.py's docstring). A console
   script ([project.scripts]) cannot do this: pip and the other installers write its `#!`
   line themselves, without flags, and their wrapper imports `re`; a wheel's own script
   with "#!python -IS" gets the same treatment (pip keeps "#!INTERPRETER" only). So each

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The linter and the type checker, with their configuration in pyproject.toml: ruff over the
-# whole tree (pycodestyle, pyflakes, bugbear, pyupgrade) and mypy over pyoci/. Exits non-zero
-# on any finding. scripts/test.sh runs it before the tests; run it alone after
-# scripts/setup.sh.
+# whole tree (pycodestyle, pyflakes, bugbear, pyupgrade) and mypy over pyoci/ and the tests'
+# shared helpers (tests/support). Exits non-zero on any finding. scripts/test.sh runs it
+# before the tests; run it alone after scripts/setup.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rc=0

@@ -181,6 +181,6 @@ def access_in_cgroup(cgroup: str, actions: list[tuple[str, str, int]]) -> dict[s
                     os.unlink(path)
                 out[label] = "ok"
             except OSError as e:
-                out[label] = errno_mod.errorcode.get(e.errno, str(e.errno))
+                out[label] = errno_mod.errorcode.get(e.errno or 0, str(e.errno))
         return out
     return in_child(run, cgroup=cgroup)

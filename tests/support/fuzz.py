@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterable
 
 from hypothesis import strategies as st
 
@@ -159,7 +160,7 @@ def mutate(draw, base: dict, extra_keys: list[str], blocked=(), plausible=None,
         paths = [p for p in json_paths(doc) if not _blocked(p, blocked)]
         if op == "plausible" and plausible is not None:
             path, value = draw(plausible)
-            parent = doc
+            parent: dict | list = doc
             for p in path[:-1]:
                 if isinstance(parent, dict):
                     nxt = parent.get(p)
@@ -631,7 +632,7 @@ class Snapshot:
     """What exists before a case: state entries under root, cgroups under this process's own
     cgroups, mounts, descendant processes, this process's fds."""
 
-    def __init__(self, root: str, keep_pids: set[int] = frozenset(), cgroup_dirs=(),
+    def __init__(self, root: str, keep_pids: Iterable[int] = (), cgroup_dirs=(),
                  mine: str | None = None):
         """mine: the test's own directory (bundles): mounts under it are counted, and any
         outside /tmp and /run (default: the directory of root, when that is not /tmp)."""

@@ -7,6 +7,12 @@ made: pyoci/ops/delete.py). Built-in modules only: every lifecycle command impor
 
 import posix
 
+from pyoci import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyoci.cgroups.base import Manager
+    from pyoci.state import State
+
 _O_RDONLY, _O_WRONLY, _O_CLOEXEC = 0, 1, 0o2000000
 
 
@@ -171,3 +177,22 @@ def leaves(cg: dict) -> list[str]:
     if cg.get("driver") == "v2" and isinstance(cg.get("path"), str):
         return [cg["path"]]
     return []
+
+
+def manager(st: "State", what: str) -> "Manager":
+    """The cgroup driver's manager of the container (`what`: the command, for errors):
+    pause, resume, update, events and ps act through it."""
+    if not st.cgroup and st.creating is not None:
+        # no state.json (yet or any more): a create under way, or a delete that raced us
+        from pyoci.errors import StateError
+
+        raise StateError(f"{what}: container {st.id} is being created or deleted")
+    if not st.cgroup:
+        from pyoci.errors import UnsupportedError
+
+        raise UnsupportedError(f"{what}: container {st.id} has no cgroup (a rootless "
+                               "container whose user could not create one: this needs "
+                               "root or a delegated cgroup)")
+    from pyoci import cgroups
+
+    return cgroups.from_state(st.cgroup)

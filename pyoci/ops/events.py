@@ -7,7 +7,7 @@ import sys
 
 from pyoci import jsonio, state
 from pyoci.errors import PyociError, StateError, UsageError
-from pyoci.ops.pause import manager
+from pyoci.cgstate import manager
 from pyoci.units import parse_duration
 
 OOM_POLL_SECONDS = 0.2   # how often the stream looks at the OOM kill count between stats

@@ -4,24 +4,7 @@ here on built-in modules; the driver (pyoci.cgroups) does the rest: systemd, a f
 still FREEZING after the write, a frozen parent, errors."""
 
 from pyoci import cgstate, state
-
-
-def manager(st: state.State, what: str):
-    """The cgroup driver's manager of the container (`what`: the command, for errors)."""
-    if not st.cgroup and st.creating is not None:
-        # no state.json (yet or any more): a create under way, or a delete that raced us
-        from pyoci.errors import StateError
-
-        raise StateError(f"{what}: container {st.id} is being created or deleted")
-    if not st.cgroup:
-        from pyoci.errors import UnsupportedError
-
-        raise UnsupportedError(f"{what}: container {st.id} has no cgroup (a rootless "
-                               "container whose user could not create one: this needs "
-                               "root or a delegated cgroup)")
-    from pyoci import cgroups
-
-    return cgroups.from_state(st.cgroup)
+from pyoci.cgstate import manager
 
 
 def pause(root: str, cid: str) -> None:

@@ -6,7 +6,7 @@ import sys
 
 from pyoci import jsonio, state
 from pyoci.errors import PyociError, UsageError
-from pyoci.ops.pause import manager
+from pyoci.cgstate import manager
 
 
 def container_pids(st: state.State) -> list[int]:

@@ -9,8 +9,7 @@ import sys
 
 from pyoci import jsonio, state
 from pyoci.errors import ConfigError, PyociError, StateError, UnsupportedError, UsageError
-from pyoci.ops.pause import manager
-from pyoci.units import ram_in_bytes
+from pyoci.cgstate import manager
 
 from pyoci import TYPE_CHECKING
 
@@ -73,6 +72,8 @@ def _parse_flag(flag: str, kind: str, v: str) -> int | str:
     if kind == "mem":
         if v == "-1":
             return -1
+        from pyoci.units import ram_in_bytes   # only for the memory flags
+
         try:
             return ram_in_bytes(v)
         except ValueError as e:

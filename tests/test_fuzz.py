@@ -419,7 +419,7 @@ def cli_tokens(env: Env, cid: str, bundle: str) -> st.SearchStrategy:
             lambda t: [t[0] + t[1]] if t[0].endswith("=") else list(t))), max_size=3)
     from pyoci import cli
 
-    tables = dict(cli.COMMANDS)
+    tables = {cmd: cli.flags(cmd) for cmd in cli.TABLE if cmd}
     commands = sorted(tables) + ["bogus", "", "help"]
 
     @st.composite

@@ -1,4 +1,4 @@
-"""The container's cgroup join overlaps its setup (pyoci.ops.create._Joiner, the cgroup-attach
+"""The container's cgroup join overlaps its setup (pyoci.ops.create._CgroupJoin, the cgroup-attach
 warm-up of pyoci.warmup): whatever the timing, the init, its hooks and its cgroup namespace
 must see the container's cgroup, and nothing of the warm-up may be left behind."""
 

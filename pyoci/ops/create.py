@@ -148,7 +148,7 @@ class Rollback:
 
     bootstrap: int = 0                 # pid of the bootstrap child, until it exited
     init: int = 0                      # pid of the container's init, once known
-    joiner: _Joiner | None = None      # a _Joiner still adding to the cgroup
+    cgroup_join: _CgroupJoin | None = None   # still adding to the cgroup (a thread)
     cgroup_made: bool = False          # the cgroup is (being) created: destroy it
     hooks_ran: bool = False            # prestart/createRuntime ran: poststop runs
     dir_made: bool = False             # the state directory is this create's
@@ -326,11 +326,11 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
     # plain mkdirs and writes, they run in a thread while the children set up namespaces
     # and the rootfs; the init is added once its pid is known (fast then) and told before
     # anything needs the cgroup.
-    joiner = None
+    cgroup_join = None
     if cg is not None:
         if background:
-            joiner = _Joiner(cg, pid)
-            rs.joiner = joiner
+            cgroup_join = _CgroupJoin(cg, pid)
+            rs.cgroup_join = cgroup_join
         else:
             cg.add(pid)
             if cg.owned():
@@ -377,9 +377,9 @@ def _create_in(opts, spec, st, cg, socks, rs, chan, public, ns) -> None:
             finally:
                 for fd in list(idmap.values()) + list(sources.values()):
                     os.close(fd)
-            if joiner is not None:
-                joiner.finish(init_pid)           # the bootstrap's write paid the wait
-                rs.joiner = None
+            if cgroup_join is not None:
+                cgroup_join.finish(init_pid)      # the bootstrap's write paid the wait
+                rs.cgroup_join = None
                 _apply_resources(cg, linux.resources)
                 if st_mod.FAULT:
                     st_mod.fault("create:init-cgroup")
@@ -472,7 +472,7 @@ def _apply_resources(cg, resources: dict | None) -> None:
                          cg.leaves()[0] if cg.leaves() else "?"))
 
 
-class _Joiner:
+class _CgroupJoin:
     """The cgroup's creation and first cgroup.procs write in a thread: create() and
     add(bootstrap) start at once (and take the grace period); finish(init) waits for them
     and adds the init, which the bootstrap may have forked before it was moved."""
@@ -553,8 +553,8 @@ def _bind_sources(spec: config.Spec, pid: int, bundle: str, ns: dict) -> dict[in
 
 def abort_create(st: st_mod.State, spec: config.Spec, cg, rs: Rollback) -> None:
     """Undo a failed create: kill what was started, remove cgroup and state dir."""
-    if rs.joiner is not None:
-        rs.joiner.wait()               # no cgroup.procs write may race the rmdir
+    if rs.cgroup_join is not None:
+        rs.cgroup_join.wait()          # no cgroup.procs write may race the rmdir
     for pid in (rs.bootstrap, rs.init):
         if pid:
             try:

@@ -108,3 +108,39 @@ def test_test_command_runs_the_linters():
     assert test_extra, "no test extra"
     for tool in ("ruff", "mypy"):
         assert f'"{tool}' in test_extra.group(1), f"{tool} is not in the test extra"
+
+
+RECORD_USE = '''
+from pyoci.record import dataclass, field
+
+
+@dataclass
+class R:
+    a: int
+    b: list[str] = field(default_factory=list)
+
+
+r = R(1)
+n: int = r.a + len(r.b)
+R(a=2, b=["x"])
+R(1, c=3)  # wrong
+R("x")  # wrong
+'''
+
+
+def test_type_checkers_see_records(tmp_path):
+    """mypy takes pyoci.record.dataclass records for dataclasses: their fields and __init__
+    are checked (the lines of RECORD_USE marked wrong are, the rest is right). It failed on
+    every line using R before record.dataclass carried dataclass_transform."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "use.py"
+    src.write_text(RECORD_USE)
+    r = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir",
+                        str(tmp_path / "cache"), "--config-file",
+                        os.path.join(REPO, "pyproject.toml"), str(src)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    errors = [int(ln.split(":")[1]) for ln in r.stdout.splitlines() if ": error:" in ln]
+    wrong = [i for i, ln in enumerate(RECORD_USE.splitlines(), 1) if ln.endswith("# wrong")]
+    assert len(wrong) == 2 and errors == wrong, r.stdout

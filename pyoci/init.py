@@ -6,7 +6,10 @@ namespace, which the bootstrap reports to the parent before exiting. The init bu
 filesystem, lets the parent run the runtime-namespace hooks, drops into the container's
 identity and blocks on exec.fifo until `pyoci start` opens it; then it executes the user program.
 
-Parent and children speak over pyoci.linux.channel (its docstring lists the messages).
+Parent and children speak over pyoci.linux.channel (its docstring lists the messages). The
+init ends as exec's process does (pyoci.joiner), with pyoci.linux.process.execute: the
+process's setup, here with the container's rest (_finish_container) and the wait for `start`
+(_wait_for_start) in it, then the execve.
 """
 
 from __future__ import annotations

@@ -35,15 +35,6 @@ def needs(*binaries: str, package: str):
                                      f"(Debian package {package})")
 
 
-def pyoci_has_exec() -> bool:
-    return os.path.exists(os.path.join(REPO, "pyoci", "exec.py"))
-
-
-def skip_without_exec(rt: str) -> None:
-    if rt == "pyoci" and not pyoci_has_exec():
-        pytest.skip("pyoci exec is not implemented yet (pyoci/ops/exec.py)")
-
-
 def sh(argv: list[str], env: dict | None = None, stdin: str | None = None,
        timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     """Run a client command; output through files (a container may inherit our stdio)."""

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from clientlib import (REPO, RUNTIMES, cgroup_file, needs, ok, read, sh, skip_without_exec,
+from clientlib import (REPO, RUNTIMES, cgroup_file, needs, ok, read, sh,
                        unique)
 
 import daemons
@@ -94,7 +94,6 @@ def test_ctr_kill_all(containerd, rt, cid):
 
 
 def test_ctr_exec(containerd, rt, cid):
-    skip_without_exec(rt)
     ctr_ok(containerd, "run", "-d", "--runc-binary", RUNTIMES[rt], IMG, cid, "sleep", "1000")
     r = ctr(containerd, "task", "exec", "--exec-id", "e1", "--user", "1000", "--cwd", "/tmp",
             cid, "sh", "-c", "id -u; pwd; exit 4")
@@ -192,7 +191,6 @@ def test_cri_update(containerd, pod):
 
 
 def test_cri_exec_sync(containerd, pod, rt):
-    skip_without_exec(rt)
     c = cri_container(containerd, pod, "c3", "sleep", "1000")
     r = cri(containerd, "exec", id=c, cmd=["sh", "-c", "echo e; exit 5"], timeout=60)
     assert (r["stdout"], r["exit_code"]) == ("e\n", 5)

@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from clientlib import (RUNTIMES, cgroup_file, needs, ok, pyoci_has_exec, read, sh,
-                       skip_without_exec, unique)
+from clientlib import RUNTIMES, cgroup_file, needs, ok, read, sh, unique
 
 import daemons
 
@@ -122,7 +121,6 @@ def test_update_resources(podman, rt, name):
 
 
 def test_exec_env_user_workdir(podman, rt, name):
-    skip_without_exec(rt)
     start_detached(podman, rt, name, "sleep", "1000")
     out = pm_ok(podman, "exec", "-e", "FOO=bar", "-u", "1000", "-w", "/tmp", name,
                 "sh", "-c", "echo $FOO; id -u; pwd")
@@ -132,7 +130,6 @@ def test_exec_env_user_workdir(podman, rt, name):
 
 
 def test_exec_tty_and_detach(podman, rt, name):
-    skip_without_exec(rt)
     start_detached(podman, rt, name, "sleep", "1000")
     assert pm_ok(podman, "exec", "-t", name, "tty").startswith("/dev/pts/")
     pm_ok(podman, "exec", "-d", name, "sh", "-c", "echo done > /tmp/detached")
@@ -153,8 +150,7 @@ def test_runtime_calls_all_succeed(podman, rt, name, tmp_path):
                        f'echo "$rc $*" >> "{calls}"\nexit $rc\n')
     wrapper.chmod(0o755)
     pm_ok(podman, "run", "--runtime", str(wrapper), "-d", "--name", name, IMG, "sleep", "1000")
-    if pyoci_has_exec() or rt == "runc":
-        assert pm_ok(podman, "exec", "-t", name, "tty").startswith("/dev/pts/")
+    assert pm_ok(podman, "exec", "-t", name, "tty").startswith("/dev/pts/")
     pm_ok(podman, "pause", name)
     pm_ok(podman, "unpause", name)
     pm_ok(podman, "update", "--memory", "64m", name)
@@ -185,7 +181,6 @@ NOT_RUNNABLE = [("/nonexistent", 127), ("nonexistent", 127), ("/etc/passwd", 126
 def test_exit_codes_of_a_program_that_cannot_run(podman, rt, name):
     got = [pm(podman, "run", "--runtime", rt, "--rm", IMG, prog).returncode
            for prog, _ in NOT_RUNNABLE[:3]]
-    skip_without_exec(rt)
     start_detached(podman, rt, name)
     got += [pm(podman, "exec", name, prog).returncode for prog, _ in NOT_RUNNABLE]
     assert got == [code for _, code in NOT_RUNNABLE[:3] + NOT_RUNNABLE], got

@@ -28,25 +28,6 @@ from pyoci.record import dataclass, field
 if TYPE_CHECKING:
     from pyoci.spec import config
 
-COMMAND_FLAGS = {"exec": {
-    "process": ("process", True), "p": ("process", True),
-    "detach": ("detach", False), "d": ("detach", False),
-    "pid-file": ("pid_file", True),
-    "console-socket": ("console_socket", True),
-    "tty": ("tty", False), "t": ("tty", False),
-    "preserve-fds": ("preserve_fds", True),
-    "env": ("env", "list"), "e": ("env", "list"),
-    "user": ("user", True), "u": ("user", True),
-    "additional-gids": ("additional_gids", "list"), "g": ("additional_gids", "list"),
-    "cwd": ("cwd", True),
-    "cap": ("cap", "list"), "c": ("cap", "list"),
-    "no-new-privs": ("no_new_privs", False),
-    "apparmor": ("apparmor", True),
-    "process-label": ("process_label", True),
-    "ignore-paused": ("ignore_paused", False),
-}}
-
-
 
 def run_command(cmd: str, root: str, global_opts: dict, opts: dict,
                 positionals: list[str]) -> int:

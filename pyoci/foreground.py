@@ -6,14 +6,10 @@ from __future__ import annotations
 import _signal   # not `signal`: it imports enum (milliseconds on every `run`)
 import os
 
+from pyoci.linux.child import signal_numbers as _signals
+
 NOT_FORWARDED = {_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, _signal.SIGWINCH,
                  _signal.SIGTTIN, _signal.SIGTTOU}
-
-
-def _signals() -> list[int]:
-    """Every signal signal.Signals lists (1-31, SIGRTMIN, SIGRTMAX), by number."""
-    return sorted({v for k, v in vars(_signal).items()
-                   if k.startswith("SIG") and not k.startswith("SIG_") and type(v) is int})
 
 
 class Forwarder:

@@ -75,6 +75,10 @@ def test_create_and_run_import_no_slow_module(pyoci, bundle_factory, config, tmp
     assert {"pyoci.ops.create", "pyoci.init", "pyoci.linux.process"} <= mods  # it did the work
     slow = sorted(m for m in mods if m.split(".")[0] in SLOW or m in SLOW)
     assert not slow, f"{command} imported {slow}"
+    if command == "create":
+        # a created container has no foreground: neither the runtime nor the init (its
+        # signal reset, child.default_signals) loads the forwarding of pyoci.foreground
+        assert "pyoci.foreground" not in mods
 
 
 # --- jsonio is json ---------------------------------------------------------------------
@@ -141,6 +145,16 @@ def test_jsonio_dumps_odd_values_as_json(obj):
 
 
 # --- sock is socket -----------------------------------------------------------------------
+
+def test_signal_numbers_are_signal_signals():
+    """The signals the children reset and a foreground run forwards (child.signal_numbers,
+    from _signal) are those signal.Signals lists."""
+    import signal
+
+    from pyoci.linux import child
+
+    assert child.signal_numbers() == sorted(int(s) for s in signal.Signals)
+
 
 def test_sock_passes_fds_as_socket_does():
     import socket

@@ -16,16 +16,23 @@ if TYPE_CHECKING:
     from pyoci.spec.config import Process
 
 
+def signal_numbers() -> list[int]:
+    """Every signal signal.Signals lists (1-31, SIGRTMIN, SIGRTMAX), by number."""
+    import _signal
+
+    return sorted({v for k, v in vars(_signal).items()
+                   if k.startswith("SIG") and not k.startswith("SIG_") and type(v) is int})
+
+
 def default_signals(also: tuple[int, ...] = ()) -> None:
     """Drop the runtime's handlers (a foreground run's or exec's forwarding, Python's
     SIGINT), and SIGPIPE, SIGXFSZ (ignored by Python) and `also` back to SIG_DFL even when
-    ignored: an ignored signal stays ignored across execve."""
+    ignored: an ignored signal stays ignored across execve. (Here rather than with
+    pyoci.foreground's forwarding: the init of a `create` never loads that module.)"""
     import _signal
 
-    from pyoci.foreground import _signals
-
     force = {_signal.SIGPIPE, _signal.SIGXFSZ, *also}
-    for s in _signals():        # the numbers of signal.Signals
+    for s in signal_numbers():  # the numbers of signal.Signals
         if s in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:

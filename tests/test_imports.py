@@ -79,6 +79,7 @@ def test_create_and_run_import_no_slow_module(pyoci, bundle_factory, config, tmp
         # a created container has no foreground: neither the runtime nor the init (its
         # signal reset, child.default_signals) loads the forwarding of pyoci.foreground
         assert "pyoci.foreground" not in mods
+    assert "pyoci.linux.idmap" not in mods      # id-mapped mounts only
 
 
 # --- jsonio is json ---------------------------------------------------------------------

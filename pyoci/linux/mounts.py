@@ -15,7 +15,7 @@ from pyoci.record import dataclass, field
 
 from pyoci.cgroups import paths as cgpaths
 from pyoci.errors import ConfigError, SysError, why
-from pyoci.linux import idmap, mountinfo, syscalls as sc
+from pyoci.linux import mountinfo, syscalls as sc
 from pyoci.spec import config
 from pyoci.linux.resolve import (clean_path, create_target, fd_path, mkdir_all_in_root,
                                  open_in_root, open_mounted, real_path_in_root)
@@ -342,6 +342,8 @@ def prepare_idmapped_mounts(spec: config.Spec, container_userns_fd: int | None =
         for mnt in resolve_sources(parse_mounts(spec), bundle):
             if not mnt.idmap:
                 continue
+            from pyoci.linux import idmap   # id-mapped mounts only (~0.1 ms to import)
+
             if mnt.uid_mappings:
                 ns = idmap.userns_fd(mnt.uid_mappings, mnt.gid_mappings)
             elif container_userns_fd is not None:
@@ -456,6 +458,8 @@ def mount_bind(root_fd: int, rootfs: str, mnt: Mount, *, userns: bool = False,
         real = real_path_in_root(target, rootfs)
         _check_proc_destination(mnt, real)
         if mnt.idmap:
+            from pyoci.linux import idmap   # loaded by prepare_rootfs, before any mount
+
             own = tree_fd is None
             if tree_fd is None:
                 if mnt.uid_mappings:

@@ -91,6 +91,10 @@ def prepare_rootfs(spec: Spec, rootfs: str, *, userns: bool,
     own_ns False: no mount namespace of its own, the runtime's is used: the propagation of
     / and of the rootfs' parent mount is left alone (see mounts_under)."""
     mounts = resolve_sources(parse_mounts(spec), bundle)
+    if any(m.idmap for m in mounts):
+        # mount_entry's id-mapping, imported before the first mount (the host's files may
+        # be covered once mounts are made)
+        from pyoci.linux import idmap  # noqa: F401
     rootfs = os.path.realpath(rootfs)
     prop = spec.linux.rootfs_propagation
     flag = _propagation_flag(prop) if prop else sc.MS_SLAVE | sc.MS_REC

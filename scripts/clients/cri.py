@@ -8,7 +8,12 @@ prints a JSON result. Calls: runp, create, start, status, exec, update, stats, s
 from __future__ import annotations
 
 import json
+import os
 import sys
+
+# the varints are pyoci's own (pyoci/pbwire.py: standard library only)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from pyoci.pbwire import read_varint, varint  # noqa: E402
 
 SERVICE = "/runtime.v1.RuntimeService/"
 NETWORK_NODE = 2  # NamespaceMode.NODE: the host's network namespace
@@ -16,27 +21,14 @@ NETWORK_NODE = 2  # NamespaceMode.NODE: the host's network namespace
 
 # --- protobuf wire format ---------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def f_int(field: int, n: int) -> bytes:
-    return _varint(field << 3) + _varint(n) if n else b""
+    return varint(field << 3) + varint(n) if n else b""
 
 
 def f_bytes(field: int, data: bytes | str) -> bytes:
     if isinstance(data, str):
         data = data.encode()
-    return _varint(field << 3 | 2) + _varint(len(data)) + data
+    return varint(field << 3 | 2) + varint(len(data)) + data
 
 
 def f_msg(field: int, *parts: bytes) -> bytes:
@@ -48,12 +40,12 @@ def decode(data: bytes) -> dict[int, list]:
     out: dict[int, list] = {}
     i = 0
     while i < len(data):
-        key, i = _read_varint(data, i)
+        key, i = read_varint(data, i)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            val, i = _read_varint(data, i)
+            val, i = read_varint(data, i)
         elif wire == 2:
-            n, i = _read_varint(data, i)
+            n, i = read_varint(data, i)
             val, i = data[i:i + n], i + n
         elif wire == 1:
             val, i = int.from_bytes(data[i:i + 8], "little"), i + 8
@@ -63,17 +55,6 @@ def decode(data: bytes) -> dict[int, list]:
             raise ValueError(f"unsupported wire type {wire}")
         out.setdefault(field, []).append(val)
     return out
-
-
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    shift = n = 0
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
 
 
 def _signed32(n: int) -> int:

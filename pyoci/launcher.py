@@ -1,7 +1,7 @@
-"""The `pyoci` command's entry (the console script, and the launcher scripts/setup.sh
-writes): for `exec`, the sealed re-execution (pyoci.linux.sealed) before anything else; for
-`create`, `run` and `exec`, the cgroup-attach warm-up (pyoci/warmup.py) while the rest is
-imported; then pyoci.cli.main; then exit without the interpreter's teardown.
+"""The `pyoci` command's entry (the installed command's Python part, see setup.py): for
+`exec`, the sealed re-execution (pyoci.linux.sealed) before anything else; for `create`,
+`run` and `exec`, the cgroup-attach warm-up (pyoci/warmup.py) while the rest is imported;
+then pyoci.cli.main; then exit without the interpreter's teardown.
 
 Every command goes through pyoci.cli and pyoci/ops: the lifecycle commands (`state`,
 `start`, `kill`, `delete`, `pause`, `resume`) run on built-in modules only there, so this
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
             from pyoci.linux import sealed
 
             sealed.reexec()
-        except Exception:  # noqa: BLE001 - pyoci.exec tries again and reports why
+        except Exception:  # noqa: BLE001 - pyoci.ops.exec tries again, says why
             pass
     warm = cmd in _WARM and "--help" not in argv and "-h" not in argv
     if warm:
